@@ -1,0 +1,247 @@
+"""The `prefect-archiver` command: parses arguments, runs one operation, maps errors to exit codes.
+
+Exit codes: 0 ok; 1 failure or not found; 2 bad usage or bad input. Errors are one line on
+stderr; the traceback only with -v.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from archiver import __version__
+from archiver.config import Settings, load_settings
+from archiver.errors import ArchiverError, BadInput, ConfigError, EventNotFound
+from archiver.models import format_timestamp, parse_when
+
+log = logging.getLogger("archiver")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (default: $ARCHIVER_CONFIG)")
+    common.add_argument("--db", help="archive file (default: $ARCHIVER_DB or $PREFECT_HOME/archive.duckdb)")
+    common.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="prefect-archiver",
+        description="A permanent, queryable DuckDB archive of a Prefect workspace's events.",
+    )
+    parser.add_argument("--version", action="version", version=f"prefect-archiver {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", parents=[common], help="archive every event not archived yet")
+    sync.add_argument("--since", help="start here instead of the high-water mark (ISO time, or 3d for 3 days ago)")
+    sync.add_argument("--until", help="stop here instead of now minus ingest.settle")
+    sync.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    get = commands.add_parser("get", parents=[common], help="print one event by id")
+    get.add_argument("id", help="the event id (a UUID)")
+    get.add_argument("--json", action="store_true", help="compact JSON on one line")
+    get.add_argument("--archive-only", action="store_true", help="never ask the live API")
+
+    status = commands.add_parser("status", parents=[common], help="what the archive holds and how fresh it is")
+    status.add_argument("--json", action="store_true")
+
+    verify = commands.add_parser("verify", parents=[common], help="compare the archive with the server, bucket by bucket")
+    verify.add_argument("--since", help="from (default: the oldest event the server holds)")
+    verify.add_argument("--until", help="to (default: the high-water mark)")
+    verify.add_argument("--unit", choices=["day", "hour", "minute"], help="bucket size (default: by range)")
+    verify.add_argument("--repair", action="store_true", help="read again the buckets where the archive lacks events")
+    verify.add_argument("--json", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings({"archive.path": args.db, "api.url": args.api_url}, config_path=args.config)
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    return parse_when(value, name=name) if value else None
+
+
+class _ProgressLine:
+    """A one-line progress display on a terminal; silent when stderr is not one."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, expected: int) -> None:
+        if not self.enabled or expected <= 0:
+            return
+        share = min(done / expected, 1.0)
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\rarchiving [{bar:<30}] {done:,}/{expected:,} events")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.ingest import sync
+    from archiver.lock import SyncLock
+    from archiver.query import client_for
+    from archiver.store import Archive
+
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    progress = _ProgressLine()
+    with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
+        archive = Archive(settings.db_path, settings.read_timeout)
+        try:
+            report = sync(settings, client, archive, since=since, until=until, progress=progress)
+        finally:
+            progress.close()
+    if args.json:
+        print(json.dumps(_public(report.__dict__)))
+    else:
+        print(
+            f"archived {report.inserted:,} new events ({report.fetched:,} fetched, {report.duplicates:,} "
+            f"already archived) in {report.windows:,} windows, {report.seconds:.1f}s; "
+            f"high-water mark {report.high_water_mark or 'not set'}"
+        )
+        if report.reconciled_buckets:
+            print(f"reconciled {report.reconciled_buckets} buckets behind the mark: {report.repaired} late events added")
+        if report.quarantined:
+            print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
+        if report.conflicts:
+            print(f"{report.conflicts} events arrived again with different content; the first version was kept")
+    for gap in report.gaps:
+        print(
+            f"GAP: events that occurred between {gap['since']} and {gap['until']} may be lost: the server's "
+            "retention passed them before they were archived",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _public(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
+            "repaired", "requests", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
+    return {k: report[k] for k in keys}
+
+
+def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.query import find_event
+
+    event, source = find_event(args.id, settings=settings, archive_only=args.archive_only)
+    print(json.dumps(event, ensure_ascii=False) if args.json else json.dumps(event, indent=2, ensure_ascii=False))
+    print(f"source: {'archive ' + str(settings.db_path) if source == 'archive' else 'live Prefect API'}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.query import archive_status
+
+    status = archive_status(settings.db_path, settings.read_timeout)
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    print(f"archive:          {status['archive']}")
+    print(f"events:           {status['events']:,}")
+    print(f"high-water mark:  {status['high_water_mark'] or 'not set (no sync yet)'}")
+    if status["lag_seconds"] is not None:
+        print(f"lag:              {status['lag_seconds']:,.0f}s behind now")
+    last = status["last_sync"]
+    if last:
+        print(f"last sync:        {last['started']} — {last['outcome']}" + (f": {last['error']}" if last["error"] else ""))
+    print(f"last success:     {status['last_success'] or 'never'}")
+    if status["quarantined"]:
+        print(f"quarantined:      {status['quarantined']} malformed items")
+    for gap in status["gaps"]:
+        print(f"GAP:              events between {gap['since']} and {gap['until']} may be lost (retention passed them)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.fetch import first_event_time
+    from archiver.lock import SyncLock
+    from archiver.query import client_for
+    from archiver.reconcile import compare, reconcile
+    from archiver.store import Archive
+
+    with client_for(settings) as client:
+        archive = Archive(settings.db_path, settings.read_timeout)
+        now = datetime.now(timezone.utc)
+        until = _when(args.until, "--until") or archive.high_water_mark() or now - settings.settle
+        since = _when(args.since, "--since") or first_event_time(client, until)
+        if since is None:
+            print("the server holds no events in that range; nothing to verify")
+            return 0
+        if args.repair:
+            with SyncLock(settings.db_path, settings.lock_timeout):
+                run_id = archive.start_run("verify", since, until)
+                result = reconcile(client, archive, since, until, unit=args.unit, repair=True, run_id=run_id)
+                archive.finish_run(run_id, {"reconciled_buckets": result.differing, "inserted": result.inserted}, "ok")
+            from archiver.reconcile import ReconcileResult
+
+            remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
+        else:
+            result = reconcile(client, archive, since, until, unit=args.unit)
+            remaining = result.diffs
+    missing = [d for d in remaining if d.missing]
+    if args.json:
+        print(json.dumps({
+            "since": format_timestamp(since), "until": format_timestamp(until), "unit": result.unit,
+            "buckets": result.buckets,
+            "differences": [
+                {"since": format_timestamp(d.since), "until": format_timestamp(d.until), "server": d.server, "archive": d.archive}
+                for d in result.diffs
+            ],
+            "repaired": result.inserted if args.repair else None,
+            "remaining": len(missing),
+        }))
+    else:
+        print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
+        for d in result.diffs:
+            note = "archive lacks events" if d.missing else "archive holds more (the server trimmed them?)"
+            print(f"  {format_timestamp(d.since)} .. {format_timestamp(d.until)}  server {d.server:>7,}  archive {d.archive:>7,}  {note}")
+        if args.repair:
+            print(f"repaired: {result.inserted} events added; {len(missing)} buckets still lack events")
+        elif not result.diffs:
+            print("the archive holds every event the server holds in this range")
+    return 1 if missing else 0
+
+
+COMMANDS = {"sync": cmd_sync, "get": cmd_get, "status": cmd_status, "verify": cmd_verify}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="prefect-archiver: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO; ours are enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args, _settings(args))
+    except (ConfigError, BadInput) as exc:
+        _fail(args, exc)
+        return 2
+    except (ArchiverError, EventNotFound) as exc:
+        _fail(args, exc)
+        return 1
+    except KeyboardInterrupt:
+        print("prefect-archiver: interrupted; what was committed is kept, run the command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an error we did not foresee: still one line, traceback with -v
+        _fail(args, exc, unexpected=True)
+        return 1
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False) -> None:
+    if args.verbose:
+        log.exception("details")
+    prefix = f"unexpected {type(exc).__name__}: " if unexpected else ""
+    hint = "" if args.verbose or not unexpected else " (run with -v for details)"
+    print(f"prefect-archiver: error: {prefix}{exc}{hint}", file=sys.stderr)

@@ -1,0 +1,250 @@
+"""The Prefect REST API over httpx: the few event endpoints we need, with retries in one place.
+
+Status codes are sorted once, here: connection errors, timeouts, 5xx and 429 are retried with
+exponential backoff and jitter (honouring Retry-After), bounded in count and in total time;
+401/403/404 and other 4xx are final and raised with a message that says what to check.
+Credentials are sent as headers and never appear in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import httpx
+
+from archiver import __version__
+from archiver.errors import (
+    ApiAuthError,
+    ApiBadResponse,
+    ApiError,
+    ApiNotFound,
+    ApiRejected,
+    ApiUnavailable,
+    ConfigError,
+    PageTokenRejected,
+)
+from archiver.models import format_timestamp, parse_timestamp
+
+log = logging.getLogger("archiver.client")
+
+# The server refuses larger pages with 422 (INTERACTIVE_PAGE_SIZE, server/events/storage).
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up on a retriable failure."""
+
+    max_retries: int = 6
+    max_total: timedelta = timedelta(minutes=2)
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based): full jitter, or Retry-After."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay * 4)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One count-by/time bucket: events with occurred in [start, end] (both inclusive)."""
+
+    start: datetime
+    end: datetime
+    count: int
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """The URL without user:password and query, safe to show."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return moment.timestamp() - time.time() if moment else None
+
+
+class PrefectClient:
+    """A synchronous client for one Prefect API (self-hosted `…/api` or a Cloud workspace URL).
+
+    Safe to share between threads: httpx.Client pools connections under a lock.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        auth_string: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(api_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"PREFECT_API_URL {redact_url(api_url)!r} is not an http(s) URL "
+                "(self-hosted: http://HOST:4200/api)"
+            )
+        headers = {"User-Agent": f"prefect-archiver/{__version__}", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        elif auth_string:
+            headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
+        self.base_url = api_url.strip().rstrip("/") + "/"
+        self.retry = retry
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __enter__(self) -> PrefectClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def read_events(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> dict[str, Any]:
+        """POST /events/filter: the first EventPage for `filter` (keys go under "filter")."""
+        return self._page(self.request("POST", "events/filter", json={"filter": filter, "limit": limit}))
+
+    def read_next_page(self, next_page: str) -> dict[str, Any]:
+        """The page after one whose `next_page` was given.
+
+        The server builds `next_page` from its own view of the request (wrong behind a TLS proxy
+        or a custom base path), so only its page token is used, against our base URL.
+        """
+        tokens = parse_qs(urlsplit(next_page).query).get("page-token")
+        if not tokens:
+            raise ApiBadResponse(f"next_page {redact_url(next_page)!r} carries no page-token")
+        return self._page(self.request("GET", "events/filter/next", params={"page-token": tokens[0]}))
+
+    def iter_pages(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Pages of one query, following next_page until the server says there are no more."""
+        page = self.read_events(filter, limit)
+        yield page
+        while page.get("next_page"):
+            page = self.read_next_page(page["next_page"])
+            yield page
+
+    def count_by_time(
+        self,
+        since: datetime,
+        until: datetime,
+        unit: str,
+        interval: float = 1.0,
+    ) -> list[Bucket]:
+        """POST /events/count-by/time over [since, until] (inclusive); at most 1000 buckets."""
+        body = {
+            "filter": {"occurred": {"since": format_timestamp(since), "until": format_timestamp(until)}},
+            "time_unit": unit,
+            "time_interval": interval,
+        }
+        data = self.request("POST", "events/count-by/time", json=body)
+        try:
+            return [
+                Bucket(parse_timestamp(b["start_time"]), parse_timestamp(b["end_time"]), int(b["count"]))
+                for b in data
+            ]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ApiBadResponse(f"count-by answer is not a list of buckets ({exc})") from None
+
+    # -- transport ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _page(data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+            raise ApiBadResponse("the events answer is not an EventPage (no 'events' list)")
+        if not isinstance(data.get("total"), int):
+            raise ApiBadResponse("the events answer is not an EventPage (no integer 'total')")
+        return data
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request with retries; return its decoded JSON body (None for 204)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.UnsupportedProtocol:
+                raise ConfigError(f"PREFECT_API_URL {redact_url(self.base_url)!r} is not an http(s) URL") from None
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}"
+            else:
+                if response.status_code < 300:
+                    if response.status_code == 204 or not response.content:
+                        return None
+                    try:
+                        return response.json()
+                    except ValueError:
+                        problem = "a body that is not JSON"
+                elif response.status_code == 429 or response.status_code >= 500:
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = _retry_after(response)
+                else:
+                    raise self._final_error(method, path, response)
+            elapsed = time.monotonic() - started
+            delay = self.retry.delay(attempt, retry_after)
+            if attempt > self.retry.max_retries or elapsed + delay > self.retry.max_total.total_seconds():
+                error = ApiBadResponse if problem.startswith("a body") else ApiUnavailable
+                raise error(
+                    f"{method} {redact_url(self.base_url + path)} kept failing ({problem}) after "
+                    f"{attempt} attempts in {elapsed:.0f}s; is the Prefect server up and "
+                    "PREFECT_API_URL right?"
+                )
+            log.warning(
+                "%s %s answered %s; retry %d/%d in %.1fs",
+                method, path, problem, attempt, self.retry.max_retries, delay,
+            )
+            self._sleep(delay)
+
+    def _final_error(self, method: str, path: str, response: httpx.Response) -> ApiError:
+        where = f"{method} {redact_url(self.base_url + path)}"
+        status = response.status_code
+        if status == 403 and path == "events/filter/next":
+            return PageTokenRejected(f"{where}: the server refused the page token (HTTP 403)")
+        if status in (401, 403):
+            return ApiAuthError(
+                f"{where} was refused (HTTP {status}): check PREFECT_API_KEY (Prefect Cloud) or "
+                "PREFECT_API_AUTH_STRING (self-hosted basic auth) for this server"
+            )
+        if status == 404:
+            return ApiNotFound(
+                f"{where} answered 404: check PREFECT_API_URL — a self-hosted URL ends in /api, "
+                "a Cloud URL is https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>"
+            )
+        detail = response.text[:300].replace("\n", " ")
+        return ApiRejected(f"{where} was rejected (HTTP {status}): {detail}")

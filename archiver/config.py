@@ -1,0 +1,201 @@
+"""Settings from the command line, the environment, a TOML file and defaults — in that order.
+
+The environment uses Prefect's own names (PREFECT_API_URL, PREFECT_API_KEY,
+PREFECT_API_AUTH_STRING, PREFECT_HOME) so the archiver works wherever Prefect does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from archiver.errors import ConfigError
+from archiver.models import parse_when
+
+DEFAULT_PREFECT_HOME = "~/.prefect"
+
+# Every setting the config file may hold: (section, key) -> (default, kind).
+# config.example.toml documents the same list; test_config checks they agree.
+SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
+    ("api", "url"): (None, "str"),
+    ("api", "key"): (None, "secret"),
+    ("api", "auth_string"): (None, "secret"),
+    ("api", "timeout"): (timedelta(seconds=30), "duration"),
+    ("api", "max_retries"): (6, "int"),
+    ("api", "max_retry_time"): (timedelta(minutes=2), "duration"),
+    ("api", "lookup_horizon"): (timedelta(days=30), "duration"),
+    ("archive", "path"): (None, "path"),
+    ("archive", "read_timeout"): (timedelta(seconds=15), "duration"),
+    ("archive", "lock_timeout"): (timedelta(0), "duration"),
+    ("ingest", "start"): (None, "when"),
+    ("ingest", "concurrency"): (4, "int"),
+    ("ingest", "settle"): (timedelta(seconds=60), "duration"),
+    ("ingest", "reconcile_horizon"): (timedelta(hours=24), "duration"),
+    ("ingest", "retention"): (timedelta(days=7), "duration"),
+    ("ingest", "commit_every"): (2000, "int"),
+}
+
+ENVIRONMENT = {
+    ("api", "url"): "PREFECT_API_URL",
+    ("api", "key"): "PREFECT_API_KEY",
+    ("api", "auth_string"): "PREFECT_API_AUTH_STRING",
+    ("archive", "path"): "ARCHIVER_DB",
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Secrets are kept out of repr so they never reach a log line."""
+
+    db_path: Path
+    api_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    auth_string: str | None = field(default=None, repr=False)
+    timeout: timedelta = timedelta(seconds=30)
+    max_retries: int = 6
+    max_retry_time: timedelta = timedelta(minutes=2)
+    lookup_horizon: timedelta = timedelta(days=30)
+    read_timeout: timedelta = timedelta(seconds=15)
+    lock_timeout: timedelta = timedelta(0)
+    start: datetime | None = None
+    concurrency: int = 4
+    settle: timedelta = timedelta(seconds=60)
+    reconcile_horizon: timedelta = timedelta(hours=24)
+    retention: timedelta = timedelta(days=7)
+    commit_every: int = 2000
+    # Where each setting came from ("flag", "env", "config", "default"); never the value.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def require_api(self) -> str:
+        """The API URL, or a ConfigError that says how to set it."""
+        if not self.api_url:
+            raise ConfigError(
+                "PREFECT_API_URL is not set: export it (self-hosted: http://HOST:4200/api; "
+                "Cloud: https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>) "
+                "or set api.url in the config file"
+            )
+        return self.api_url
+
+
+def parse_duration(value: Any, name: str) -> timedelta:
+    """Parse 90, "90s", "5m", "24h", "7d" or "2w" into a timedelta."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a duration like '60s', '5m' or '24h', not {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{name} must be a duration like '60s', '5m' or '24h', not {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return timedelta(seconds=seconds)
+
+
+def _convert(value: Any, kind: str, name: str) -> Any:
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string")
+        return value.strip() or None
+    if kind == "path":
+        return Path(str(value)).expanduser()
+    if kind == "int":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+        if number < 1:
+            raise ConfigError(f"{name} must be at least 1, not {number}")
+        return number
+    if kind == "duration":
+        return parse_duration(value, name)
+    if kind == "when":
+        if value in (None, ""):
+            return None
+        return parse_when(str(value), name=name)
+    raise AssertionError(kind)
+
+
+def read_config_file(path: Path) -> dict[tuple[str, str], Any]:
+    """Read a TOML config file, refusing unknown keys so a typo can't silently be ignored."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (from --config or ARCHIVER_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[tuple[str, str], Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: '{section}' must be a [section], not a value")
+        for key, value in table.items():
+            if (section, key) not in SETTINGS:
+                known = ", ".join(f"{s}.{k}" for s, k in SETTINGS)
+                raise ConfigError(f"config file {path}: unknown setting {section}.{key} (known: {known})")
+            values[(section, key)] = value
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Resolve settings: flags (keys "section.key") > environment > config file > defaults."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    environ = os.environ if environ is None else environ
+    config_path = config_path or environ.get("ARCHIVER_CONFIG") or None
+    from_file = read_config_file(Path(config_path).expanduser()) if config_path else {}
+
+    resolved: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for (section, key), (default, kind) in SETTINGS.items():
+        name = f"{section}.{key}"
+        env_name = ENVIRONMENT.get((section, key))
+        if name in flags:
+            raw, source, label = flags[name], "flag", name
+        elif env_name and environ.get(env_name):
+            raw, source, label = environ[env_name], "env", env_name
+        elif (section, key) in from_file:
+            raw, source, label = from_file[(section, key)], "config", name
+        else:
+            resolved[name] = default
+            sources[name] = "default"
+            continue
+        resolved[name] = _convert(raw, kind, label)
+        sources[name] = source
+
+    db_path = resolved["archive.path"]
+    if db_path is None:
+        home = Path(environ.get("PREFECT_HOME") or DEFAULT_PREFECT_HOME).expanduser()
+        db_path = home / "archive.duckdb"
+
+    return Settings(
+        db_path=db_path,
+        api_url=resolved["api.url"],
+        api_key=resolved["api.key"],
+        auth_string=resolved["api.auth_string"],
+        timeout=resolved["api.timeout"],
+        max_retries=resolved["api.max_retries"],
+        max_retry_time=resolved["api.max_retry_time"],
+        lookup_horizon=resolved["api.lookup_horizon"],
+        read_timeout=resolved["archive.read_timeout"],
+        lock_timeout=resolved["archive.lock_timeout"],
+        start=resolved["ingest.start"],
+        concurrency=resolved["ingest.concurrency"],
+        settle=resolved["ingest.settle"],
+        reconcile_horizon=resolved["ingest.reconcile_horizon"],
+        retention=resolved["ingest.retention"],
+        commit_every=resolved["ingest.commit_every"],
+        sources=sources,
+    )

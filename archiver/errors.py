@@ -1,0 +1,87 @@
+"""Everything that can go wrong, sorted by what the caller does about it.
+
+    ArchiverError
+    ├── ConfigError            a setting is missing or malformed: fix the config (exit 2)
+    ├── BadInput               an argument is not valid, e.g. an id that is no UUID (exit 2)
+    ├── ApiError               the Prefect API did not give us what we asked for (exit 1)
+    │   ├── ApiUnavailable     connection errors, timeouts, 5xx, 429 — retries ran out
+    │   ├── ApiAuthError       401/403: the key or auth string was refused
+    │   ├── ApiNotFound        404: usually the URL
+    │   ├── ApiRejected        another 4xx: the server refused the request as sent
+    │   ├── ApiBadResponse     a body that is not the JSON Prefect sends
+    │   └── PageTokenRejected  403 on /events/filter/next: restart the window from its start
+    ├── ArchiveError           the DuckDB archive file (exit 1)
+    │   ├── ArchiveBusy        another process holds the file or the sync lock
+    │   ├── ArchiveDamaged     the file cannot be opened as an archive
+    │   └── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
+    ├── IncompleteWindow       a window never came back whole (distinct ids != total)
+    └── EventNotFound          also a LookupError: no event with that id where we looked
+
+Domain modules raise these; only the CLI turns them into exit codes and one-line messages.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base class: the message is meant for the user and says what to do."""
+
+
+class ConfigError(ArchiverError):
+    """A setting is missing or malformed."""
+
+
+class BadInput(ArchiverError):
+    """An argument given on the command line or to a function is not valid."""
+
+
+class ApiError(ArchiverError):
+    """The Prefect API failed the request."""
+
+
+class ApiUnavailable(ApiError):
+    """The API kept failing with retriable errors until the retry budget ran out."""
+
+
+class ApiAuthError(ApiError):
+    """The API refused our credentials (401/403)."""
+
+
+class ApiNotFound(ApiError):
+    """The API answered 404, which almost always means a wrong PREFECT_API_URL."""
+
+
+class ApiRejected(ApiError):
+    """The API refused the request as sent (4xx other than 401/403/404)."""
+
+
+class ApiBadResponse(ApiError):
+    """The API answered with a body that is not what Prefect sends."""
+
+
+class PageTokenRejected(ApiError):
+    """The server refused a page token (403): the window must be read again from its start."""
+
+
+class ArchiveError(ArchiverError):
+    """The archive file cannot be used."""
+
+
+class ArchiveBusy(ArchiveError):
+    """Another process holds the archive (DuckDB allows one writer and then no readers)."""
+
+
+class ArchiveDamaged(ArchiveError):
+    """The archive file exists but cannot be opened as a DuckDB archive."""
+
+
+class ArchiveIncompatible(ArchiveError):
+    """The archive was written by a newer prefect-archiver or DuckDB than this one."""
+
+
+class IncompleteWindow(ArchiverError):
+    """A window's events never matched the server's total, even after re-reading it."""
+
+
+class EventNotFound(ArchiverError, LookupError):
+    """No event with that id in the archive or in the live API."""

@@ -1,0 +1,151 @@
+"""Reading a time range from the API: count-by to plan windows of one page, then each window whole.
+
+Deep `next_page` chains are offset paging (their cost grows with depth, and rows inserted or
+trimmed meanwhile shift the offsets), so windows are sized with /events/count-by/time to fit one
+page, drilling down day → hour → minute → second where a bucket is dense. Only a single second
+holding more than a page is read by following next_page, and every window is checked: the
+distinct items read must equal the server's `total`, or the window is read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from archiver.client import PAGE_SIZE, PrefectClient
+from archiver.errors import IncompleteWindow, PageTokenRejected
+from archiver.models import Event, Malformed, format_timestamp, parse_event
+from archiver.windows import FINER, Window, choose_unit, count_spans, group_buckets
+
+log = logging.getLogger("archiver.fetch")
+
+READS_PER_WINDOW = 3
+
+
+@dataclass
+class WindowResult:
+    """Everything one window held, ready to be written in one go."""
+
+    window: Window
+    events: list[Event] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    requests: int = 0
+
+    def extend(self, other: WindowResult) -> None:
+        self.events += other.events
+        self.malformed += other.malformed
+        self.requests += other.requests
+
+
+class Planner:
+    """Tiles [since, end) into windows; `expected` is the server's count once planning began."""
+
+    def __init__(self, client: PrefectClient, since: datetime, end: datetime) -> None:
+        self.client = client
+        self.since = since
+        self.end = end
+        self.expected = 0
+        self.requests = 0
+
+    def windows(self) -> Iterator[Window]:
+        if self.since >= self.end:
+            return
+        unit = choose_unit(self.since, self.end)
+        # The top level is counted up front (usually one request) so progress has a total.
+        top = []
+        for span_since, span_until in count_spans(self.since, self.end, unit):
+            buckets = self.client.count_by_time(span_since, span_until, unit)
+            self.requests += 1
+            top.append((span_since, span_until, buckets))
+            self.expected += sum(b.count for b in buckets)
+        for span_since, span_until, buckets in top:
+            for window in group_buckets(buckets, unit, span_since, span_until):
+                yield from self._refine(window)
+
+    def _refine(self, window: Window) -> Iterator[Window]:
+        if window.expected <= PAGE_SIZE or window.unit not in FINER:
+            yield window
+            return
+        yield from plan_range(self.client, window.since, window.end, FINER[window.unit], self)
+
+
+def plan_range(
+    client: PrefectClient, since: datetime, end: datetime, unit: str, planner: Planner | None = None
+) -> Iterator[Window]:
+    """Windows over [since, end) counted at `unit`, refined further where still dense."""
+    for span_since, span_until in count_spans(since, end, unit):
+        buckets = client.count_by_time(span_since, span_until, unit)
+        if planner:
+            planner.requests += 1
+        for window in group_buckets(buckets, unit, span_since, span_until):
+            if window.expected > PAGE_SIZE and unit in FINER:
+                yield from plan_range(client, window.since, window.end, FINER[unit], planner)
+            else:
+                yield window
+
+
+def _item_key(item: Event | Malformed) -> str:
+    if isinstance(item, Event):
+        return str(item.id)
+    return item.event_id or item.raw_hash
+
+
+def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
+    """Every event in `window`, verified against the server's total; split if denser than a page."""
+    occurred = window.occurred_filter()
+    query = {"occurred": occurred, "order": "ASC"}
+    last_problem = ""
+    for attempt in range(1, READS_PER_WINDOW + 1):
+        result = WindowResult(window)
+        items: dict[str, Event | Malformed] = {}
+        total = -1
+        try:
+            for page in client.iter_pages(query):
+                result.requests += 1
+                if total < 0:
+                    total = page["total"]
+                    if total > PAGE_SIZE and not window.finest:
+                        # More than count-by promised (late arrivals): split rather than page deep.
+                        return _fetch_split(client, window, result.requests)
+                for raw in page["events"]:
+                    item = parse_event(raw)
+                    items.setdefault(_item_key(item), item)
+        except PageTokenRejected:
+            last_problem = "the server refused a page token"
+            log.warning("window %s..%s: page token refused; reading the window again", occurred["since"], occurred["until"])
+            continue
+        if len(items) == total:
+            for item in items.values():
+                (result.events if isinstance(item, Event) else result.malformed).append(item)
+            return result
+        last_problem = f"the server reported {total} events but {len(items)} distinct came back"
+        log.warning("window %s..%s: %s; reading it again", occurred["since"], occurred["until"], last_problem)
+    raise IncompleteWindow(
+        f"events between {format_timestamp(window.since)} and {format_timestamp(window.until)} could "
+        f"not be read whole after {READS_PER_WINDOW} tries ({last_problem}); nothing past them was "
+        "marked archived — run sync again"
+    )
+
+
+def _fetch_split(client: PrefectClient, window: Window, requests: int) -> WindowResult:
+    result = WindowResult(window, requests=requests)
+    unit = FINER[window.unit] if window.unit in FINER else "second"
+    for sub in plan_range(client, window.since, window.end, unit):
+        result.requests += 1
+        result.extend(fetch_window(client, sub))
+    return result
+
+
+def first_event_time(client: PrefectClient, until: datetime) -> datetime | None:
+    """When the oldest event the server still holds occurred (one request), or None if none."""
+    page = client.read_events(
+        {"occurred": {"since": "1970-01-01T00:00:00Z", "until": format_timestamp(until)}, "order": "ASC"},
+        limit=1,
+    )
+    for raw in page["events"]:
+        item = parse_event(raw)
+        if isinstance(item, Event):
+            return item.occurred
+    return None

@@ -1,0 +1,219 @@
+"""One sync: plan windows from the high-water mark, fetch them concurrently, commit them in order.
+
+Windows are fetched by a small thread pool but written strictly in plan order, in batches; each
+batch advances the mark to the end of its last window in the same transaction as its events, so
+after a crash at any moment the mark never claims more than was written. The mark never passes
+now − settle: the server stores events asynchronously and the newest seconds are still filling in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from archiver.client import PrefectClient
+from archiver.config import Settings
+from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
+from archiver.models import format_timestamp
+from archiver.reconcile import reconcile
+from archiver.store import Archive
+
+log = logging.getLogger("archiver.ingest")
+
+# Commit at least this often during a long backfill, so a crash costs little and readers get in.
+COMMIT_SECONDS = 5.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SyncReport:
+    """What a sync did; `--json` prints it as is."""
+
+    run_id: str = ""
+    since: str | None = None
+    until: str | None = None
+    windows: int = 0
+    fetched: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    reconciled_buckets: int = 0
+    repaired: int = 0
+    requests: int = 0
+    high_water_mark: str | None = None
+    gaps: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    outcome: str = "running"
+
+    def counters(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+
+class _Committer:
+    """Collects fetched windows in plan order and writes them in batches with the mark."""
+
+    def __init__(self, archive: Archive, report: SyncReport, mark: datetime | None, commit_every: int,
+                 run_id, progress: Progress | None, expected: Callable[[], int]) -> None:
+        self.archive = archive
+        self.report = report
+        self.mark = mark
+        self.commit_every = commit_every
+        self.run_id = run_id
+        self.progress = progress
+        self.expected = expected
+        self.batch: list[WindowResult] = []
+        self.batch_mark: datetime | None = None
+        self.last_flush = time.monotonic()
+
+    def add(self, result: WindowResult) -> None:
+        self.batch.append(result)
+        self.report.windows += 1
+        self.report.requests += result.requests
+        self.report.fetched += len(result.events) + len(result.malformed)
+        # Only a window that starts at or before the mark extends the contiguous archived range.
+        if self.mark is None or result.window.since <= self.mark:
+            self.mark = max(self.mark or result.window.end, result.window.end)
+            self.batch_mark = self.mark
+        if (sum(len(r.events) for r in self.batch) >= self.commit_every
+                or time.monotonic() - self.last_flush >= COMMIT_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch and self.batch_mark is None:
+            return
+        events = [e for r in self.batch for e in r.events]
+        malformed = [m for r in self.batch for m in r.malformed]
+        counts = self.archive.write_batch(events, malformed, mark=self.batch_mark, sync_id=self.run_id)
+        self.report.inserted += counts.inserted
+        self.report.duplicates += counts.duplicates
+        self.report.conflicts += counts.conflicts
+        self.report.quarantined += counts.quarantined
+        for item in malformed:
+            log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
+        self.batch, self.batch_mark = [], None
+        self.last_flush = time.monotonic()
+        if self.progress:
+            self.progress(self.report.fetched, self.expected())
+
+
+def ingest_range(
+    client: PrefectClient,
+    archive: Archive,
+    since: datetime,
+    end: datetime,
+    *,
+    report: SyncReport,
+    mark: datetime | None,
+    concurrency: int = 4,
+    commit_every: int = 2000,
+    run_id=None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Fetch and write every event with occurred in [since, end), moving the mark as it goes."""
+    planner = Planner(client, since, end)
+    committer = _Committer(archive, report, mark, commit_every, run_id, progress, lambda: planner.expected)
+    pending: deque[Future[WindowResult]] = deque()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
+        try:
+            for window in planner.windows():
+                if stop is not None and stop.is_set():
+                    break
+                pending.append(pool.submit(fetch_window, client, window))
+                while pending and (len(pending) >= 2 * concurrency or pending[0].done()):
+                    committer.add(pending.popleft().result())
+            while pending and not (stop is not None and stop.is_set()):
+                committer.add(pending.popleft().result())
+        finally:
+            # Whatever happened, keep the complete windows already fetched in order.
+            for future in pending:
+                future.cancel()
+            report.requests += planner.requests
+            committer.flush()
+
+
+def sync(
+    settings: Settings,
+    client: PrefectClient,
+    archive: Archive,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    now: datetime | None = None,
+) -> SyncReport:
+    """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon."""
+    started = time.monotonic()
+    now = now or datetime.now(timezone.utc)
+    settled = now - settings.settle
+    end = min(until, settled) if until else settled
+    mark = archive.high_water_mark()
+    report = SyncReport()
+    run_id = archive.start_run("sync", since, end)
+    report.run_id = str(run_id)
+    error: str | None = None
+    try:
+        start = since or mark or settings.start
+        if start is None:
+            start = first_event_time(client, end)
+            report.requests += 1
+        if since is None:
+            _check_retention(settings, archive, report, run_id, start, mark, now)
+        if start is not None and start < end:
+            report.since, report.until = format_timestamp(start), format_timestamp(end)
+            ingest_range(
+                client, archive, start, end, report=report, mark=mark,
+                concurrency=settings.concurrency, commit_every=settings.commit_every,
+                run_id=run_id, progress=progress, stop=stop,
+            )
+        elif start is None and mark is None:
+            # The server holds no events at all: everything before `end` is archived (trivially).
+            archive.advance_mark(end)
+        new_mark = archive.high_water_mark()
+        if new_mark is not None and not (stop is not None and stop.is_set()):
+            floor = new_mark - settings.reconcile_horizon
+            if settings.start:
+                floor = max(floor, settings.start)
+            rec = reconcile(client, archive, floor, new_mark, repair=True, run_id=run_id)
+            report.reconciled_buckets += rec.differing
+            report.repaired += rec.inserted
+            report.inserted += rec.inserted
+            report.requests += rec.requests
+        report.high_water_mark = format_timestamp(new_mark) if new_mark else None
+        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
+        return report
+    except BaseException as exc:
+        report.outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.seconds = round(time.monotonic() - started, 3)
+        try:
+            archive.finish_run(run_id, report.counters(), report.outcome, error)
+        except Exception:  # the ledger must not hide the error that got us here
+            log.exception("could not record the end of sync %s", run_id)
+
+
+def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id,
+                     start: datetime | None, mark: datetime | None, now: datetime) -> None:
+    """Say loudly when the range still to archive begins before the server's retention horizon."""
+    if start is None or (mark is None and settings.start is None):
+        return  # a first sync from the oldest retained event has nothing to miss
+    horizon = now - settings.retention
+    if start < horizon:
+        archive.record_gap(start, horizon, run_id)
+        report.gaps.append({"since": format_timestamp(start), "until": format_timestamp(horizon)})
+        log.error(
+            "GAP: events that occurred between %s and %s may be gone for good — the server keeps "
+            "events for %s (ingest.retention) and the archive had not reached them",
+            format_timestamp(start), format_timestamp(horizon), settings.retention,
+        )

@@ -1,0 +1,64 @@
+"""One writer per archive across processes: an OS lock on a file beside the archive.
+
+DuckDB's own lock only lasts while a connection is open, and our writer lets go between batches so
+readers can get in; this lock spans the whole sync. The kernel drops it when the process dies,
+SIGKILL included, so a crashed sync never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from archiver.errors import ArchiveBusy
+
+
+class SyncLock:
+    """Held for the length of a sync, verify --repair, or scheduled service."""
+
+    def __init__(self, db_path: Path, timeout: timedelta = timedelta(0)) -> None:
+        self.db_path = db_path
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self.timeout = timeout
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    raise ArchiveBusy(
+                        f"another prefect-archiver process{pid} is writing {self.db_path}; "
+                        "wait for it to finish (or set archive.lock_timeout to wait for it)"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> SyncLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

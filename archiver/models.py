@@ -1,0 +1,202 @@
+"""Prefect events as plain data: parsing what the API sends, and rendering it back the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from archiver.errors import BadInput
+
+UTC = timezone.utc
+
+# Prefect's count-by buckets are aligned to this instant (server/events/counting.py).
+PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
+
+# The key order Prefect's API uses for an event, so `get` prints what the API would.
+API_FIELDS = ("occurred", "event", "resource", "related", "payload", "id", "follows", "received")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as the API returned it, with timestamps normalised to UTC."""
+
+    id: uuid.UUID
+    occurred: datetime
+    event: str
+    resource: dict[str, Any]
+    related: list[dict[str, Any]]
+    payload: dict[str, Any]
+    received: datetime | None
+    follows: uuid.UUID | None
+    content_hash: str
+
+    @property
+    def resource_id(self) -> str:
+        return str(self.resource["prefect.resource.id"])
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Something in a page that is not an event we can archive; kept in quarantine, not dropped."""
+
+    raw: str
+    reason: str
+    event_id: str | None
+
+    @property
+    def raw_hash(self) -> str:
+        return hashlib.sha256(self.raw.encode("utf-8")).hexdigest()
+
+
+def to_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parse an ISO 8601 timestamp as Prefect sends it (e.g. 2026-11-23T17:23:56.945423Z)."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a timestamp: {value!r}")
+    return to_utc(datetime.fromisoformat(value))
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render like Prefect's API does: UTC, 'Z', microseconds only when not zero."""
+    return to_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def parse_event(raw: Any) -> Event | Malformed:
+    """Validate one item of an EventPage; anything we could not archive faithfully is Malformed."""
+    raw_text = raw if isinstance(raw, str) else canonical_json(raw)
+    if not isinstance(raw, dict):
+        return Malformed(raw_text, "not a JSON object", None)
+    event_id = raw.get("id")
+    shown_id = str(event_id) if event_id is not None else None
+
+    def bad(reason: str) -> Malformed:
+        return Malformed(raw_text, reason, shown_id)
+
+    try:
+        parsed_id = uuid.UUID(str(event_id)) if event_id is not None else None
+    except ValueError:
+        return bad(f"id {event_id!r} is not a UUID")
+    if parsed_id is None:
+        return bad("missing id")
+    if raw.get("occurred") is None:
+        return bad("missing occurred")
+    try:
+        occurred = parse_timestamp(raw["occurred"])
+        received = parse_timestamp(raw["received"]) if raw.get("received") is not None else None
+    except ValueError as exc:
+        return bad(f"bad timestamp: {exc}")
+    name = raw.get("event")
+    if not isinstance(name, str) or not name:
+        return bad("missing event name")
+    resource = raw.get("resource")
+    if not isinstance(resource, dict) or not isinstance(resource.get("prefect.resource.id"), str):
+        return bad("missing resource['prefect.resource.id']")
+    related = raw.get("related") if raw.get("related") is not None else []
+    if not isinstance(related, list) or not all(isinstance(r, dict) for r in related):
+        return bad("related is not a list of resources")
+    payload = raw.get("payload") if raw.get("payload") is not None else {}
+    if not isinstance(payload, dict):
+        return bad("payload is not an object")
+    try:
+        follows = uuid.UUID(str(raw["follows"])) if raw.get("follows") is not None else None
+    except ValueError:
+        return bad(f"follows {raw['follows']!r} is not a UUID")
+    return Event(
+        id=parsed_id,
+        occurred=occurred,
+        event=name,
+        resource=resource,
+        related=related,
+        payload=payload,
+        received=received,
+        follows=follows,
+        content_hash=hashlib.sha256(canonical_json(raw).encode("utf-8")).hexdigest()[:32],
+    )
+
+
+def event_to_api(
+    id: uuid.UUID | str,
+    occurred: datetime,
+    event: str,
+    resource: Any,
+    related: Any,
+    payload: Any,
+    received: datetime | None,
+    follows: uuid.UUID | str | None,
+) -> dict[str, Any]:
+    """An archived row as the JSON object Prefect's API returns for the same event."""
+
+    def loads(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    return {
+        "occurred": format_timestamp(occurred),
+        "event": event,
+        "resource": loads(resource),
+        "related": loads(related),
+        "payload": loads(payload),
+        "id": str(id),
+        "follows": str(follows) if follows is not None else None,
+        "received": format_timestamp(received) if received is not None else None,
+    }
+
+
+def parse_event_id(value: str) -> uuid.UUID:
+    """An event id typed by a user or passed to a flow; BadInput when it is not a UUID."""
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        raise BadInput(f"{value!r} is not an event id: Prefect event ids are UUIDs") from None
+
+
+def uuid7_time(event_id: uuid.UUID) -> datetime | None:
+    """The creation time a UUIDv7 carries in its first 48 bits, or None for other ids.
+
+    Prefect's client makes UUIDv7 ids (3.4.2+). 3.4.1 used another layout, so a decoded time
+    outside a plausible range is treated as no time at all.
+    """
+    if event_id.version != 7:
+        return None
+    moment = datetime.fromtimestamp((event_id.int >> 80) / 1000, tz=UTC)
+    if not datetime(2023, 1, 1, tzinfo=UTC) <= moment <= datetime.now(UTC) + timedelta(days=2):
+        return None
+    return moment
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$")
+_RELATIVE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(value: str, *, name: str = "time", now: datetime | None = None) -> datetime:
+    """A point in time: 'now', an ISO date or datetime (naive means UTC), or '2h' / '3d' ago."""
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    if text.lower() == "now":
+        return now
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _RELATIVE_SECONDS[match.group(2)])
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        return to_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise BadInput(
+            f"{name} {value!r} is not a time: use an ISO 8601 date or datetime "
+            "(2026-11-01, 2026-11-01T12:00:00Z), 'now', or an age such as 2h or 3d"
+        ) from None

@@ -1,0 +1,167 @@
+"""Reading the archive: one event by id (falling back to the live API), and the archive's status.
+
+Importable inside a flow without the CLI: it opens the archive read-only, briefly, retrying while
+a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from archiver.client import PrefectClient, RetryPolicy
+from archiver.config import Settings, load_settings
+from archiver.connect import open_reader
+from archiver.errors import ArchiveError, EventNotFound
+from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
+
+# Prefect Cloud refuses event queries spanning more than 14 days of `occurred`.
+MAX_QUERY_SPAN = timedelta(days=14)
+# A UUIDv7 records when the event object was created; `occurred` is at or before it in practice.
+ID_TIME_BEFORE = timedelta(days=14)
+ID_TIME_AFTER = timedelta(minutes=10)
+
+_EVENT_COLUMNS = "id, occurred, event, resource, related, payload, received, follows"
+
+
+def read_archived_event(path: Path, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:
+    """The archived event with this id in the API's JSON shape, or None."""
+    parsed = parse_event_id(event_id)
+    conn = open_reader(path, timeout)
+    try:
+        row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1", [str(parsed)]).fetchone()
+    finally:
+        conn.close()
+    return event_to_api(*row) if row else None
+
+
+def lookup_windows(event_id: str, now: datetime, horizon: timedelta) -> Iterator[tuple[datetime, datetime]]:
+    """Occurred windows to ask the API, most likely first, each within Cloud's 14-day cap."""
+    moment = uuid7_time(parse_event_id(event_id))
+    if moment is not None:
+        yield moment - ID_TIME_BEFORE, moment + ID_TIME_AFTER
+    # Then widen from now back to the retention horizon.
+    upper = now + ID_TIME_AFTER
+    for back in (timedelta(hours=1), timedelta(days=1), timedelta(days=7)):
+        yield now - back, upper
+        upper = now - back
+    while upper > now - horizon:
+        lower = max(upper - MAX_QUERY_SPAN, now - horizon)
+        yield lower, upper
+        upper = lower
+
+
+def read_live_event(client: PrefectClient, event_id: str, horizon: timedelta, now: datetime | None = None) -> dict[str, Any] | None:
+    """Ask the API for one event, always with an explicit occurred window (its default misses)."""
+    now = now or datetime.now(timezone.utc)
+    wanted = str(parse_event_id(event_id))
+    for since, until in lookup_windows(wanted, now, horizon):
+        page = client.read_events(
+            {
+                "id": {"id": [wanted]},
+                "occurred": {"since": format_timestamp(since), "until": format_timestamp(until)},
+                "order": "DESC",
+            },
+            limit=1,
+        )
+        for event in page["events"]:
+            if isinstance(event, dict) and event.get("id") == wanted:
+                return event
+    return None
+
+
+def client_for(settings: Settings, retry: RetryPolicy | None = None) -> PrefectClient:
+    """A client configured from settings (the same environment a flow runs with)."""
+    return PrefectClient(
+        settings.require_api(),
+        api_key=settings.api_key,
+        auth_string=settings.auth_string,
+        timeout=settings.timeout.total_seconds(),
+        retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time),
+    )
+
+
+def find_event(
+    event_id: str, *, settings: Settings | None = None, archive_only: bool = False
+) -> tuple[dict[str, Any], str]:
+    """The event and where it was found: "archive" or "api"."""
+    settings = settings or load_settings()
+    parse_event_id(event_id)
+    looked = []
+    if settings.db_path.exists():
+        event = read_archived_event(settings.db_path, event_id, settings.read_timeout)
+        if event is not None:
+            return event, "archive"
+        looked.append(f"the archive at {settings.db_path}")
+    else:
+        looked.append(f"the archive at {settings.db_path} (which does not exist)")
+    if not archive_only and settings.api_url:
+        with client_for(settings) as client:
+            event = read_live_event(client, event_id, settings.lookup_horizon)
+        if event is not None:
+            return event, "api"
+        looked.append(f"the Prefect API (occurred within the last {settings.lookup_horizon.days} days)")
+    elif not archive_only:
+        looked.append("not the live API: PREFECT_API_URL is not set")
+    raise EventNotFound(f"no event with id {event_id} in " + "; ".join(looked))
+
+
+def get_event(event_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """One event by id, from the archive or else the live API, in the API's JSON shape.
+
+    For code inside a flow that was handed `{{ event.id }}` by an automation. Raises
+    EventNotFound (a LookupError) naming where it looked, BadInput for an id that is no UUID.
+    """
+    return find_event(event_id, settings=settings)[0]
+
+
+async def aget_event(event_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """get_event for async flows; the blocking reads run in a worker thread."""
+    return await asyncio.to_thread(get_event, event_id, settings=settings)
+
+
+def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: datetime | None = None) -> dict[str, Any]:
+    """Events archived, the high-water mark and lag, the last sync, gaps and quarantine."""
+    now = now or datetime.now(timezone.utc)
+    if not path.exists():
+        raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
+    conn = open_reader(path, timeout)
+    try:
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        mark = conn.execute("SELECT high_water_mark FROM archive_state WHERE id = 1").fetchone()[0]
+        last = conn.execute(
+            "SELECT id, started, finished, outcome, error, inserted, fetched FROM syncs "
+            "WHERE kind = 'sync' ORDER BY started DESC LIMIT 1"
+        ).fetchone()
+        last_ok = conn.execute("SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'").fetchone()[0]
+        gaps = conn.execute("SELECT since, until FROM gaps ORDER BY since").fetchall()
+        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    finally:
+        conn.close()
+    mark = to_utc(mark) if mark else None
+
+    def ts(value: datetime | None) -> str | None:
+        return format_timestamp(value) if value else None
+
+    return {
+        "archive": str(path),
+        "events": events,
+        "high_water_mark": ts(mark),
+        "lag_seconds": round((now - mark).total_seconds(), 1) if mark else None,
+        "last_sync": {
+            "id": str(last[0]),
+            "started": ts(last[1]),
+            "finished": ts(last[2]),
+            # A run with no finish time died without recording one (killed, or the machine stopped).
+            "outcome": last[3] if last[3] != "running" or last[2] else "running or killed",
+            "error": last[4],
+            "inserted": last[5],
+            "fetched": last[6],
+        } if last else None,
+        "last_success": ts(last_ok),
+        "gaps": [{"since": ts(s), "until": ts(u)} for s, u in gaps],
+        "quarantined": quarantined,
+    }

@@ -1,0 +1,270 @@
+"""The archive's writer: idempotent bulk writes, the high-water mark and the sync ledger.
+
+The writer opens the file for one batch at a time and lets go (see connect.py), so `get` and
+`status` in other processes answer while a sync runs. Rows go in through DuckDB's own bulk path
+(lists unnested in one INSERT … SELECT), never row by row; `INSERT OR IGNORE` on the primary
+key makes every write idempotent, and RETURNING counts what was really new (rowcount is -1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from archiver.connect import classify, with_lock_retry
+from archiver.errors import ArchiveError
+from archiver.migrate import migrate
+from archiver.models import PIVOT, Event, Malformed, to_utc
+from archiver.windows import UNITS
+
+log = logging.getLogger("archiver.store")
+
+_INSERT_EVENTS = """
+INSERT OR IGNORE INTO events
+SELECT * FROM (SELECT
+    unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::TIMESTAMPTZ[]), unnest($4::VARCHAR[]),
+    unnest($5::VARCHAR[]), unnest($6::JSON[]), unnest($7::JSON[]), unnest($8::JSON[]),
+    unnest($9::UUID[]), unnest($10::VARCHAR[]), unnest($11::TIMESTAMPTZ[]))
+RETURNING id
+"""
+_INSERT_RESOURCES = """
+INSERT INTO event_resources
+SELECT * FROM (SELECT unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]))
+"""
+_INSERT_QUARANTINE = """
+INSERT OR IGNORE INTO quarantine
+SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
+    unnest($4::VARCHAR[]), unnest($5::TIMESTAMPTZ[]), unnest($6::UUID[]))
+RETURNING raw_hash
+"""
+
+LEDGER_COUNTERS = (
+    "windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
+)
+
+
+@dataclass
+class WriteCounts:
+    """What one batch did to the archive."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    conflicting_ids: list[str] = field(default_factory=list)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
+    """First occurrence of each id wins; return (unique, repeats, repeats with other content)."""
+    first: dict[uuid.UUID, Event] = {}
+    repeats, conflicting = 0, []
+    for event in events:
+        seen = first.get(event.id)
+        if seen is None:
+            first[event.id] = event
+            continue
+        repeats += 1
+        if seen.content_hash != event.content_hash:
+            conflicting.append(event)
+    return list(first.values()), repeats, conflicting
+
+
+class Archive:
+    """The writer side of one archive file."""
+
+    def __init__(self, path: Path, lock_timeout: timedelta = timedelta(seconds=15)) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveError(f"cannot create the archive's folder {path.parent}: {exc.strerror}") from None
+        # NullPool: a pooled connection would keep DuckDB's file lock after a batch is committed.
+        self.engine = sa.create_engine(f"duckdb:///{path}", poolclass=NullPool)
+        with_lock_retry(path, lock_timeout, lambda: migrate(self.engine))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One transaction on a connection opened for it; the file is released afterwards."""
+        conn = with_lock_retry(self.path, self.lock_timeout, self.engine.connect)
+        try:
+            with conn.begin():
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            self.engine.dispose()
+            error = classify(self.path, exc.orig) or ArchiveError(
+                f"writing to archive {self.path} failed ({str(exc.orig).splitlines()[0]}); the "
+                "transaction was rolled back, so the archive and its high-water mark are as they "
+                "were — the next sync continues from there"
+            )
+            raise error from exc
+        finally:
+            conn.close()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        events: Sequence[Event],
+        malformed: Sequence[Malformed] = (),
+        mark: datetime | None = None,
+        sync_id: uuid.UUID | None = None,
+    ) -> WriteCounts:
+        """Insert events (first write wins), quarantine the malformed, advance the mark: atomically."""
+        unique, repeats, conflicting = _dedupe(events)
+        now = datetime.now(timezone.utc)
+        counts = WriteCounts(duplicates=repeats)
+        with self.transaction() as conn:
+            inserted: set[uuid.UUID] = set()
+            if unique:
+                inserted = {row[0] for row in conn.exec_driver_sql(_INSERT_EVENTS, _event_columns(unique, now))}
+            known = [e for e in unique if e.id not in inserted]
+            if known:
+                stored = dict(
+                    conn.exec_driver_sql(
+                        "SELECT id, content_hash FROM events WHERE id IN (SELECT unnest($1::UUID[]))",
+                        ([str(e.id) for e in known],),
+                    ).fetchall()
+                )
+                conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
+            new = [e for e in unique if e.id in inserted]
+            if new:
+                conn.exec_driver_sql(_INSERT_RESOURCES, _resource_columns(new))
+            if malformed:
+                rows = conn.exec_driver_sql(
+                    _INSERT_QUARANTINE,
+                    (
+                        [m.raw_hash for m in malformed],
+                        [m.raw for m in malformed],
+                        [m.reason for m in malformed],
+                        [m.event_id for m in malformed],
+                        [now] * len(malformed),
+                        [str(sync_id) if sync_id else None] * len(malformed),
+                    ),
+                ).fetchall()
+                counts.quarantined = len(rows)
+            if mark is not None:
+                self._advance_mark(conn, mark)
+        counts.inserted = len(new)
+        counts.duplicates += len(known)
+        counts.conflicts = len(conflicting)
+        counts.conflicting_ids = [str(e.id) for e in conflicting]
+        for event in conflicting:
+            log.warning("event %s arrived again with different content; the first archived version is kept", event.id)
+        return counts
+
+    @staticmethod
+    def _advance_mark(conn: sa.Connection, mark: datetime) -> None:
+        # The mark only moves forward.
+        conn.exec_driver_sql(
+            "UPDATE archive_state SET high_water_mark = greatest(coalesce(high_water_mark, $1), $1) WHERE id = 1",
+            (mark,),
+        )
+
+    def advance_mark(self, mark: datetime) -> None:
+        """Move the mark over a stretch known to hold no events (no rows to write with it)."""
+        with self.transaction() as conn:
+            self._advance_mark(conn, mark)
+
+    def high_water_mark(self) -> datetime | None:
+        with self.transaction() as conn:
+            value = conn.exec_driver_sql("SELECT high_water_mark FROM archive_state WHERE id = 1").scalar()
+        return to_utc(value) if value is not None else None
+
+    def bucket_counts(self, since: datetime, until: datetime, unit: str) -> dict[datetime, int]:
+        """Archived events per count-by bucket (aligned like the server's) in [since, until]."""
+        size_us = UNITS[unit] // timedelta(microseconds=1)
+        pivot_us = int(PIVOT.timestamp()) * 1_000_000
+        with self.transaction() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT floor((epoch_us(occurred) - $1) / $2)::BIGINT AS bucket, count(*) FROM events "
+                "WHERE occurred BETWEEN $3 AND $4 GROUP BY bucket",
+                (pivot_us, size_us, since, until),
+            ).fetchall()
+        return {PIVOT + UNITS[unit] * bucket: count for bucket, count in rows}
+
+    def record_gap(self, since: datetime, until: datetime, sync_id: uuid.UUID) -> None:
+        with self.transaction() as conn:
+            conn.exec_driver_sql(
+                "INSERT OR IGNORE INTO gaps VALUES ($1, $2, $3, $4)",
+                (since, until, datetime.now(timezone.utc), str(sync_id)),
+            )
+
+    # -- ledger --------------------------------------------------------------------------------
+
+    def start_run(self, kind: str, since: datetime | None, until: datetime | None) -> uuid.UUID:
+        run_id = uuid.uuid4()
+        with self.transaction() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO syncs (id, kind, started, since, until, outcome) VALUES ($1, $2, $3, $4, $5, 'running')",
+                (str(run_id), kind, datetime.now(timezone.utc), since, until),
+            )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: uuid.UUID,
+        counters: dict[str, int],
+        outcome: str,
+        error: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(LEDGER_COUNTERS, start=7))
+        with self.transaction() as conn:
+            conn.exec_driver_sql(
+                "UPDATE syncs SET finished = $2, outcome = $3, error = $4, "
+                "since = coalesce($5, since), until = coalesce($6, until), "
+                "high_water_mark = (SELECT high_water_mark FROM archive_state WHERE id = 1), "
+                f"{assignments} WHERE id = $1",
+                (
+                    str(run_id), datetime.now(timezone.utc), outcome, error, since, until,
+                    *(int(counters.get(name, 0)) for name in LEDGER_COUNTERS),
+                ),
+            )
+
+
+def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], ...]:
+    return (
+        [str(e.id) for e in events],
+        [e.occurred for e in events],
+        [e.received for e in events],
+        [e.event for e in events],
+        [e.resource_id for e in events],
+        [_dumps(e.resource) for e in events],
+        [_dumps(e.related) for e in events],
+        [_dumps(e.payload) for e in events],
+        [str(e.follows) if e.follows else None for e in events],
+        [e.content_hash for e in events],
+        [now] * len(events),
+    )
+
+
+def _resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
+    event_ids, occurred, resource_ids, roles = [], [], [], []
+    for e in events:
+        pairs = [(e.resource_id, "")] + [
+            (str(r.get("prefect.resource.id")), str(r.get("prefect.resource.role", "")))
+            for r in e.related
+            if r.get("prefect.resource.id") is not None
+        ]
+        for resource_id, role in pairs:
+            event_ids.append(str(e.id))
+            occurred.append(e.occurred)
+            resource_ids.append(resource_id)
+            roles.append(role)
+    return event_ids, occurred, resource_ids, roles
