@@ -36,6 +36,7 @@ __all__ = [
     "server_count",
     "server_event_ids",
     "server_events",
+    "wait_until_quiet",
     "wait_until_stored",
 ]
 
@@ -370,14 +371,49 @@ def wait_until_stored(
             time.sleep(0.25)
 
 
+def wait_until_quiet(
+    api_url: str,
+    since: datetime,
+    until: datetime,
+    settle: float = 6.0,
+    timeout: float = 60,
+    headers: Optional[Mapping[str, str]] = None,
+) -> int:
+    """Poll until the window's count is non-zero and unchanged for `settle` s; return it.
+
+    For producers whose event count is not known up front (real flow runs): the
+    server's event persister flushes every 5 s (batches of 20), so the last events
+    (e.g. the final flow-run state) land seconds after the client process exits;
+    `settle` must stay above that flush interval.
+    """
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    with _client(api_url, headers) as client:
+        while True:
+            count = _filter_total(client, since, until)
+            now = time.monotonic()
+            if count != last:
+                last, stable_since = count, now
+            elif count > 0 and now - stable_since >= settle:
+                return count
+            if now > deadline:
+                raise AssertionError(
+                    f"event count in [{_iso(since)}, {_iso(until)}] did not settle "
+                    f"within {timeout} s (last {last})"
+                )
+            time.sleep(0.25)
+
+
 # --------------------------------------------------------------------------- oracle
 
 
 def _page_token(next_page: str) -> str:
     """The raw page-token from a next_page URL.
 
-    The server does not URL-encode the base64 token, so '+' would turn into a
-    space under a query-string parser; take the text verbatim instead.
+    The server puts the token in the link without URL-encoding it, and the link's
+    host/scheme/path are the server's own view (wrong behind a proxy), so only
+    the token is reused. (In 3.8.8 it is base64 of base64, so it never holds '+'
+    or '/', but a query-string parser would still turn any '+' into a space.)
     """
     marker = "page-token="
     idx = next_page.find(marker)

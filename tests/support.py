@@ -1,0 +1,123 @@
+"""Helpers for tests that archive from the real server: settings, the CLI, the archive's ids, faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+from archiver.client import PrefectClient, RetryPolicy
+from archiver.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tests post back-dated events; don't let gap detection or retention defaults get in the way.
+LONG = timedelta(days=3650)
+
+
+def settings_for(api_url: str, db_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"db_path": db_path, "api_url": api_url, "retention": LONG}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def client_for_test(api_url: str, transport: httpx.BaseTransport | None = None, **kwargs: Any) -> PrefectClient:
+    return PrefectClient(api_url, transport=transport, retry=RetryPolicy(max_retries=8, base_delay=0.05, max_delay=0.2), **kwargs)
+
+
+def archived_ids(db_path: Path, since: datetime, until: datetime) -> set[str]:
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        rows = conn.execute("SELECT id FROM events WHERE occurred BETWEEN $1 AND $2", [since, until]).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def query(db_path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()
+
+
+def cli_env(api_url: str | None, db_path: Path, config: Path | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env["ARCHIVER_DB"] = str(db_path)
+    if config:
+        env["ARCHIVER_CONFIG"] = str(config)
+    env.update(extra)
+    return env
+
+
+def write_config(path: Path, text: str = "") -> Path:
+    path.write_text('[ingest]\nretention = "3650d"\n' + text)
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "archiver", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "archiver", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+
+
+Rule = Callable[[int, httpx.Request], "httpx.Response | Exception | None"]
+Rewrite = Callable[[int, httpx.Request, httpx.Response], "httpx.Response | Exception | None"]
+
+
+class Faults(httpx.BaseTransport):
+    """Forwards every request to the real server, but lets a rule answer or break some of them.
+
+    `before(n, request)` may return a response or an exception instead of forwarding;
+    `after(n, request, response)` may replace the real response or raise after the server
+    has done the work (a connection dropped mid-page).
+    """
+
+    def __init__(self, before: Rule | None = None, after: Rewrite | None = None) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.before = before
+        self.after = after
+        self.count = 0
+        self.paths: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.count += 1
+            n = self.count
+            self.paths.append(request.url.path)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            injected = self.before(n, request) if self.before else None
+            if isinstance(injected, Exception):
+                raise injected
+            if injected is not None:
+                return injected
+            response = self.inner.handle_request(request)
+            if self.after is None:
+                return response
+            response.read()
+            replaced = self.after(n, request, response)
+            if isinstance(replaced, Exception):
+                raise replaced
+            return replaced or response
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,259 @@
+"""Sync against a real Prefect server: the archive holds exactly the events the server holds."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from archiver.fetch import first_event_time
+from archiver.ingest import sync
+from archiver.models import event_to_api, format_timestamp
+from archiver.store import Archive
+from tests.prefect_server import (
+    make_event,
+    post_events,
+    server_count,
+    server_event_ids,
+    server_events,
+    wait_until_stored,
+)
+from tests.support import Faults, archived_ids, client_for_test, query, settings_for
+
+UTC = timezone.utc
+
+
+def archived_api_events(db_path):
+    rows = query(db_path, "SELECT id, occurred, event, resource, related, payload, received, follows FROM events")
+    return {str(r[0]): event_to_api(*r) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def backfilled(prefect_server, history, tmp_path_factory):
+    """One archive backfilled over the whole history, with the transport that saw every request."""
+    db = tmp_path_factory.mktemp("backfill") / "archive.duckdb"
+    transport = Faults()
+    settings = settings_for(prefect_server.api_url, db)
+    with client_for_test(prefect_server.api_url, transport) as client:
+        report = sync(settings, client, Archive(db), since=history.since, until=history.end)
+    return db, report, transport
+
+
+def test_backfill_holds_exactly_the_servers_events(prefect_server, history, backfilled):
+    db, report, _ = backfilled
+    on_server = server_event_ids(prefect_server.api_url, history.since, history.until)
+    assert on_server == history.ids
+    assert archived_ids(db, history.since, history.until) == on_server
+    assert report.inserted == len(on_server)
+    assert report.outcome == "ok"
+    assert report.high_water_mark == format_timestamp(history.end)
+
+
+def test_archived_events_match_the_api_field_by_field(prefect_server, history, backfilled):
+    db, _, _ = backfilled
+    archived = archived_api_events(db)
+    for event in server_events(prefect_server.api_url, history.since, history.until):
+        assert archived[event["id"]] == event
+    big = archived[history.big_payload_id]
+    assert len(big["payload"]["blob"]) == 600_000
+    assert archived[history.unicode_id]["event"] == "acme.ünïcödé.事件"
+
+
+def test_related_resources_are_indexed_with_their_roles(history, backfilled):
+    db, _, _ = backfilled
+    rows = query(db, "SELECT role, resource_id FROM event_resources WHERE event_id = $1", [history.many_related_id])
+    assert len(rows) == history.related_count + 1
+    assert ("", f"test.archiver.resource.{history.many_related_id}") in rows
+    assert ("role-3", "acme.thing.3") in rows
+
+
+def test_backfill_reads_windows_of_one_page_concurrently(backfilled):
+    _, report, transport = backfilled
+    next_pages = sum(1 for p in transport.paths if p.endswith("/events/filter/next"))
+    # Only single instants denser than a page follow next_page: 120 events (2 more pages) and 51 (1).
+    assert next_pages <= 3
+    assert transport.max_in_flight >= 2
+    # Flat cost: a window per page of events, not a long chain of offset pages.
+    filters = sum(1 for p in transport.paths if p.endswith("/events/filter"))
+    assert filters <= report.fetched / 50 * 3 + 20
+
+
+def test_second_sync_adds_nothing(prefect_server, history, backfilled):
+    db, _, _ = backfilled
+    before = query(db, "SELECT count(*) FROM events")[0][0]
+    with client_for_test(prefect_server.api_url) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert report.inserted == 0
+    assert report.duplicates == report.fetched == len(history.ids)
+    assert query(db, "SELECT count(*) FROM events")[0][0] == before
+
+
+def test_sync_ledger_records_each_run(backfilled):
+    db, report, _ = backfilled
+    row = query(db, "SELECT outcome, inserted, windows, finished IS NOT NULL FROM syncs WHERE id = $1", [report.run_id])
+    assert row == [("ok", report.inserted, report.windows, True)]
+
+
+def test_first_sync_starts_at_the_oldest_event_the_server_holds(prefect_server, history, tmp_path):
+    db = tmp_path / "first.duckdb"
+    with client_for_test(prefect_server.api_url) as client:
+        oldest = first_event_time(client, history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), until=history.since + timedelta(hours=12))
+    assert oldest is not None and oldest >= history.since
+    assert report.since == format_timestamp(oldest)
+    expected = server_event_ids(prefect_server.api_url, oldest, history.since + timedelta(hours=12))
+    assert archived_ids(db, oldest, history.since + timedelta(hours=12)) == expected
+
+
+def post_and_wait(api_url, events, since, until):
+    """Post events and wait until the server has stored them (storage is asynchronous)."""
+    before = server_count(api_url, since, until)
+    post_events(api_url, events)
+    wait_until_stored(api_url, since, until, before + len(events))
+
+
+def test_late_arrival_behind_the_mark_is_picked_up_by_the_next_sync(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    now = datetime.now(UTC)
+    since, first_until, second_until = now - timedelta(hours=5), now - timedelta(hours=1), now - timedelta(minutes=30)
+    post_and_wait(api, [make_event(since + timedelta(minutes=10 * i, seconds=1), event="acme.late.test") for i in range(20)],
+                  since, second_until)
+    db = tmp_path / "late.duckdb"
+    settings = settings_for(api, db, start=since)
+    with client_for_test(api) as client:
+        sync(settings, client, Archive(db), until=first_until)
+        mark = Archive(db).high_water_mark()
+        assert mark == first_until
+        # Posted after the sync, 2 h behind the mark.
+        late = make_event(mark - timedelta(hours=2, minutes=3, seconds=7), event="acme.late.arrival")
+        post_and_wait(api, [late], since, second_until)
+        report = sync(settings, client, Archive(db), until=second_until)
+    assert late["id"] in archived_ids(db, since, second_until), report
+    assert report.reconciled_buckets >= 1 and report.repaired >= 1
+    assert archived_ids(db, since, second_until) == server_event_ids(api, since, second_until)
+
+
+def test_faults_on_every_kind_of_request_still_end_complete(prefect_server, history, tmp_path, caplog):
+    """429 with Retry-After, 500s, timeouts and connections dropped after the server answered."""
+    import httpx
+
+    def before(n, request):
+        if n % 7 == 3:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        if n % 11 == 5:
+            return httpx.Response(500, text="Internal Server Error")
+        if n % 13 == 6:
+            return httpx.ReadTimeout("timed out", request=request)
+        return None
+
+    def after(n, request, response):
+        if n % 17 == 8:
+            return httpx.RemoteProtocolError("peer closed connection without sending complete message body", request=request)
+        return None
+
+    transport = Faults(before, after)
+    db = tmp_path / "faults.duckdb"
+    caplog.set_level(logging.WARNING)
+    with client_for_test(prefect_server.api_url, transport) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert report.outcome == "ok"
+    assert archived_ids(db, history.since, history.until) == history.ids
+    assert any("retry" in r.message for r in caplog.records)
+
+
+def test_a_refused_page_token_restarts_the_window(prefect_server, history, tmp_path, caplog):
+    import httpx
+
+    refused = []
+
+    def before(n, request):
+        if request.url.path.endswith("/events/filter/next") and not refused:
+            refused.append(n)
+            return httpx.Response(403)
+        return None
+
+    db = tmp_path / "token.duckdb"
+    caplog.set_level(logging.WARNING)
+    with client_for_test(prefect_server.api_url, Faults(before)) as client:
+        sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert refused, "the workload must make the sync follow at least one next_page"
+    assert any("page token refused" in r.message for r in caplog.records)
+    assert archived_ids(db, history.since, history.until) == history.ids
+
+
+def test_total_changing_between_reads_makes_the_window_be_read_again(prefect_server, history, tmp_path, caplog):
+    import httpx
+
+    bumped = []
+
+    def after(n, request, response):
+        if request.url.path.endswith("/events/filter") and not bumped:
+            body = response.json()
+            if body["total"] > 0:
+                bumped.append(n)
+                body["total"] += 1  # as if an event arrived inside the window meanwhile
+                return httpx.Response(200, json=body)
+        return None
+
+    db = tmp_path / "total.duckdb"
+    caplog.set_level(logging.WARNING)
+    with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
+        sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert bumped
+    assert any("reading it again" in r.message for r in caplog.records)
+    assert archived_ids(db, history.since, history.until) == history.ids
+
+
+def test_a_malformed_event_is_quarantined_and_the_sync_goes_on(prefect_server, history, tmp_path):
+    import httpx
+
+    def after(n, request, response):
+        if request.url.path.endswith("/events/filter") and history.unicode_id in response.text:
+            body = response.json()
+            for event in body["events"]:
+                if event["id"] == history.unicode_id:
+                    del event["occurred"]
+            return httpx.Response(200, json=body)
+        return None
+
+    db = tmp_path / "malformed.duckdb"
+    with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert report.quarantined == 1 and report.outcome == "ok"
+    assert query(db, "SELECT event_id, reason FROM quarantine") == [(history.unicode_id, "missing occurred")]
+    assert archived_ids(db, history.since, history.until) | {history.unicode_id} == history.ids
+
+
+def test_same_id_with_different_content_keeps_the_first_version(prefect_server, history, backfilled, tmp_path):
+    import httpx
+    import shutil
+
+    db = tmp_path / "conflict.duckdb"
+    shutil.copy(backfilled[0], db)
+
+    def after(n, request, response):
+        if request.url.path.endswith("/events/filter") and history.many_related_id in response.text:
+            body = response.json()
+            for event in body["events"]:
+                if event["id"] == history.many_related_id:
+                    event["payload"] = {"tampered": True}
+            return httpx.Response(200, json=body)
+        return None
+
+    with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=history.since, until=history.end)
+    assert report.conflicts == 1 and report.inserted == 0
+    assert query(db, "SELECT payload FROM events WHERE id = $1", [history.many_related_id]) == [("{}",)]
+
+
+def test_a_mark_behind_retention_is_reported_as_a_gap(prefect_server, history, tmp_path):
+    db = tmp_path / "gap.duckdb"
+    settings = settings_for(prefect_server.api_url, db)
+    with client_for_test(prefect_server.api_url) as client:
+        sync(settings, client, Archive(db), since=history.since, until=history.since + timedelta(hours=1))
+        short = settings_for(prefect_server.api_url, db, retention=timedelta(days=2))
+        report = sync(short, client, Archive(db), until=history.since + timedelta(hours=3))
+    assert len(report.gaps) == 1
+    assert report.gaps[0]["since"] == format_timestamp(history.since + timedelta(hours=1))
+    assert query(db, "SELECT count(*) FROM gaps") == [(1,)]
