@@ -76,4 +76,15 @@ def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckd
     """A read-only connection to the archive, waiting up to `timeout` for a committing writer."""
     if not path.exists():
         raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
-    return with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=READER_CONFIG))
+    conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=READER_CONFIG))
+    try:
+        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    except duckdb.CatalogException:
+        version = None
+    if version is None:
+        conn.close()
+        raise ArchiveError(
+            f"archive {path} has no tables yet (a first sync may be creating it right now); "
+            "run `prefect-archiver sync`, or try again in a moment"
+        )
+    return conn

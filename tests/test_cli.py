@@ -1,0 +1,256 @@
+"""The CLI as users run it, in real processes: crashes, concurrent readers and writers, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pytest
+
+from archiver.errors import ArchiveError
+from archiver.models import format_timestamp
+from archiver.query import archive_status
+from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
+from tests.support import ROOT, archived_ids, cli_env, query, run_cli, start_cli, write_config
+
+UTC = timezone.utc
+
+
+@pytest.fixture
+def slow_sync_env(prefect_server, history, tmp_path):
+    """A sync of the whole history that commits often (several seconds), resuming from the mark."""
+    db = tmp_path / "archive.duckdb"
+    config = write_config(
+        tmp_path / "archiver.toml",
+        f'start = "{format_timestamp(history.since)}"\nconcurrency = 1\ncommit_every = 50\n',
+    )
+    return db, cli_env(prefect_server.api_url, db, config), ["sync", "--until", format_timestamp(history.end)]
+
+
+def read_mark(db):
+    status = archive_status(db, timedelta(seconds=10))
+    return status["high_water_mark"]
+
+
+def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(prefect_server, history, slow_sync_env):
+    db, env, args = slow_sync_env
+    partial_marks = []
+    for _ in range(3):
+        proc = start_cli(args, env)
+        # Kill as soon as a commit has moved the mark past where this run started.
+        started_from = read_mark(db) if db.exists() else None
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                mark = read_mark(db)
+            except ArchiveError:
+                mark = None
+            if mark is not None and mark != started_from:
+                break
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        mark = read_mark(db)
+        if mark and mark < format_timestamp(history.end):
+            partial_marks.append(mark)
+    assert partial_marks, "the kills should land while the sync was part-way through"
+    final = run_cli(args, env)
+    assert final.returncode == 0, final.stderr
+    on_server = server_events(prefect_server.api_url, history.since, history.until)
+    assert archived_ids(db, history.since, history.until) == {e["id"] for e in on_server}
+    # Nothing doubled, in events or in the resources table written in the same transactions.
+    assert query(db, "SELECT count(*), count(DISTINCT id) FROM events WHERE occurred BETWEEN $1 AND $2",
+                 [history.since, history.until]) == [(len(on_server), len(on_server))]
+    expected_resources = sum(1 + len(e["related"]) for e in on_server)
+    assert query(db, "SELECT count(*) FROM event_resources WHERE occurred BETWEEN $1 AND $2",
+                 [history.since, history.until]) == [(expected_resources,)]
+    runs = query(db, "SELECT outcome, finished IS NULL FROM syncs ORDER BY started")
+    assert runs[-1] == ("ok", False)
+    assert ("running", True) in runs  # the killed runs are visible as unfinished in the ledger
+
+
+def test_readers_answer_while_a_sync_runs(history, slow_sync_env):
+    db, env, args = slow_sync_env
+    proc = start_cli(args, env)
+    answers_during_sync = 0
+    cli_status_ok = False
+    try:
+        while proc.poll() is None:
+            try:
+                status = archive_status(db, timedelta(seconds=10))
+            except ArchiveError as exc:
+                # Before the first commit the file does not exist yet, or has no tables yet.
+                assert "no archive at" in str(exc) or "has no tables yet" in str(exc)
+                time.sleep(0.02)
+                continue
+            if proc.poll() is None:
+                answers_during_sync += 1
+                assert status["events"] >= 0
+            if not cli_status_ok and proc.poll() is None:
+                result = run_cli(["status", "--json"], env)
+                assert result.returncode == 0, result.stderr
+                cli_status_ok = proc.poll() is None
+            time.sleep(0.02)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert answers_during_sync >= 5
+    assert cli_status_ok, "`prefect-archiver status` should have answered while the sync ran"
+    assert archived_ids(db, history.since, history.until) == history.ids
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(prefect_server, tmp_path):
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from archiver.lock import SyncLock\n"
+         f"lock = SyncLock(Path({str(db)!r})); lock.acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli(["sync"], cli_env(prefect_server.api_url, db))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert f"another prefect-archiver process (pid {holder.pid}) is writing {db}" in result.stderr
+    assert result.stderr.count("\n") == 1
+    # Once the holder is gone (even killed), the lock is free again.
+    after = run_cli(["sync", "--since", "10m"], cli_env(prefect_server.api_url, db))
+    assert after.returncode == 0, after.stderr
+
+
+def test_get_prints_the_event_as_the_api_returns_it(prefect_server, history, tmp_path):
+    db = tmp_path / "get.duckdb"
+    env = cli_env(prefect_server.api_url, db)
+    synced = run_cli(["sync", "--since", format_timestamp(history.since), "--until",
+                      format_timestamp(history.since + timedelta(hours=23)), "--json"], env)
+    assert synced.returncode == 0, synced.stderr
+    summary = json.loads(synced.stdout)
+    assert summary["inserted"] == len(archived_ids(db, history.since, history.until))
+    on_server = {e["id"]: e for e in server_events(prefect_server.api_url, history.since, history.since + timedelta(hours=23))}
+    result = run_cli(["get", history.unicode_id, "--archive-only"], env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == on_server[history.unicode_id]
+    assert "source: archive" in result.stderr
+
+
+def test_get_falls_back_to_the_live_api_for_an_event_newer_than_the_last_sync(prefect_server, tmp_path):
+    db = tmp_path / "live.duckdb"
+    env = cli_env(prefect_server.api_url, db)
+    assert run_cli(["sync", "--since", "1h"], env).returncode == 0
+    fresh = make_event(datetime.now(UTC) - timedelta(seconds=5), event="acme.fresh")
+    moment = datetime.fromisoformat(fresh["occurred"])
+    before = server_count(prefect_server.api_url, moment, moment)
+    post_events(prefect_server.api_url, [fresh])
+    wait_until_stored(prefect_server.api_url, moment, moment, before + 1)
+    result = run_cli(["get", fresh["id"], "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["event"] == "acme.fresh"
+    assert "source: live Prefect API" in result.stderr
+    archive_only = run_cli(["get", fresh["id"], "--archive-only"], env)
+    assert archive_only.returncode == 1
+    assert f"no event with id {fresh['id']}" in archive_only.stderr
+
+
+def test_get_exit_codes_for_unknown_and_malformed_ids(prefect_server, tmp_path):
+    env = cli_env(prefect_server.api_url, tmp_path / "none.duckdb")
+    missing = run_cli(["get", "0192f0c4-0000-7000-8000-000000000000"], env)
+    assert missing.returncode == 1
+    assert "no event with id" in missing.stderr and "Prefect API" in missing.stderr
+    malformed = run_cli(["get", "not-a-uuid"], env)
+    assert malformed.returncode == 2
+    assert "is not an event id" in malformed.stderr and "Traceback" not in malformed.stderr
+
+
+def test_status_reports_mark_lag_and_last_sync(prefect_server, history, tmp_path):
+    db = tmp_path / "status.duckdb"
+    env = cli_env(prefect_server.api_url, db)
+    until = history.since + timedelta(hours=6)
+    assert run_cli(["sync", "--since", format_timestamp(history.since), "--until", format_timestamp(until)], env).returncode == 0
+    result = run_cli(["status", "--json"], env)
+    status = json.loads(result.stdout)
+    assert status["high_water_mark"] == format_timestamp(until)
+    assert status["events"] == len(server_event_ids(prefect_server.api_url, history.since, until - timedelta(microseconds=1)))
+    assert status["last_sync"]["outcome"] == "ok"
+    assert status["lag_seconds"] > 3 * 86400
+    text = run_cli(["status"], env)
+    assert "high-water mark:  " + format_timestamp(until) in text.stdout
+
+
+def test_verify_reports_missing_buckets_and_repair_restores_them(prefect_server, history, tmp_path):
+    db = tmp_path / "verify.duckdb"
+    env = cli_env(prefect_server.api_url, db)
+    since, until = format_timestamp(history.since), format_timestamp(history.end)
+    assert run_cli(["sync", "--since", since, "--until", until], env).returncode == 0
+    # Lose the events of one hour, as a bug or a hand-edit might.
+    lost_hour = history.since + timedelta(hours=30)
+    with duckdb.connect(str(db)) as conn:
+        lost = conn.execute(
+            "DELETE FROM events WHERE occurred >= $1 AND occurred < $2 RETURNING id",
+            [lost_hour, lost_hour + timedelta(hours=1)],
+        ).fetchall()
+    assert lost
+    checked = run_cli(["verify", "--since", since, "--until", until, "--unit", "hour"], env)
+    assert checked.returncode == 1
+    assert f"{format_timestamp(lost_hour)} .. " in checked.stdout and "archive lacks events" in checked.stdout
+    repaired = run_cli(["verify", "--since", since, "--until", until, "--repair", "--json"], env)
+    assert repaired.returncode == 0, repaired.stderr + repaired.stdout
+    assert json.loads(repaired.stdout)["repaired"] == len(lost)
+    assert archived_ids(db, history.since, history.until) == history.ids
+
+
+def test_a_damaged_archive_is_named_and_left_untouched(prefect_server, tmp_path):
+    db = tmp_path / "damaged.duckdb"
+    db.write_bytes(b"this is not a duckdb file" * 400)
+    before = db.read_bytes()
+    env = cli_env(prefect_server.api_url, db)
+    for args in (["status"], ["sync"], ["get", "0192f0c4-0000-7000-8000-000000000000", "--archive-only"]):
+        result = run_cli(args, env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert str(db) in result.stderr and "Move the file aside" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_a_gap_behind_retention_is_loud_in_sync_and_status(prefect_server, history, tmp_path):
+    db = tmp_path / "gap.duckdb"
+    env = cli_env(prefect_server.api_url, db)
+    first_until = history.since + timedelta(hours=1)
+    assert run_cli(["sync", "--since", format_timestamp(history.since), "--until", format_timestamp(first_until)], env).returncode == 0
+    short = write_config(tmp_path / "short.toml")
+    short.write_text('[ingest]\nretention = "2d"\n')
+    env_short = cli_env(prefect_server.api_url, db, short)
+    result = run_cli(["sync", "--until", format_timestamp(first_until + timedelta(hours=1))], env_short)
+    assert result.returncode == 0, result.stderr
+    assert f"GAP: events that occurred between {format_timestamp(first_until)} and " in result.stderr
+    status = run_cli(["status"], env_short)
+    assert "GAP:" in status.stdout
+
+
+def test_secrets_never_reach_output_or_the_archive(prefect_server, tmp_path):
+    key = "pnu_SECRETKEYSHOULDNOTLEAK42"
+    db = tmp_path / "secret.duckdb"
+    env = cli_env(prefect_server.api_url, db, PREFECT_API_KEY=key)
+    results = [run_cli(["sync", "--since", "30m", "-v"], env), run_cli(["status", "-v"], env),
+               run_cli(["get", "0192f0c4-0000-7000-8000-000000000000", "-v"], env)]
+    for result in results:
+        assert key not in result.stdout + result.stderr
+    assert key.encode() not in db.read_bytes()
+    wal = db.with_name(db.name + ".wal")
+    assert not wal.exists() or key.encode() not in wal.read_bytes()
+
+
+def test_python_m_archiver_and_the_console_script_are_the_same_cli(tmp_path):
+    script = shutil.which("prefect-archiver", path=str(ROOT.parent / "venv" / "bin")) or shutil.which("prefect-archiver")
+    assert script, "pip install . must put prefect-archiver on PATH"
+    for command in ([script, "--help"], [sys.executable, "-m", "archiver", "--help"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0
+        assert "sync" in result.stdout and "verify" in result.stdout
