@@ -125,7 +125,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
-            "repaired", "requests", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
+            "repaired", "pages", "counts", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
 

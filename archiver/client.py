@@ -12,7 +12,9 @@ import base64
 import email.utils
 import logging
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -115,6 +117,9 @@ class PrefectClient:
             headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
         self.base_url = api_url.strip().rstrip("/") + "/"
         self.retry = retry
+        # Requests sent, by endpoint path, retries included (for reports and benchmarks).
+        self.sent: Counter[str] = Counter()
+        self._sent_lock = threading.Lock()
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -197,6 +202,8 @@ class PrefectClient:
         while True:
             attempt += 1
             retry_after: float | None = None
+            with self._sent_lock:
+                self.sent[path] += 1
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.UnsupportedProtocol:

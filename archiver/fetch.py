@@ -31,12 +31,10 @@ class WindowResult:
     window: Window
     events: list[Event] = field(default_factory=list)
     malformed: list[Malformed] = field(default_factory=list)
-    requests: int = 0
 
     def extend(self, other: WindowResult) -> None:
         self.events += other.events
         self.malformed += other.malformed
-        self.requests += other.requests
 
 
 class Planner:
@@ -47,7 +45,6 @@ class Planner:
         self.since = since
         self.end = end
         self.expected = 0
-        self.requests = 0
 
     def windows(self) -> Iterator[Window]:
         if self.since >= self.end:
@@ -57,33 +54,25 @@ class Planner:
         top = []
         for span_since, span_until in count_spans(self.since, self.end, unit):
             buckets = self.client.count_by_time(span_since, span_until, unit)
-            self.requests += 1
             top.append((span_since, span_until, buckets))
             self.expected += sum(b.count for b in buckets)
         for span_since, span_until, buckets in top:
-            for window in group_buckets(buckets, unit, span_since, span_until):
-                yield from self._refine(window)
-
-    def _refine(self, window: Window) -> Iterator[Window]:
-        if window.expected <= PAGE_SIZE or window.unit not in FINER:
-            yield window
-            return
-        yield from plan_range(self.client, window.since, window.end, FINER[window.unit], self)
+            yield from _refine(self.client, group_buckets(buckets, unit, span_since, span_until))
 
 
-def plan_range(
-    client: PrefectClient, since: datetime, end: datetime, unit: str, planner: Planner | None = None
-) -> Iterator[Window]:
+def plan_range(client: PrefectClient, since: datetime, end: datetime, unit: str) -> Iterator[Window]:
     """Windows over [since, end) counted at `unit`, refined further where still dense."""
     for span_since, span_until in count_spans(since, end, unit):
         buckets = client.count_by_time(span_since, span_until, unit)
-        if planner:
-            planner.requests += 1
-        for window in group_buckets(buckets, unit, span_since, span_until):
-            if window.expected > PAGE_SIZE and unit in FINER:
-                yield from plan_range(client, window.since, window.end, FINER[unit], planner)
-            else:
-                yield window
+        yield from _refine(client, group_buckets(buckets, unit, span_since, span_until))
+
+
+def _refine(client: PrefectClient, windows: Iterator[Window]) -> Iterator[Window]:
+    for window in windows:
+        if window.expected > PAGE_SIZE and window.unit in FINER:
+            yield from plan_range(client, window.since, window.end, FINER[window.unit])
+        else:
+            yield window
 
 
 def _item_key(item: Event | Malformed) -> str:
@@ -103,12 +92,11 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
         total = -1
         try:
             for page in client.iter_pages(query):
-                result.requests += 1
                 if total < 0:
                     total = page["total"]
                     if total > PAGE_SIZE and not window.finest:
                         # More than count-by promised (late arrivals): split rather than page deep.
-                        return _fetch_split(client, window, result.requests)
+                        return _fetch_split(client, window)
                 for raw in page["events"]:
                     item = parse_event(raw)
                     items.setdefault(_item_key(item), item)
@@ -129,11 +117,9 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
     )
 
 
-def _fetch_split(client: PrefectClient, window: Window, requests: int) -> WindowResult:
-    result = WindowResult(window, requests=requests)
-    unit = FINER[window.unit] if window.unit in FINER else "second"
-    for sub in plan_range(client, window.since, window.end, unit):
-        result.requests += 1
+def _fetch_split(client: PrefectClient, window: Window) -> WindowResult:
+    result = WindowResult(window)
+    for sub in plan_range(client, window.since, window.end, FINER[window.unit]):
         result.extend(fetch_window(client, sub))
     return result
 

@@ -47,7 +47,8 @@ class SyncReport:
     quarantined: int = 0
     reconciled_buckets: int = 0
     repaired: int = 0
-    requests: int = 0
+    pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
+    counts: int = 0  # /events/count-by requests
     high_water_mark: str | None = None
     gaps: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -76,7 +77,6 @@ class _Committer:
     def add(self, result: WindowResult) -> None:
         self.batch.append(result)
         self.report.windows += 1
-        self.report.requests += result.requests
         self.report.fetched += len(result.events) + len(result.malformed)
         # Only a window that starts at or before the mark extends the contiguous archived range.
         if self.mark is None or result.window.since <= self.mark:
@@ -136,7 +136,6 @@ def ingest_range(
             # Whatever happened, keep the complete windows already fetched in order.
             for future in pending:
                 future.cancel()
-            report.requests += planner.requests
             committer.flush()
 
 
@@ -153,6 +152,7 @@ def sync(
 ) -> SyncReport:
     """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon."""
     started = time.monotonic()
+    sent_before = client.sent.copy()
     now = now or datetime.now(timezone.utc)
     settled = now - settings.settle
     end = min(until, settled) if until else settled
@@ -165,7 +165,6 @@ def sync(
         start = since or mark or settings.start
         if start is None:
             start = first_event_time(client, end)
-            report.requests += 1
         if since is None:
             _check_retention(settings, archive, report, run_id, start, mark, now)
         if start is not None and start < end:
@@ -187,7 +186,6 @@ def sync(
             report.reconciled_buckets += rec.differing
             report.repaired += rec.inserted
             report.inserted += rec.inserted
-            report.requests += rec.requests
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
         return report
@@ -197,6 +195,9 @@ def sync(
         raise
     finally:
         report.seconds = round(time.monotonic() - started, 3)
+        sent = client.sent - sent_before
+        report.pages = sent["events/filter"] + sent["events/filter/next"]
+        report.counts = sent["events/count-by/time"]
         try:
             archive.finish_run(run_id, report.counters(), report.outcome, error)
         except Exception:  # the ledger must not hide the error that got us here

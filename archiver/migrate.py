@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -34,10 +36,19 @@ class Migration:
     sql: str
 
 
+def _migrations_dir() -> Traversable:
+    # Installed, migrations/ ships as the package archiver.migrations; in a source checkout
+    # (tests run from the repository) it is the top-level folder beside archiver/.
+    try:
+        return resources.files("archiver.migrations")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "migrations"
+
+
 def available() -> list[Migration]:
     """The migrations shipped with this version, in order."""
     found = []
-    for entry in resources.files("archiver.migrations").iterdir():
+    for entry in _migrations_dir().iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))

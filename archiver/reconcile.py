@@ -42,7 +42,6 @@ class ReconcileResult:
     buckets: int = 0
     diffs: list[BucketDiff] = field(default_factory=list)
     inserted: int = 0
-    requests: int = 0
 
     @property
     def differing(self) -> int:
@@ -56,7 +55,6 @@ def compare(
     diffs = []
     for span_since, span_until in count_spans(since, end, unit):
         buckets = client.count_by_time(span_since, span_until, unit)
-        result.requests += 1
         local = archive.bucket_counts(span_since, span_until, unit)
         for bucket in buckets:
             result.buckets += 1
@@ -102,6 +100,5 @@ def _repair(
         return
     for window in plan_range(client, diff.since, end, diff.unit):
         fetched = fetch_window(client, window)
-        result.requests += fetched.requests + 1
         counts = archive.write_batch(fetched.events, fetched.malformed, sync_id=run_id)
         result.inserted += counts.inserted

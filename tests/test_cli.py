@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -248,7 +249,7 @@ def test_secrets_never_reach_output_or_the_archive(prefect_server, tmp_path):
 
 
 def test_python_m_archiver_and_the_console_script_are_the_same_cli(tmp_path):
-    script = shutil.which("prefect-archiver", path=str(ROOT.parent / "venv" / "bin")) or shutil.which("prefect-archiver")
+    script = shutil.which("prefect-archiver", path=str(Path(sys.executable).parent)) or shutil.which("prefect-archiver")
     assert script, "pip install . must put prefect-archiver on PATH"
     for command in ([script, "--help"], [sys.executable, "-m", "archiver", "--help"]):
         result = subprocess.run(command, capture_output=True, text=True)
