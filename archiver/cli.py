@@ -108,8 +108,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             f"already archived) in {report.windows:,} windows, {report.seconds:.1f}s; "
             f"high-water mark {report.high_water_mark or 'not set'}"
         )
-        if report.reconciled_buckets:
-            print(f"reconciled {report.reconciled_buckets} buckets behind the mark: {report.repaired} late events added")
+        if report.reconciled:
+            print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired} late events added")
         if report.quarantined:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
@@ -124,7 +124,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
+    keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
             "repaired", "pages", "counts", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
@@ -162,16 +162,20 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.errors import ArchiveError
     from archiver.fetch import first_event_time
     from archiver.lock import SyncLock
     from archiver.query import client_for
-    from archiver.reconcile import compare, reconcile
+    from archiver.reconcile import ReconcileResult, compare, reconcile
     from archiver.store import Archive
 
+    if not settings.db_path.exists():
+        raise ArchiveError(f"no archive at {settings.db_path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
     with client_for(settings) as client:
         archive = Archive(settings.db_path, settings.read_timeout)
-        now = datetime.now(timezone.utc)
-        until = _when(args.until, "--until") or archive.high_water_mark() or now - settings.settle
+        # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
+        settled = datetime.now(timezone.utc) - settings.settle
+        until = min(_when(args.until, "--until") or archive.high_water_mark() or settled, settled)
         since = _when(args.since, "--since") or first_event_time(client, until)
         if since is None:
             print("the server holds no events in that range; nothing to verify")
@@ -181,8 +185,6 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 run_id = archive.start_run("verify", since, until)
                 result = reconcile(client, archive, since, until, unit=args.unit, repair=True, run_id=run_id)
                 archive.finish_run(run_id, {"reconciled_buckets": result.differing, "inserted": result.inserted}, "ok")
-            from archiver.reconcile import ReconcileResult
-
             remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
         else:
             result = reconcile(client, archive, since, until, unit=args.unit)
@@ -203,7 +205,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
         for d in result.diffs:
             note = "archive lacks events" if d.missing else "archive holds more (the server trimmed them?)"
-            print(f"  {format_timestamp(d.since)} .. {format_timestamp(d.until)}  server {d.server:>7,}  archive {d.archive:>7,}  {note}")
+            span = f"{format_timestamp(d.since)} .. {format_timestamp(d.until)}"
+            print(f"  {span}  server {d.server:>7,}  archive {d.archive:>7,}  {note}")
         if args.repair:
             print(f"repaired: {result.inserted} events added; {len(missing)} buckets still lack events")
         elif not result.diffs:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -22,12 +22,13 @@ from archiver.errors import ArchiveBusy, ArchiveDamaged, ArchiveError, ArchiveIn
 T = TypeVar("T")
 
 # A reader inside a flow should not grow DuckDB's cache to 80% of the machine's memory.
-READER_CONFIG = {"memory_limit": "256MB", "threads": 1}
+READER_CONFIG: dict[str, str | bool | int | float | list[str]] = {"memory_limit": "256MB", "threads": 1}
 
 _LOCK = re.compile(r"Could not set lock|Conflicting lock", re.I)
 _PID = re.compile(r"PID (\d+)")
 _VERSION = re.compile(r"storage version|newer version|older version|incompatible", re.I)
-_DAMAGED = re.compile(r"not a valid DuckDB database|database file .* is corrupt|checksum|invalidated|Corrupt", re.I)
+# Not "invalidated": that is DuckDB after a failed commit (disk full), not a damaged file.
+_DAMAGED = re.compile(r"not a valid DuckDB database|database file .* is corrupt|checksum|Corrupt", re.I)
 
 
 def classify(path: Path, exc: BaseException) -> ArchiveError | None:
@@ -78,7 +79,7 @@ def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckd
         raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
     conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=READER_CONFIG))
     try:
-        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        version = scalar(conn, "SELECT max(version) FROM schema_migrations")
     except duckdb.CatalogException:
         version = None
     if version is None:
@@ -88,3 +89,9 @@ def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckd
             "run `prefect-archiver sync`, or try again in a moment"
         )
     return conn
+
+
+def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The first column of the first row, or None."""
+    row = conn.execute(sql, params or []).fetchone()
+    return row[0] if row else None

@@ -86,7 +86,7 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
     occurred = window.occurred_filter()
     query = {"occurred": occurred, "order": "ASC"}
     last_problem = ""
-    for attempt in range(1, READS_PER_WINDOW + 1):
+    for _attempt in range(1, READS_PER_WINDOW + 1):
         result = WindowResult(window)
         items: dict[str, Event | Malformed] = {}
         total = -1
@@ -106,7 +106,10 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
             continue
         if len(items) == total:
             for item in items.values():
-                (result.events if isinstance(item, Event) else result.malformed).append(item)
+                if isinstance(item, Event):
+                    result.events.append(item)
+                else:
+                    result.malformed.append(item)
             return result
         last_problem = f"the server reported {total} events but {len(items)} distinct came back"
         log.warning("window %s..%s: %s; reading it again", occurred["since"], occurred["until"], last_problem)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,7 +46,7 @@ class SyncReport:
     duplicates: int = 0
     conflicts: int = 0
     quarantined: int = 0
-    reconciled_buckets: int = 0
+    reconciled: int = 0  # buckets behind the mark where server and archive differed
     repaired: int = 0
     pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
     counts: int = 0  # /events/count-by requests
@@ -55,14 +56,17 @@ class SyncReport:
     outcome: str = "running"
 
     def counters(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        """The ledger's counters (see store.LEDGER_COUNTERS)."""
+        values = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        values["reconciled_buckets"] = self.reconciled
+        return values
 
 
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
     def __init__(self, archive: Archive, report: SyncReport, mark: datetime | None, commit_every: int,
-                 run_id, progress: Progress | None, expected: Callable[[], int]) -> None:
+                 run_id: uuid.UUID, progress: Progress | None, expected: Callable[[], int]) -> None:
         self.archive = archive
         self.report = report
         self.mark = mark
@@ -114,7 +118,7 @@ def ingest_range(
     mark: datetime | None,
     concurrency: int = 4,
     commit_every: int = 2000,
-    run_id=None,
+    run_id: uuid.UUID,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -122,21 +126,28 @@ def ingest_range(
     planner = Planner(client, since, end)
     committer = _Committer(archive, report, mark, commit_every, run_id, progress, lambda: planner.expected)
     pending: deque[Future[WindowResult]] = deque()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch") as pool:
-        try:
-            for window in planner.windows():
-                if stop is not None and stop.is_set():
-                    break
-                pending.append(pool.submit(fetch_window, client, window))
-                while pending and (len(pending) >= 2 * concurrency or pending[0].done()):
-                    committer.add(pending.popleft().result())
-            while pending and not (stop is not None and stop.is_set()):
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
+    try:
+        for window in planner.windows():
+            if stop is not None and stop.is_set():
+                break
+            pending.append(pool.submit(fetch_window, client, window))
+            while pending and (len(pending) >= 2 * concurrency or pending[0].done()):
                 committer.add(pending.popleft().result())
-        finally:
-            # Whatever happened, keep the complete windows already fetched in order.
-            for future in pending:
-                future.cancel()
+        while pending and not (stop is not None and stop.is_set()):
+            committer.add(pending.popleft().result())
+    except BaseException:
+        # Keep the complete windows already fetched in order, then report the original error.
+        pool.shutdown(wait=False, cancel_futures=True)
+        try:
             committer.flush()
+        except Exception:
+            log.exception("could not write the windows fetched before the failure")
+        raise
+    else:
+        committer.flush()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sync(
@@ -183,7 +194,7 @@ def sync(
             if settings.start:
                 floor = max(floor, settings.start)
             rec = reconcile(client, archive, floor, new_mark, repair=True, run_id=run_id)
-            report.reconciled_buckets += rec.differing
+            report.reconciled += rec.differing
             report.repaired += rec.inserted
             report.inserted += rec.inserted
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
@@ -204,7 +215,7 @@ def sync(
             log.exception("could not record the end of sync %s", run_id)
 
 
-def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id,
+def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id: uuid.UUID,
                      start: datetime | None, mark: datetime | None, now: datetime) -> None:
     """Say loudly when the range still to archive begins before the server's retention horizon."""
     if start is None or (mark is None and settings.start is None):

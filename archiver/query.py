@@ -14,7 +14,7 @@ from typing import Any
 
 from archiver.client import PrefectClient, RetryPolicy
 from archiver.config import Settings, load_settings
-from archiver.connect import open_reader
+from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, EventNotFound
 from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
 
@@ -54,7 +54,9 @@ def lookup_windows(event_id: str, now: datetime, horizon: timedelta) -> Iterator
         upper = lower
 
 
-def read_live_event(client: PrefectClient, event_id: str, horizon: timedelta, now: datetime | None = None) -> dict[str, Any] | None:
+def read_live_event(
+    client: PrefectClient, event_id: str, horizon: timedelta, now: datetime | None = None
+) -> dict[str, Any] | None:
     """Ask the API for one event, always with an explicit occurred window (its default misses)."""
     now = now or datetime.now(timezone.utc)
     wanted = str(parse_event_id(event_id))
@@ -92,10 +94,17 @@ def find_event(
     parse_event_id(event_id)
     looked = []
     if settings.db_path.exists():
-        event = read_archived_event(settings.db_path, event_id, settings.read_timeout)
-        if event is not None:
-            return event, "archive"
-        looked.append(f"the archive at {settings.db_path}")
+        try:
+            event = read_archived_event(settings.db_path, event_id, settings.read_timeout)
+        except ArchiveError as exc:
+            if archive_only or not settings.api_url:
+                raise
+            # A busy or unreadable archive should not stop a flow from getting its event.
+            looked.append(f"the archive at {settings.db_path} (unreadable: {exc})")
+        else:
+            if event is not None:
+                return event, "archive"
+            looked.append(f"the archive at {settings.db_path}")
     else:
         looked.append(f"the archive at {settings.db_path} (which does not exist)")
     if not archive_only and settings.api_url:
@@ -130,15 +139,15 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
         raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
     conn = open_reader(path, timeout)
     try:
-        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        mark = conn.execute("SELECT high_water_mark FROM archive_state WHERE id = 1").fetchone()[0]
+        events = scalar(conn, "SELECT count(*) FROM events")
+        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
         last = conn.execute(
             "SELECT id, started, finished, outcome, error, inserted, fetched FROM syncs "
             "WHERE kind = 'sync' ORDER BY started DESC LIMIT 1"
         ).fetchone()
-        last_ok = conn.execute("SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'").fetchone()[0]
+        last_ok = scalar(conn, "SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'")
         gaps = conn.execute("SELECT since, until FROM gaps ORDER BY since").fetchall()
-        quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        quarantined = scalar(conn, "SELECT count(*) FROM quarantine")
     finally:
         conn.close()
     mark = to_utc(mark) if mark else None

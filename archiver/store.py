@@ -106,7 +106,7 @@ class Archive:
                 yield conn
         except sa.exc.DBAPIError as exc:
             self.engine.dispose()
-            error = classify(self.path, exc.orig) or ArchiveError(
+            error = classify(self.path, exc.orig or exc) or ArchiveError(
                 f"writing to archive {self.path} failed ({str(exc.orig).splitlines()[0]}); the "
                 "transaction was rolled back, so the archive and its high-water mark are as they "
                 "were — the next sync continues from there"
@@ -134,7 +134,7 @@ class Archive:
                 inserted = {row[0] for row in conn.exec_driver_sql(_INSERT_EVENTS, _event_columns(unique, now))}
             known = [e for e in unique if e.id not in inserted]
             if known:
-                stored = dict(
+                stored: dict[uuid.UUID, str] = dict(
                     conn.exec_driver_sql(
                         "SELECT id, content_hash FROM events WHERE id IN (SELECT unnest($1::UUID[]))",
                         ([str(e.id) for e in known],),

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -51,7 +51,7 @@ WINDOW_TARGET = 500
 # answer 500), so the newest stretch is sized with plain /events/filter totals.
 COUNT_BY_SAFETY = timedelta(minutes=5)
 
-RelatedSpec = Union[tuple[str, str], Mapping[str, Any]]
+RelatedSpec = tuple[str, str] | Mapping[str, Any]
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ class PrefectServer:
     def __init__(
         self,
         retention_period: str = "P3650D",
-        env: Optional[Mapping[str, str]] = None,
+        env: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
     ) -> None:
         # P3650D: tests back-date events by days/months and must not see them trimmed.
@@ -95,11 +95,11 @@ class PrefectServer:
         self.extra_env: dict[str, str] = dict(env or {})
         self.startup_timeout = startup_timeout
         self.port: int = 0
-        self.home: Optional[Path] = None
-        self.log_path: Optional[Path] = None
-        self.startup_seconds: Optional[float] = None
-        self._proc: Optional[subprocess.Popen[bytes]] = None
-        self._log_file: Optional[Any] = None
+        self.home: Path | None = None
+        self.log_path: Path | None = None
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any | None = None
 
     @property
     def api_url(self) -> str:
@@ -117,7 +117,7 @@ class PrefectServer:
     def _log_tail(self, chars: int = 4000) -> str:
         return self.log_text()[-chars:]
 
-    def start(self) -> "PrefectServer":
+    def start(self) -> PrefectServer:
         """Start the server and block until /health answers 200.
 
         Retries a couple of times with a new port if the free port got taken
@@ -215,20 +215,20 @@ class PrefectServer:
             self.home = None
 
     @staticmethod
-    def _signal_group(proc: "subprocess.Popen[bytes]", sig: int) -> None:
+    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> "PrefectServer":
+    def __enter__(self) -> PrefectServer:
         return self.start()
 
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -246,11 +246,11 @@ def _iso(dt: datetime) -> str:
 def make_event(
     occurred: datetime,
     event: str = "test.archiver.ping",
-    resource_id: Optional[str] = None,
-    related: Optional[Sequence[RelatedSpec]] = None,
-    payload: Optional[Mapping[str, Any]] = None,
-    resource_extra: Optional[Mapping[str, str]] = None,
-    id: Optional[str] = None,
+    resource_id: str | None = None,
+    related: Sequence[RelatedSpec] | None = None,
+    payload: Mapping[str, Any] | None = None,
+    resource_extra: Mapping[str, str] | None = None,
+    id: str | None = None,
 ) -> dict[str, Any]:
     """A Prefect event dict ready for POST /events.
 
@@ -279,7 +279,7 @@ def make_event(
     }
 
 
-def _client(api_url: str, headers: Optional[Mapping[str, str]]) -> httpx.Client:
+def _client(api_url: str, headers: Mapping[str, str] | None) -> httpx.Client:
     return httpx.Client(
         base_url=api_url.rstrip("/") + "/", headers=dict(headers or {}), timeout=60.0
     )
@@ -302,7 +302,7 @@ def post_events(
     events: Sequence[Mapping[str, Any]],
     batch: int = 100,
     per_second: float = 300,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """POST events in batches, paced to at most `per_second` events/s.
 
@@ -337,7 +337,7 @@ def server_count(
     api_url: str,
     since: datetime,
     until: datetime,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Events the server holds with occurred in [since, until] (both inclusive)."""
     with _client(api_url, headers) as client:
@@ -350,7 +350,7 @@ def wait_until_stored(
     until: datetime,
     expected: int,
     timeout: float = 60,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Poll until the server holds exactly `expected` events in the window.
 
@@ -377,7 +377,7 @@ def wait_until_quiet(
     until: datetime,
     settle: float = 6.0,
     timeout: float = 60,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Poll until the window's count is non-zero and unchanged for `settle` s; return it.
 
@@ -536,7 +536,7 @@ def _iter_server_events(
     api_url: str,
     since: datetime,
     until: datetime,
-    headers: Optional[Mapping[str, str]],
+    headers: Mapping[str, str] | None,
 ) -> Iterator[dict[str, Any]]:
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since/until must be timezone-aware")
@@ -562,7 +562,7 @@ def server_events(
     api_url: str,
     since: datetime,
     until: datetime,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every event (full JSON) the server holds with occurred in [since, until].
 
@@ -577,7 +577,7 @@ def server_event_ids(
     api_url: str,
     since: datetime,
     until: datetime,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> set[str]:
     """The ids of `server_events(...)`: the oracle for 'what should be archived'."""
     return {e["id"] for e in _iter_server_events(api_url, since, until, headers)}
@@ -590,8 +590,8 @@ def run_flows_script(
     api_url: str,
     script: str,
     timeout: float = 180,
-    env: Optional[Mapping[str, str]] = None,
-) -> "subprocess.CompletedProcess[str]":
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run Python source in a fresh interpreter pointed at `api_url`.
 
     A temporary PREFECT_HOME keeps the developer's profiles out; `env` adds

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -224,7 +224,8 @@ def test_a_gap_behind_retention_is_loud_in_sync_and_status(prefect_server, histo
     db = tmp_path / "gap.duckdb"
     env = cli_env(prefect_server.api_url, db)
     first_until = history.since + timedelta(hours=1)
-    assert run_cli(["sync", "--since", format_timestamp(history.since), "--until", format_timestamp(first_until)], env).returncode == 0
+    first = run_cli(["sync", "--since", format_timestamp(history.since), "--until", format_timestamp(first_until)], env)
+    assert first.returncode == 0, first.stderr
     short = write_config(tmp_path / "short.toml")
     short.write_text('[ingest]\nretention = "2d"\n')
     env_short = cli_env(prefect_server.api_url, db, short)
@@ -255,3 +256,32 @@ def test_python_m_archiver_and_the_console_script_are_the_same_cli(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0
         assert "sync" in result.stdout and "verify" in result.stdout
+
+
+def test_a_backfill_on_a_terminal_shows_progress(prefect_server, history, tmp_path):
+    import os
+    import pty
+
+    env = cli_env(prefect_server.api_url, tmp_path / "tty.duckdb")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "archiver", "sync", "--since", format_timestamp(history.since),
+         "--until", format_timestamp(history.end)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary, text=True,
+    )
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 0
+    text = seen.decode()
+    assert "archiving [" in text and f"/{len(history.ids):,} events" in text
+    assert "archived" in proc.stdout.read()

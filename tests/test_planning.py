@@ -22,7 +22,7 @@ def buckets(unit: str, counts: list[int], start: datetime = T0) -> list[Bucket]:
 def assert_tiles(windows, since, until):
     assert windows[0].since == since
     assert windows[-1].until == until
-    for before, after in zip(windows, windows[1:]):
+    for before, after in zip(windows, windows[1:], strict=False):
         assert after.since == before.end, "windows must touch with no gap and no overlap"
 
 
@@ -81,7 +81,7 @@ def test_count_spans_respect_the_server_bucket_limit():
     for span_since, span_until in spans:
         first = bucket_start(span_since, "minute")
         assert (span_until + TICK - first) / UNITS["minute"] <= MAX_BUCKETS
-    for (_, before_until), (after_since, _) in zip(spans, spans[1:]):
+    for (_, before_until), (after_since, _) in zip(spans, spans[1:], strict=False):
         assert after_since == before_until + TICK
 
 
