@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="what the archive holds and how fresh it is")
     status.add_argument("--json", action="store_true")
 
+    check = commands.add_parser("check", parents=[common], help="call the API once and explain what works and what does not")
+    check.add_argument("--json", action="store_true")
+
     verify = commands.add_parser("verify", parents=[common], help="compare the archive with the server, bucket by bucket")
     verify.add_argument("--since", help="from (default: the oldest event the server holds)")
     verify.add_argument("--until", help="to (default: the high-water mark)")
@@ -139,12 +142,17 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.check import describe_source
+    from archiver.client import redact_url
     from archiver.query import archive_status
 
     status = archive_status(settings.db_path, settings.read_timeout)
+    status["api_url"] = redact_url(settings.api_url) if settings.api_url else None
+    status["api_url_source"] = describe_source(settings, "api.url")
     if args.json:
         print(json.dumps(status))
         return 0
+    print(f"api url:          {status['api_url'] or 'not set'} (from {status['api_url_source']})")
     print(f"archive:          {status['archive']}")
     print(f"events:           {status['events']:,}")
     print(f"high-water mark:  {status['high_water_mark'] or 'not set (no sync yet)'}")
@@ -159,6 +167,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for gap in status["gaps"]:
         print(f"GAP:              events between {gap['since']} and {gap['until']} may be lost (retention passed them)")
     return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.check import check
+
+    findings = check(settings)
+    if args.json:
+        print(json.dumps([{"topic": f.topic, "ok": f.ok, "detail": f.detail} for f in findings]))
+    else:
+        for finding in findings:
+            print(f"{finding.topic + ':':<11} {'ok ' if finding.ok else 'NO '} {finding.detail}")
+    return 0 if all(f.ok for f in findings) else 1
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -214,7 +234,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
-COMMANDS = {"sync": cmd_sync, "get": cmd_get, "status": cmd_status, "verify": cmd_verify}
+COMMANDS = {"sync": cmd_sync, "get": cmd_get, "status": cmd_status, "verify": cmd_verify, "check": cmd_check}
 
 
 def main(argv: list[str] | None = None) -> int:

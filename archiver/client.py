@@ -4,6 +4,10 @@ Status codes are sorted once, here: connection errors, timeouts, 5xx and 429 are
 exponential backoff and jitter (honouring Retry-After), bounded in count and in total time;
 401/403/404 and other 4xx are final and raised with a message that says what to check.
 Credentials are sent as headers and never appear in a message or a log line.
+
+Like Prefect's own client it honours custom headers, a CA bundle or skipped TLS verification,
+and CSRF tokens: a server with CSRF protection wants `Prefect-Csrf-Token` and
+`Prefect-Csrf-Client` on every POST, even read-only filters (prefect/client/base.py).
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import base64
 import email.utils
 import logging
 import random
+import ssl
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -30,6 +37,7 @@ from archiver.errors import (
     ApiError,
     ApiNotFound,
     ApiRejected,
+    ApiTlsError,
     ApiUnavailable,
     ConfigError,
     PageTokenRejected,
@@ -40,6 +48,30 @@ log = logging.getLogger("archiver.client")
 
 # The server refuses larger pages with 422 (INTERACTIVE_PAGE_SIZE, server/events/storage).
 PAGE_SIZE = 50
+
+# Headers the client manages itself; Prefect ignores custom values for these too.
+PROTECTED_HEADERS = {"user-agent", "prefect-csrf-token", "prefect-csrf-client"}
+# Fetch a new CSRF token this long before the old one expires.
+CSRF_MARGIN = timedelta(minutes=1)
+_CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def tls_verify(ssl_cert_file: Path | None = None, insecure_skip_verify: bool = False) -> ssl.SSLContext | bool:
+    """What httpx should verify the server's certificate with, from Prefect's TLS settings."""
+    if insecure_skip_verify:
+        log.warning(
+            "TLS certificate verification is off (PREFECT_API_TLS_INSECURE_SKIP_VERIFY): anyone on the "
+            "network path can read the API key; use PREFECT_API_SSL_CERT_FILE with your CA bundle instead"
+        )
+        return False
+    if ssl_cert_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ssl_cert_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"PREFECT_API_SSL_CERT_FILE {ssl_cert_file} is not a readable PEM CA bundle ({exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,9 @@ class PrefectClient:
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        custom_headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+        csrf_support: bool = True,
     ) -> None:
         parts = urlsplit(api_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -111,6 +146,16 @@ class PrefectClient:
                 "(self-hosted: http://HOST:4200/api)"
             )
         headers = {"User-Agent": f"prefect-archiver/{__version__}", "Accept": "application/json"}
+        for name, value in (custom_headers or {}).items():
+            if name.lower() in PROTECTED_HEADERS:
+                log.warning("ignoring custom header %r from PREFECT_CLIENT_CUSTOM_HEADERS: the client sets it itself", name)
+            elif name.lower() == "authorization" and (api_key or auth_string):
+                raise ConfigError(
+                    "PREFECT_CLIENT_CUSTOM_HEADERS sets Authorization, which would replace the credentials "
+                    "from PREFECT_API_KEY / PREFECT_API_AUTH_STRING: remove one of the two"
+                )
+            else:
+                headers[name] = value
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         elif auth_string:
@@ -120,6 +165,11 @@ class PrefectClient:
         # Requests sent, by endpoint path, retries included (for reports and benchmarks).
         self.sent: Counter[str] = Counter()
         self._sent_lock = threading.Lock()
+        self.csrf_support = csrf_support
+        self._csrf_client = str(uuid.uuid4())
+        self._csrf_token: str | None = None
+        self._csrf_expiration: datetime | None = None
+        self._csrf_lock = threading.Lock()
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -127,6 +177,7 @@ class PrefectClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            verify=verify,
         )
 
     def __enter__(self) -> PrefectClient:
@@ -199,16 +250,24 @@ class PrefectClient:
         """Send one request with retries; return its decoded JSON body (None for 204)."""
         started = time.monotonic()
         attempt = 0
+        csrf_refreshed = False
         while True:
             attempt += 1
             retry_after: float | None = None
+            headers = self._csrf_headers() if method in _CHANGES else {}
             with self._sent_lock:
                 self.sent[path] += 1
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._http.request(method, path, headers=headers, **kwargs)
             except httpx.UnsupportedProtocol:
                 raise ConfigError(f"PREFECT_API_URL {redact_url(self.base_url)!r} is not an http(s) URL") from None
             except httpx.TransportError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__, ssl.SSLCertVerificationError):
+                    raise ApiTlsError(
+                        f"the TLS certificate of {redact_url(self.base_url)} was not trusted ({exc}): set "
+                        "PREFECT_API_SSL_CERT_FILE to the CA bundle that signed it (or, for testing only, "
+                        "PREFECT_API_TLS_INSECURE_SKIP_VERIFY=true)"
+                    ) from None
                 problem = f"{type(exc).__name__}"
             else:
                 if response.status_code < 300:
@@ -221,6 +280,13 @@ class PrefectClient:
                 elif response.status_code == 429 or response.status_code >= 500:
                     problem = f"HTTP {response.status_code}"
                     retry_after = _retry_after(response)
+                elif (response.status_code == 403 and headers and not csrf_refreshed
+                      and "Invalid CSRF token" in response.text):
+                    # The token expired or the server forgot it: fetch a new one and send again.
+                    self._forget_csrf_token(headers)
+                    csrf_refreshed = True
+                    attempt -= 1
+                    continue
                 else:
                     raise self._final_error(method, path, response)
             elapsed = time.monotonic() - started
@@ -233,16 +299,53 @@ class PrefectClient:
                     "PREFECT_API_URL right?"
                 )
             log.warning(
-                "%s %s answered %s; retry %d/%d in %.1fs",
+                "%s %s failed (%s); retry %d/%d in %.1fs",
                 method, path, problem, attempt, self.retry.max_retries, delay,
             )
             self._sleep(delay)
+
+    # -- CSRF ---------------------------------------------------------------------------------
+
+    def _csrf_headers(self) -> dict[str, str]:
+        """Prefect-Csrf-* headers for a POST, fetching a token first when needed; {} when off."""
+        if not self.csrf_support:
+            return {}
+        with self._csrf_lock:
+            now = datetime.now(timezone.utc)
+            if self._csrf_token is None or (self._csrf_expiration and now > self._csrf_expiration - CSRF_MARGIN):
+                self._fetch_csrf_token()
+            if self._csrf_token is None:
+                return {}
+            return {"Prefect-Csrf-Token": self._csrf_token, "Prefect-Csrf-Client": self._csrf_client}
+
+    def _fetch_csrf_token(self) -> None:
+        """GET /csrf-token; a server without CSRF protection (422) or too old for it (404) turns it off."""
+        try:
+            data = self.request("GET", "csrf-token", params={"client": self._csrf_client})
+        except (ApiNotFound, ApiRejected):
+            self.csrf_support = False
+            return
+        try:
+            self._csrf_token = str(data["token"])
+            self._csrf_expiration = parse_timestamp(data["expiration"])
+        except (TypeError, KeyError, ValueError):
+            raise ApiBadResponse("GET /csrf-token answered without a token and expiration") from None
+
+    def _forget_csrf_token(self, sent: Mapping[str, str]) -> None:
+        with self._csrf_lock:
+            if self._csrf_token == sent.get("Prefect-Csrf-Token"):
+                self._csrf_token = None
 
     def _final_error(self, method: str, path: str, response: httpx.Response) -> ApiError:
         where = f"{method} {redact_url(self.base_url + path)}"
         status = response.status_code
         if status == 403 and path == "events/filter/next":
             return PageTokenRejected(f"{where}: the server refused the page token (HTTP 403)")
+        if status == 403 and "CSRF" in response.text:
+            return ApiAuthError(
+                f"{where} was refused (HTTP 403: {response.text[:120]}): the server requires CSRF tokens; "
+                "leave PREFECT_CLIENT_CSRF_SUPPORT_ENABLED on (the default)"
+            )
         if status in (401, 403):
             return ApiAuthError(
                 f"{where} was refused (HTTP {status}): check PREFECT_API_KEY (Prefect Cloud) or "

@@ -1,11 +1,13 @@
-"""Settings from the command line, the environment, a TOML file and defaults — in that order.
+"""Settings from the command line, the environment, a TOML file, the Prefect profile and defaults.
 
-The environment uses Prefect's own names (PREFECT_API_URL, PREFECT_API_KEY,
-PREFECT_API_AUTH_STRING, PREFECT_HOME) so the archiver works wherever Prefect does.
+In that order. The environment and the profile use Prefect's own names (PREFECT_API_URL,
+PREFECT_API_KEY, PREFECT_API_AUTH_STRING, PREFECT_CLIENT_CUSTOM_HEADERS, …) so the archiver
+works wherever Prefect does, with no extra configuration.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -17,8 +19,7 @@ from typing import Any
 
 from archiver.errors import ConfigError
 from archiver.models import parse_when
-
-DEFAULT_PREFECT_HOME = "~/.prefect"
+from archiver.profiles import DEFAULT_PREFECT_HOME, Profile, active_profile
 
 # Every setting the config file may hold: (section, key) -> (default, kind).
 # config.example.toml documents the same list; test_config checks they agree.
@@ -30,6 +31,10 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("api", "max_retries"): (6, "int"),
     ("api", "max_retry_time"): (timedelta(minutes=2), "duration"),
     ("api", "lookup_horizon"): (timedelta(days=30), "duration"),
+    ("api", "custom_headers"): ({}, "headers"),
+    ("api", "ssl_cert_file"): (None, "path"),
+    ("api", "tls_insecure_skip_verify"): (False, "bool"),
+    ("api", "csrf_support"): (True, "bool"),
     ("archive", "path"): (None, "path"),
     ("archive", "read_timeout"): (timedelta(seconds=15), "duration"),
     ("archive", "lock_timeout"): (timedelta(0), "duration"),
@@ -41,12 +46,19 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("ingest", "commit_every"): (2000, "int"),
 }
 
-ENVIRONMENT = {
+# Settings Prefect itself has: read from the environment and, failing that, the active profile.
+PREFECT_NAMES = {
     ("api", "url"): "PREFECT_API_URL",
     ("api", "key"): "PREFECT_API_KEY",
     ("api", "auth_string"): "PREFECT_API_AUTH_STRING",
-    ("archive", "path"): "ARCHIVER_DB",
+    ("api", "custom_headers"): "PREFECT_CLIENT_CUSTOM_HEADERS",
+    ("api", "ssl_cert_file"): "PREFECT_API_SSL_CERT_FILE",
+    ("api", "tls_insecure_skip_verify"): "PREFECT_API_TLS_INSECURE_SKIP_VERIFY",
+    ("api", "csrf_support"): "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED",
 }
+ENVIRONMENT = {**PREFECT_NAMES, ("archive", "path"): "ARCHIVER_DB"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -64,6 +76,11 @@ class Settings:
     max_retries: int = 6
     max_retry_time: timedelta = timedelta(minutes=2)
     lookup_horizon: timedelta = timedelta(days=30)
+    # Extra headers for proxies and CDNs; may hold tokens, so kept out of repr too.
+    custom_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    ssl_cert_file: Path | None = None
+    tls_insecure_skip_verify: bool = False
+    csrf_support: bool = True
     read_timeout: timedelta = timedelta(seconds=15)
     lock_timeout: timedelta = timedelta(0)
     start: datetime | None = None
@@ -72,8 +89,9 @@ class Settings:
     reconcile_horizon: timedelta = timedelta(hours=24)
     retention: timedelta = timedelta(days=7)
     commit_every: int = 2000
-    # Where each setting came from ("flag", "env", "config", "default"); never the value.
+    # Where each setting came from ("flag", "env", "config", "profile", "default"); never the value.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    profile: Profile | None = field(default=None, compare=False)
 
     def require_api(self) -> str:
         """The API URL, or a ConfigError that says how to set it."""
@@ -108,7 +126,23 @@ def _convert(value: Any, kind: str, name: str) -> Any:
             raise ConfigError(f"{name} must be a string")
         return value.strip() or None
     if kind == "path":
-        return Path(str(value)).expanduser()
+        return Path(str(value)).expanduser() if str(value).strip() else None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+    if kind == "headers":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ConfigError(f'{name} must be a JSON object of header names to values, e.g. {{"X-Team": "data"}}') from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{name} must be an object of header names to string values")
+        return dict(value)
     if kind == "int":
         try:
             number = int(value)
@@ -159,15 +193,29 @@ def load_settings(
 
     resolved: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    profile: Profile | None = None
+
+    def from_profile(prefect_name: str) -> Any:
+        nonlocal profile
+        profile = profile or active_profile(environ)  # read once, and only when needed
+        return profile.settings.get(prefect_name)
+
     for (section, key), (default, kind) in SETTINGS.items():
         name = f"{section}.{key}"
         env_name = ENVIRONMENT.get((section, key))
+        prefect_name = PREFECT_NAMES.get((section, key))
         if name in flags:
             raw, source, label = flags[name], "flag", name
         elif env_name and environ.get(env_name):
             raw, source, label = environ[env_name], "env", env_name
         elif (section, key) in from_file:
             raw, source, label = from_file[(section, key)], "config", name
+        elif prefect_name and from_profile(prefect_name) not in (None, "") and profile is not None:
+            raw, source = profile.settings[prefect_name], "profile"
+            label = f"{prefect_name} in profile {profile.name!r} of {profile.path}"
+        elif name == "api.ssl_cert_file" and environ.get("SSL_CERT_FILE"):
+            # Prefect's own default for PREFECT_API_SSL_CERT_FILE.
+            raw, source, label = environ["SSL_CERT_FILE"], "env", "SSL_CERT_FILE"
         else:
             resolved[name] = default
             sources[name] = "default"
@@ -189,6 +237,10 @@ def load_settings(
         max_retries=resolved["api.max_retries"],
         max_retry_time=resolved["api.max_retry_time"],
         lookup_horizon=resolved["api.lookup_horizon"],
+        custom_headers=resolved["api.custom_headers"],
+        ssl_cert_file=resolved["api.ssl_cert_file"],
+        tls_insecure_skip_verify=resolved["api.tls_insecure_skip_verify"],
+        csrf_support=resolved["api.csrf_support"],
         read_timeout=resolved["archive.read_timeout"],
         lock_timeout=resolved["archive.lock_timeout"],
         start=resolved["ingest.start"],
@@ -198,4 +250,5 @@ def load_settings(
         retention=resolved["ingest.retention"],
         commit_every=resolved["ingest.commit_every"],
         sources=sources,
+        profile=profile,
     )

@@ -9,6 +9,7 @@
     │   ├── ApiNotFound        404: usually the URL
     │   ├── ApiRejected        another 4xx: the server refused the request as sent
     │   ├── ApiBadResponse     a body that is not the JSON Prefect sends
+    │   ├── ApiTlsError        the server's TLS certificate was not trusted: fix the CA bundle
     │   └── PageTokenRejected  403 on /events/filter/next: restart the window from its start
     ├── ArchiveError           the DuckDB archive file (exit 1)
     │   ├── ArchiveBusy        another process holds the file or the sync lock
@@ -57,6 +58,10 @@ class ApiRejected(ApiError):
 
 class ApiBadResponse(ApiError):
     """The API answered with a body that is not what Prefect sends."""
+
+
+class ApiTlsError(ApiError):
+    """The server's certificate failed verification; retrying cannot help."""
 
 
 class PageTokenRejected(ApiError):

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from archiver.client import PrefectClient, RetryPolicy
+from archiver.client import PrefectClient, RetryPolicy, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, EventNotFound
@@ -83,6 +83,9 @@ def client_for(settings: Settings, retry: RetryPolicy | None = None) -> PrefectC
         auth_string=settings.auth_string,
         timeout=settings.timeout.total_seconds(),
         retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time),
+        custom_headers=settings.custom_headers,
+        verify=tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
+        csrf_support=settings.csrf_support,
     )
 
 

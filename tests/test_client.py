@@ -27,6 +27,7 @@ KEY = "pnu_TOPSECRETKEY0123456789"
 
 
 def client_with(handler, sleeps=None, **kwargs) -> PrefectClient:
+    kwargs.setdefault("csrf_support", False)  # CSRF has its own tests below
     return PrefectClient(
         "http://prefect.test/api/",
         transport=httpx.MockTransport(handler),
@@ -152,7 +153,7 @@ def test_base_url_with_or_without_trailing_slash(url):
         seen.append(str(request.url))
         return httpx.Response(200, json=PAGE)
 
-    PrefectClient(url, transport=httpx.MockTransport(handler)).read_events({})
+    PrefectClient(url, transport=httpx.MockTransport(handler), csrf_support=False).read_events({})
     assert seen == ["http://prefect.test/api/events/filter"]
 
 
@@ -164,7 +165,7 @@ def test_cloud_workspace_url_keeps_its_path():
         return httpx.Response(200, json=PAGE)
 
     url = "https://api.prefect.cloud/api/accounts/a1/workspaces/w1"
-    PrefectClient(url, api_key=KEY, transport=httpx.MockTransport(handler)).read_events({})
+    PrefectClient(url, api_key=KEY, transport=httpx.MockTransport(handler), csrf_support=False).read_events({})
     assert seen == [url + "/events/filter"]
 
 
@@ -201,7 +202,84 @@ def test_error_messages_never_carry_userinfo_from_the_url():
     client = PrefectClient(
         "http://user:hunter2@prefect.test/api",
         transport=httpx.MockTransport(lambda r: httpx.Response(404)),
+        csrf_support=False,
     )
     with pytest.raises(ApiNotFound) as info:
         client.read_events({})
     assert "hunter2" not in str(info.value)
+
+
+def test_csrf_is_switched_off_after_one_request_on_a_server_without_it():
+    paths = []
+
+    def handler(request):
+        paths.append(request.url.path)
+        if request.url.path.endswith("/csrf-token"):
+            return httpx.Response(422, json={"detail": "CSRF protection is disabled."})
+        assert "Prefect-Csrf-Token" not in request.headers
+        return httpx.Response(200, json=PAGE)
+
+    client = client_with(handler, csrf_support=True)
+    client.read_events({})
+    client.read_events({})
+    assert paths == ["/api/csrf-token", "/api/events/filter", "/api/events/filter"]
+
+
+def test_csrf_token_is_sent_on_posts_and_renewed_when_the_server_calls_it_invalid():
+    issued, seen = [], []
+
+    def handler(request):
+        if request.url.path.endswith("/csrf-token"):
+            issued.append(f"token-{len(issued)}")
+            client_id = request.url.params["client"]
+            return httpx.Response(200, json={"token": issued[-1], "client": client_id, "expiration": "2099-01-01T00:00:00Z"})
+        seen.append((request.headers.get("Prefect-Csrf-Token"), request.headers.get("Prefect-Csrf-Client")))
+        if len(seen) == 2:
+            return httpx.Response(403, json={"detail": "Invalid CSRF token or client identifier."})
+        return httpx.Response(200, json=PAGE)
+
+    client = client_with(handler, csrf_support=True)
+    client.read_events({})
+    client.read_events({})
+    assert issued == ["token-0", "token-1"]
+    assert [token for token, _ in seen] == ["token-0", "token-0", "token-1"]
+    assert len({client_id for _, client_id in seen}) == 1
+
+
+def test_a_csrf_token_about_to_expire_is_renewed_before_use():
+    issued = []
+
+    def handler(request):
+        if request.url.path.endswith("/csrf-token"):
+            issued.append(1)
+            soon = "2000-01-01T00:00:00Z" if len(issued) == 1 else "2099-01-01T00:00:00Z"
+            return httpx.Response(200, json={"token": f"t{len(issued)}", "client": "c", "expiration": soon})
+        return httpx.Response(200, json=PAGE)
+
+    client = client_with(handler, csrf_support=True)
+    client.read_events({})
+    client.read_events({})
+    client.read_events({})
+    assert len(issued) == 2
+
+
+def test_custom_headers_are_sent_but_cannot_replace_managed_ones():
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers)
+        return httpx.Response(200, json=PAGE)
+
+    client_with(handler, custom_headers={"X-Team": "data", "User-Agent": "spoofed"}).read_events({})
+    assert seen[0]["X-Team"] == "data"
+    assert seen[0]["User-Agent"].startswith("prefect-archiver/")
+
+
+def test_a_custom_authorization_header_may_not_silently_replace_the_key():
+    with pytest.raises(ConfigError, match="sets Authorization"):
+        client_with(lambda r: httpx.Response(200, json=PAGE), api_key=KEY, custom_headers={"Authorization": "Bearer x"})
+    # Without a key it is the user's way to authenticate through a proxy, and is sent.
+    seen = []
+    client_with(lambda r: seen.append(r.headers["Authorization"]) or httpx.Response(200, json=PAGE),
+                custom_headers={"Authorization": "Bearer proxy"}).read_events({})
+    assert seen == ["Bearer proxy"]

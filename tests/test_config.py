@@ -107,3 +107,86 @@ def test_cli_reports_a_bad_setting_in_one_line_with_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "unknown setting ingest.concurency" in result.stderr
+
+
+def write_profiles(home: Path, text: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "profiles.toml"
+    path.write_text(text)
+    return path
+
+
+PROFILES = """
+active = "work"
+
+[profiles.work]
+PREFECT_API_URL = "http://work:4200/api"
+PREFECT_API_AUTH_STRING = "admin:pass"
+PREFECT_CLIENT_CUSTOM_HEADERS = '{"X-Team": "data"}'
+PREFECT_API_TLS_INSECURE_SKIP_VERIFY = true
+
+[profiles.cloud]
+PREFECT_API_URL = "https://api.prefect.cloud/api/accounts/a/workspaces/w"
+PREFECT_API_KEY = "pnu_fromprofile"
+"""
+
+
+def test_the_active_prefect_profile_fills_what_nothing_else_sets(tmp_path):
+    write_profiles(tmp_path, PROFILES)
+    settings = load_settings({}, {"PREFECT_HOME": str(tmp_path)})
+    assert settings.api_url == "http://work:4200/api"
+    assert settings.auth_string == "admin:pass"
+    assert settings.custom_headers == {"X-Team": "data"}
+    assert settings.tls_insecure_skip_verify is True
+    assert settings.sources["api.url"] == "profile"
+    assert settings.profile is not None and settings.profile.name == "work"
+
+
+def test_prefect_profile_variable_picks_another_profile(tmp_path):
+    write_profiles(tmp_path, PROFILES)
+    settings = load_settings({}, {"PREFECT_HOME": str(tmp_path), "PREFECT_PROFILE": "cloud"})
+    assert settings.api_url.startswith("https://api.prefect.cloud/")
+    assert settings.api_key == "pnu_fromprofile"
+
+
+def test_profiles_path_variable_points_at_another_file(tmp_path):
+    elsewhere = write_profiles(tmp_path / "elsewhere", PROFILES)
+    settings = load_settings({}, {"PREFECT_HOME": str(tmp_path / "empty"), "PREFECT_PROFILES_PATH": str(elsewhere)})
+    assert settings.api_url == "http://work:4200/api"
+
+
+def test_environment_and_config_file_beat_the_profile(tmp_path):
+    write_profiles(tmp_path, PROFILES)
+    env = {"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": "http://env:4200/api"}
+    config = write(tmp_path, '[api]\nauth_string = "from:file"\n')
+    settings = load_settings({}, env, config)
+    assert settings.api_url == "http://env:4200/api" and settings.sources["api.url"] == "env"
+    assert settings.auth_string == "from:file" and settings.sources["api.auth_string"] == "config"
+
+
+def test_a_missing_active_profile_or_file_sets_nothing(tmp_path):
+    write_profiles(tmp_path, PROFILES)
+    assert load_settings({}, {"PREFECT_HOME": str(tmp_path), "PREFECT_PROFILE": "nope"}).api_url is None
+    assert load_settings({}, {"PREFECT_HOME": str(tmp_path / "none")}).api_url is None
+
+
+def test_a_malformed_profiles_file_is_ignored_with_a_warning_like_prefect_does(tmp_path, caplog):
+    write_profiles(tmp_path, "active = [\n")
+    settings = load_settings({}, {"PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": "http://env/api"})
+    assert settings.api_url == "http://env/api"
+    assert any("not valid TOML" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PREFECT_CLIENT_CUSTOM_HEADERS": "{not json"}, "must be a JSON object"),
+        ({"PREFECT_CLIENT_CUSTOM_HEADERS": '["a"]'}, "object of header names"),
+        ({"PREFECT_CLIENT_CUSTOM_HEADERS": '{"X-N": 1}'}, "object of header names"),
+        ({"PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "maybe"}, "must be true or false"),
+    ],
+)
+def test_malformed_prefect_client_settings_are_named(tmp_path, env, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings({}, {"PREFECT_HOME": str(tmp_path), **env})
+    assert next(iter(env)) in str(info.value)

@@ -1,0 +1,101 @@
+"""A first contact with the API: one line per question a user asks when something does not work.
+
+Reachable? Credentials accepted? Which server version? How far back does the server keep events,
+and has the archive fallen behind that? Each answer names where the setting came from — never the
+key itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from archiver.client import PrefectClient, redact_url
+from archiver.config import Settings
+from archiver.errors import ApiError, ArchiveError
+from archiver.fetch import first_event_time
+from archiver.models import format_timestamp, to_utc
+from archiver.query import archive_status, client_for
+
+SOURCE_NAMES = {"flag": "--api-url", "env": "the environment", "config": "the config file", "default": "nowhere"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the check: what was asked, whether it is fine, and the explanation."""
+
+    topic: str
+    ok: bool
+    detail: str
+
+
+def describe_source(settings: Settings, name: str) -> str:
+    source = settings.sources.get(name, "default")
+    if source == "profile" and settings.profile is not None:
+        return f"Prefect profile {settings.profile.name!r} in {settings.profile.path}"
+    return SOURCE_NAMES.get(source, source)
+
+
+def _credentials(settings: Settings) -> str:
+    if settings.api_key:
+        return f"API key from {describe_source(settings, 'api.key')}"
+    if settings.auth_string:
+        return f"basic auth string from {describe_source(settings, 'api.auth_string')}"
+    return "no credentials sent"
+
+
+def check(settings: Settings, now: datetime | None = None) -> list[Finding]:
+    """Ask the API once per question; stop at the first question that fails."""
+    now = now or datetime.now(timezone.utc)
+    url = settings.require_api()
+    findings = [Finding("api url", True, f"{redact_url(url)} (from {describe_source(settings, 'api.url')})")]
+    with client_for(settings) as client:
+        try:
+            client.request("GET", "health")
+        except ApiError as exc:
+            findings.append(Finding("reachable", False, str(exc)))
+            return findings
+        findings.append(Finding("reachable", True, "GET /health answered"))
+        try:
+            oldest = first_event_time(client, now)
+        except ApiError as exc:
+            findings.append(Finding("auth", False, f"{exc} ({_credentials(settings)})"))
+            return findings
+        findings.append(Finding("auth", True, f"accepted ({_credentials(settings)})"))
+        findings.append(_version(client))
+    findings.append(_retention(oldest, now))
+    findings.append(_archive(settings, oldest, now))
+    return findings
+
+
+def _version(client: PrefectClient) -> Finding:
+    try:
+        version = client.request("GET", "admin/version")
+    except ApiError:
+        return Finding("server", True, "version not exposed at /admin/version (Prefect Cloud does not)")
+    return Finding("server", True, f"Prefect {version}")
+
+
+def _retention(oldest: datetime | None, now: datetime) -> Finding:
+    if oldest is None:
+        return Finding("retained", True, "the server holds no events yet")
+    age = now - oldest
+    return Finding("retained", True, f"oldest event occurred {format_timestamp(oldest)} ({age / timedelta(days=1):.1f} days ago)")
+
+
+def _archive(settings: Settings, oldest: datetime | None, now: datetime) -> Finding:
+    try:
+        status = archive_status(settings.db_path, settings.read_timeout, now)
+    except ArchiveError as exc:
+        return Finding("archive", True, str(exc))
+    mark = status["high_water_mark"]
+    if mark is None:
+        return Finding("archive", True, f"{settings.db_path}: no sync yet")
+    mark_time = to_utc(datetime.fromisoformat(mark))
+    if oldest is not None and mark_time < oldest:
+        return Finding(
+            "archive", False,
+            f"{settings.db_path}: high-water mark {mark} is older than the oldest event the server still holds "
+            f"({format_timestamp(oldest)}): events between them may be lost — run sync now",
+        )
+    return Finding("archive", True, f"{settings.db_path}: {status['events']:,} events, high-water mark {mark}")
