@@ -57,7 +57,7 @@ def check(settings: Settings, now: datetime | None = None) -> list[Finding]:
             return findings
         findings.append(Finding("reachable", True, "GET /health answered"))
         try:
-            oldest = first_event_time(client, now)
+            oldest = first_event_time(client, now, settings.retention)
         except ApiError as exc:
             findings.append(Finding("auth", False, f"{exc} ({_credentials(settings)})"))
             return findings

@@ -196,7 +196,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
         settled = datetime.now(timezone.utc) - settings.settle
         until = min(_when(args.until, "--until") or archive.high_water_mark() or settled, settled)
-        since = _when(args.since, "--since") or first_event_time(client, until)
+        since = _when(args.since, "--since") or first_event_time(client, until, settings.retention)
         if since is None:
             print("the server holds no events in that range; nothing to verify")
             return 0

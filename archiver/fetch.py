@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from archiver.client import PAGE_SIZE, PrefectClient
-from archiver.errors import IncompleteWindow, PageTokenRejected
+from archiver.errors import ApiRejected, IncompleteWindow, PageTokenRejected
 from archiver.models import Event, Malformed, format_timestamp, parse_event
-from archiver.windows import FINER, Window, choose_unit, count_spans, group_buckets
+from archiver.windows import FINER, MAX_QUERY_SPAN, TICK, Window, choose_unit, count_spans, group_buckets
 
 log = logging.getLogger("archiver.fetch")
 
@@ -127,10 +127,28 @@ def _fetch_split(client: PrefectClient, window: Window) -> WindowResult:
     return result
 
 
-def first_event_time(client: PrefectClient, until: datetime) -> datetime | None:
-    """When the oldest event the server still holds occurred (one request), or None if none."""
+def first_event_time(client: PrefectClient, until: datetime, horizon: timedelta = timedelta(days=30)) -> datetime | None:
+    """When the oldest event the server still holds occurred, or None if it holds none.
+
+    One request where the server allows an unbounded window. Prefect Cloud refuses queries over
+    14 days: there, walk back in 14-day steps to `horizon` (the retention) and keep the oldest.
+    """
+    try:
+        return _oldest_in(client, datetime(1970, 1, 1, tzinfo=timezone.utc), until)
+    except ApiRejected:
+        pass
+    oldest = None
+    upper = until
+    while upper > until - horizon:
+        lower = max(upper - MAX_QUERY_SPAN, until - horizon)
+        oldest = _oldest_in(client, lower, upper - TICK) or oldest
+        upper = lower
+    return oldest
+
+
+def _oldest_in(client: PrefectClient, since: datetime, until: datetime) -> datetime | None:
     page = client.read_events(
-        {"occurred": {"since": "1970-01-01T00:00:00Z", "until": format_timestamp(until)}, "order": "ASC"},
+        {"occurred": {"since": format_timestamp(since), "until": format_timestamp(until)}, "order": "ASC"},
         limit=1,
     )
     for raw in page["events"]:

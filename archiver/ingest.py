@@ -175,7 +175,7 @@ def sync(
     try:
         start = since or mark or settings.start
         if start is None:
-            start = first_event_time(client, end)
+            start = first_event_time(client, end, settings.retention)
         if since is None:
             _check_retention(settings, archive, report, run_id, start, mark, now)
         if start is not None and start < end:

@@ -17,12 +17,12 @@ from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, EventNotFound
 from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
+from archiver.windows import MAX_QUERY_SPAN
 
-# Prefect Cloud refuses event queries spanning more than 14 days of `occurred`.
-MAX_QUERY_SPAN = timedelta(days=14)
 # A UUIDv7 records when the event object was created; `occurred` is at or before it in practice.
-ID_TIME_BEFORE = timedelta(days=14)
+# The window around it stays within Prefect Cloud's 14-day cap on one query.
 ID_TIME_AFTER = timedelta(minutes=10)
+ID_TIME_BEFORE = MAX_QUERY_SPAN - ID_TIME_AFTER
 
 _EVENT_COLUMNS = "id, occurred, event, resource, related, payload, received, follows"
 

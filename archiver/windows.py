@@ -20,16 +20,18 @@ TICK = timedelta(microseconds=1)
 # Drill-down order for dense buckets. `second` is the floor: Prefect's SQLite backend buckets by
 # whole seconds, so a denser second is read by following next_page (see ingest.fetch_window).
 UNITS: dict[str, timedelta] = {
-    "week": timedelta(weeks=1),
     "day": timedelta(days=1),
     "hour": timedelta(hours=1),
     "minute": timedelta(minutes=1),
     "second": timedelta(seconds=1),
 }
-FINER = {"week": "day", "day": "hour", "hour": "minute", "minute": "second"}
+FINER = {"day": "hour", "hour": "minute", "minute": "second"}
 
 # The server refuses count-by requests that would make more buckets (counting.py).
 MAX_BUCKETS = 1000
+# Prefect Cloud refuses event queries spanning more than 14 days of `occurred`; every count-by
+# span, and so every window (windows never cross a span), stays within it.
+MAX_QUERY_SPAN = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,15 @@ def bucket_start(moment: datetime, unit: str) -> datetime:
 
 
 def count_spans(since: datetime, end: datetime, unit: str) -> Iterator[tuple[datetime, datetime]]:
-    """Split [since, end) into inclusive spans that each need at most MAX_BUCKETS buckets."""
+    """Split [since, end) into inclusive spans of at most MAX_BUCKETS buckets and MAX_QUERY_SPAN.
+
+    After the first, spans start on bucket boundaries, so no bucket is split between two spans.
+    """
     size = UNITS[unit]
+    per_span = min(MAX_BUCKETS, MAX_QUERY_SPAN // size)
     cursor = since
     while cursor < end:
-        stop = min(end, bucket_start(cursor, unit) + size * MAX_BUCKETS)
+        stop = min(end, bucket_start(cursor, unit) + size * per_span)
         yield cursor, stop - TICK
         cursor = stop
 
@@ -74,8 +80,6 @@ def count_spans(since: datetime, end: datetime, unit: str) -> Iterator[tuple[dat
 def choose_unit(since: datetime, end: datetime) -> str:
     """The coarsest useful unit for a first count over [since, end)."""
     span = end - since
-    if span > UNITS["day"] * (MAX_BUCKETS // 2):
-        return "week"
     if span > UNITS["hour"] * 48:
         return "day"
     if span > UNITS["minute"] * 120:

@@ -232,6 +232,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Date", self.date_time_string())
         for name, value in headers:
             self.send_header(name, value)
+        if self.close_connection:  # the client asked for Connection: close; say we honour it
+            self.send_header("Connection", "close")
         if status not in NO_BODY_STATUSES and status >= 200:
             self.send_header("Content-Length", head_length or str(len(body)))
         self.end_headers()

@@ -8,7 +8,16 @@ import pytest
 
 from archiver.client import Bucket
 from archiver.models import PIVOT
-from archiver.windows import MAX_BUCKETS, TICK, UNITS, bucket_start, choose_unit, count_spans, group_buckets
+from archiver.windows import (
+    MAX_BUCKETS,
+    MAX_QUERY_SPAN,
+    TICK,
+    UNITS,
+    bucket_start,
+    choose_unit,
+    count_spans,
+    group_buckets,
+)
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -85,8 +94,18 @@ def test_count_spans_respect_the_server_bucket_limit():
         assert after_since == before_until + TICK
 
 
+@pytest.mark.parametrize("unit, days", [("day", 45), ("hour", 20), ("minute", 2)])
+def test_no_count_span_exceeds_cloud_14_day_cap_and_later_spans_are_aligned(unit, days):
+    since = T0 + timedelta(hours=5, minutes=3, seconds=2)
+    end = since + timedelta(days=days)
+    spans = list(count_spans(since, end, unit))
+    assert all(until + TICK - start <= MAX_QUERY_SPAN for start, until in spans)
+    assert all(bucket_start(start, unit) == start for start, _ in spans[1:])
+    assert spans[0][0] == since and spans[-1][1] == end - TICK
+
+
 def test_choose_unit_keeps_first_counts_to_few_requests():
-    assert choose_unit(T0, T0 + timedelta(days=400)) in ("day", "week")
+    assert choose_unit(T0, T0 + timedelta(days=400)) == "day"
     assert choose_unit(T0, T0 + timedelta(days=7)) == "day"
     assert choose_unit(T0, T0 + timedelta(hours=5)) == "hour"
     assert choose_unit(T0, T0 + timedelta(minutes=30)) == "minute"

@@ -263,3 +263,37 @@ def test_a_mark_behind_retention_is_reported_as_a_gap(prefect_server, history, t
     assert len(report.gaps) == 1
     assert report.gaps[0]["since"] == format_timestamp(history.since + timedelta(hours=1))
     assert query(db, "SELECT count(*) FROM gaps") == [(1,)]
+
+
+def cloud_like(n, request):
+    """Prefect Cloud refuses event queries spanning more than 14 days of occurred (documented)."""
+    import json as _json
+
+    import httpx
+
+    if request.method == "POST" and "/events/" in request.url.path:
+        occurred = _json.loads(request.content).get("filter", {}).get("occurred")
+        if occurred:
+            span = datetime.fromisoformat(occurred["until"]) - datetime.fromisoformat(occurred["since"])
+            if span > timedelta(days=14):
+                return httpx.Response(422, json={"detail": "Query range may not exceed 14 days"})
+    return None
+
+
+def test_no_query_spans_more_than_14_days_so_cloud_accepts_every_one(prefect_server, history, tmp_path):
+    db = tmp_path / "cloud.duckdb"
+    since = history.since - timedelta(days=20)
+    with client_for_test(prefect_server.api_url, Faults(cloud_like)) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=since, until=history.end)
+    assert report.outcome == "ok"
+    assert archived_ids(db, since, history.until) == server_event_ids(prefect_server.api_url, since, history.until)
+
+
+def test_the_oldest_event_is_found_in_14_day_steps_where_wide_queries_are_refused(prefect_server, history):
+    with client_for_test(prefect_server.api_url) as client:
+        wide = first_event_time(client, history.end)
+    with client_for_test(prefect_server.api_url, Faults(cloud_like)) as client:
+        stepped = first_event_time(client, history.end, horizon=datetime.now(UTC) - wide + timedelta(days=1))
+        short = first_event_time(client, history.end, horizon=timedelta(days=2))
+    assert stepped == wide
+    assert short is not None and short >= history.end - timedelta(days=2)
