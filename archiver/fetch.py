@@ -50,7 +50,7 @@ class Planner:
         if self.since >= self.end:
             return
         unit = choose_unit(self.since, self.end)
-        # The top level is counted up front (usually one request) so progress has a total.
+        # The top level is counted up front (a request per 14 days) so progress has a total.
         top = []
         for span_since, span_until in count_spans(self.since, self.end, unit):
             buckets = self.client.count_by_time(span_since, span_until, unit)

@@ -297,3 +297,14 @@ def test_the_oldest_event_is_found_in_14_day_steps_where_wide_queries_are_refuse
         short = first_event_time(client, history.end, horizon=timedelta(days=2))
     assert stepped == wide
     assert short is not None and short >= history.end - timedelta(days=2)
+
+
+def test_an_empty_stretch_moves_the_mark_with_no_events(prefect_server, history, tmp_path):
+    db = tmp_path / "empty.duckdb"
+    since, end = history.since - timedelta(days=3), history.since
+    assert server_event_ids(prefect_server.api_url, since, end - timedelta(microseconds=1)) == set()
+    with client_for_test(prefect_server.api_url) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), since=since, until=end)
+    assert report.outcome == "ok" and report.fetched == report.inserted == 0
+    assert report.windows >= 1
+    assert Archive(db).high_water_mark() == end
