@@ -77,8 +77,13 @@ def test_a_wrong_auth_string_is_one_line_and_exit_1_and_never_shown(auth_server,
     assert "auth:" in checked.stdout and "NO" in checked.stdout
     missing = run_cli(["check"], cli_env(auth_server.api_url, tmp_path / "none.duckdb"))
     assert missing.returncode == 1 and "no credentials" in missing.stdout
+    wrong_key = "pnu_WrongKeyForThisServer000000000"
+    keyed = run_cli(["sync"], cli_env(auth_server.api_url, tmp_path / "key.duckdb", PREFECT_API_KEY=wrong_key))
+    assert keyed.returncode == 1 and keyed.stderr.count("\n") == 1
+    assert "was refused (HTTP 401)" in keyed.stderr and "PREFECT_API_KEY" in keyed.stderr
     for output in (result.stdout, result.stderr, checked.stdout, checked.stderr):
         assert wrong not in output and "not-the-Pass" not in output
+    assert wrong_key not in keyed.stdout + keyed.stderr
 
 
 def test_a_server_with_csrf_protection_is_archived_completely(csrf_server, tmp_path):
