@@ -108,7 +108,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(
             f"archived {report.inserted:,} new events ({report.fetched:,} fetched, {report.duplicates:,} "
-            f"already archived) in {report.windows:,} windows, {report.seconds:.1f}s; "
+            f"already archived) in {report.windows:,} window{'' if report.windows == 1 else 's'}, {report.seconds:.1f}s; "
             f"high-water mark {report.high_water_mark or 'not set'}"
         )
         if report.reconciled:
