@@ -182,15 +182,14 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.errors import ArchiveError
+    from archiver.connect import require_archive
     from archiver.fetch import first_event_time
     from archiver.lock import SyncLock
     from archiver.query import client_for
     from archiver.reconcile import ReconcileResult, compare, reconcile
     from archiver.store import Archive
 
-    if not settings.db_path.exists():
-        raise ArchiveError(f"no archive at {settings.db_path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
+    require_archive(settings.db_path)
     with client_for(settings) as client:
         archive = Archive(settings.db_path, settings.read_timeout)
         # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.

@@ -73,10 +73,15 @@ def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T]) -> 
         delay = min(delay * 2, 0.05)
 
 
-def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the archive, waiting up to `timeout` for a committing writer."""
+def require_archive(path: Path) -> None:
+    """ArchiveError unless an archive file exists at `path` (reading must not create one)."""
     if not path.exists():
         raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
+
+
+def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the archive, waiting up to `timeout` for a committing writer."""
+    require_archive(path)
     conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=READER_CONFIG))
     try:
         version = scalar(conn, "SELECT max(version) FROM schema_migrations")

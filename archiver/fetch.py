@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from archiver.client import PAGE_SIZE, PrefectClient
+from archiver.client import PAGE_SIZE, Bucket, PrefectClient
 from archiver.errors import ApiRejected, IncompleteWindow, PageTokenRejected
 from archiver.models import Event, Malformed, format_timestamp, parse_event
 from archiver.windows import FINER, MAX_QUERY_SPAN, TICK, Window, choose_unit, count_spans, group_buckets
@@ -37,6 +37,14 @@ class WindowResult:
         self.malformed += other.malformed
 
 
+def count_buckets(
+    client: PrefectClient, since: datetime, end: datetime, unit: str
+) -> Iterator[tuple[datetime, datetime, list[Bucket]]]:
+    """Count-by buckets of `unit` over [since, end), one request per span count_spans allows."""
+    for span_since, span_until in count_spans(since, end, unit):
+        yield span_since, span_until, client.count_by_time(span_since, span_until, unit)
+
+
 class Planner:
     """Tiles [since, end) into windows; `expected` is the server's count once planning began."""
 
@@ -51,19 +59,15 @@ class Planner:
             return
         unit = choose_unit(self.since, self.end)
         # The top level is counted up front (a request per 14 days) so progress has a total.
-        top = []
-        for span_since, span_until in count_spans(self.since, self.end, unit):
-            buckets = self.client.count_by_time(span_since, span_until, unit)
-            top.append((span_since, span_until, buckets))
-            self.expected += sum(b.count for b in buckets)
+        top = list(count_buckets(self.client, self.since, self.end, unit))
+        self.expected = sum(b.count for _, _, buckets in top for b in buckets)
         for span_since, span_until, buckets in top:
             yield from _refine(self.client, group_buckets(buckets, unit, span_since, span_until))
 
 
 def plan_range(client: PrefectClient, since: datetime, end: datetime, unit: str) -> Iterator[Window]:
     """Windows over [since, end) counted at `unit`, refined further where still dense."""
-    for span_since, span_until in count_spans(since, end, unit):
-        buckets = client.count_by_time(span_since, span_until, unit)
+    for span_since, span_until, buckets in count_buckets(client, since, end, unit):
         yield from _refine(client, group_buckets(buckets, unit, span_since, span_until))
 
 

@@ -138,8 +138,6 @@ async def aget_event(event_id: str, *, settings: Settings | None = None) -> dict
 def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: datetime | None = None) -> dict[str, Any]:
     """Events archived, the high-water mark and lag, the last sync, gaps and quarantine."""
     now = now or datetime.now(timezone.utc)
-    if not path.exists():
-        raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
     conn = open_reader(path, timeout)
     try:
         events = scalar(conn, "SELECT count(*) FROM events")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from archiver.client import PrefectClient
-from archiver.fetch import fetch_window, plan_range
+from archiver.fetch import count_buckets, fetch_window, plan_range
 from archiver.store import Archive
-from archiver.windows import FINER, TICK, choose_unit, count_spans
+from archiver.windows import FINER, TICK, choose_unit
 
 # Differing buckets are narrowed down to this unit before their events are read again.
 REPAIR_UNIT = "minute"
@@ -53,8 +53,7 @@ def compare(
 ) -> list[BucketDiff]:
     """Buckets of `unit` over [since, end) whose server and archive counts differ."""
     diffs = []
-    for span_since, span_until in count_spans(since, end, unit):
-        buckets = client.count_by_time(span_since, span_until, unit)
+    for span_since, span_until, buckets in count_buckets(client, since, end, unit):
         local = archive.bucket_counts(span_since, span_until, unit)
         for bucket in buckets:
             result.buckets += 1

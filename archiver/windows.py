@@ -18,7 +18,7 @@ from archiver.models import PIVOT, format_timestamp
 TICK = timedelta(microseconds=1)
 
 # Drill-down order for dense buckets. `second` is the floor: Prefect's SQLite backend buckets by
-# whole seconds, so a denser second is read by following next_page (see ingest.fetch_window).
+# whole seconds, so a denser second is read by following next_page (see fetch.fetch_window).
 UNITS: dict[str, timedelta] = {
     "day": timedelta(days=1),
     "hour": timedelta(hours=1),
