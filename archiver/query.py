@@ -7,7 +7,8 @@ a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,16 @@ def read_live_event(
     return None
 
 
-def client_for(settings: Settings, retry: RetryPolicy | None = None) -> PrefectClient:
-    """A client configured from settings (the same environment a flow runs with)."""
+def client_for(
+    settings: Settings, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+) -> PrefectClient:
+    """A client configured from settings (the same environment a flow runs with).
+
+    `sleep` waits between retries; a stoppable process passes one that ends the wait on a stop.
+    """
     return PrefectClient(
         settings.require_api(),
+        sleep=sleep,
         api_key=settings.api_key,
         auth_string=settings.auth_string,
         timeout=settings.timeout.total_seconds(),
