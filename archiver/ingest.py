@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from archiver.client import PrefectClient
 from archiver.config import Settings
-from archiver.errors import Stopped
+from archiver.errors import ArchiveError, Stopped
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.models import format_timestamp
 from archiver.reconcile import reconcile
@@ -137,13 +137,15 @@ def ingest_range(
                 committer.add(pending.popleft().result())
         while pending and not (stop is not None and stop.is_set()):
             committer.add(pending.popleft().result())
-    except BaseException:
-        # Keep the complete windows already fetched in order, then report the original error.
+    except BaseException as failure:
+        # Keep the complete windows already fetched in order, then report the original error
+        # (unless writing was what failed: then trying again now would only fail again).
         pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            committer.flush()
-        except Exception as exc:  # one line: the original error is what the caller reports
-            log.warning("could not write the windows fetched before the failure: %s", exc)
+        if not isinstance(failure, ArchiveError):
+            try:
+                committer.flush()
+            except Exception as exc:  # one line: the original error is what the caller reports
+                log.warning("could not write the windows fetched before the failure: %s", exc)
         raise
     else:
         committer.flush()

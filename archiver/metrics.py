@@ -23,6 +23,7 @@ class Metrics:
                 "--metrics-port needs prometheus-client: pip install \"prefect-archiver[metrics]\" "
                 "(or run without --metrics-port)"
             ) from None
+        prom.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
         self.registry = prom.CollectorRegistry()
         self.archived = prom.Counter(
             "prefect_archiver_events_archived", "Events newly written to the archive (syncs, reconciles, repairs)",
