@@ -61,6 +61,7 @@ class Service:
         self.metrics = metrics
         self.verbose = verbose
         self.stop = threading.Event()
+        self._job_lock = threading.Lock()  # held while a job runs: stopping waits on it
         self.client = client_for(settings, sleep=stoppable_sleep(self.stop))
         self.failures = 0
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
@@ -104,13 +105,17 @@ class Service:
                 self._beat()
             log.info("stopping on %s: letting the current job commit (at most %.0fs)", signals.received or "request",
                      STOP_SECONDS, extra={"fields": {"event": "stopping"}})
-            stopper = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
-            stopper.start()
-            stopper.join(STOP_SECONDS)
+            # Wait for the job here, not in shutdown(wait=True): that holds the scheduler's job-store
+            # lock while it waits, and a job ending reads its next run time under that same lock.
+            self.scheduler.pause()
+            ended = self._job_lock.acquire(timeout=STOP_SECONDS)
+            if ended:
+                self._job_lock.release()
+                self.scheduler.shutdown(wait=False)
             self.state.update(job=None, stopped=format_timestamp(_now()))
             self._write_state()
             self.client.close()
-            if stopper.is_alive():
+            if not ended:
                 log.warning("the current job did not end within %.0fs; exiting without it (committed batches are kept)",
                             STOP_SECONDS)
                 sys.stderr.flush()
@@ -164,18 +169,20 @@ class Service:
 
     def _job(self, job: str, work: Callable[[Archive, SyncReport], SyncReport]) -> None:
         """Run one job; never raise (APScheduler would only log it), log one line, update state."""
-        if self.stop.is_set():
-            return
+        with self._job_lock:
+            if not self.stop.is_set():
+                self._run_job(job, work)
+
+    def _run_job(self, job: str, work: Callable[[Archive, SyncReport], SyncReport]) -> None:
         started = time.monotonic()
         report = SyncReport()
         self.state.update(job=job, job_started=format_timestamp(_now()))
         self._beat()
         error: str | None = None
-        mark: datetime | None = None
+        archive: Archive | None = None
         try:
             archive = Archive(self.settings.db_path, self.settings.read_timeout)
             report = work(archive, report)
-            mark = archive.high_water_mark()
         except Stopped:
             report.outcome = "interrupted"
         except ArchiverError as exc:
@@ -184,6 +191,7 @@ class Service:
             report.outcome, error = "failed", f"unexpected {type(exc).__name__}: {exc}"
             if self.verbose:
                 log.exception("details of the failed %s", job)
+        mark = self._mark(archive)
         lag = round((_now() - mark).total_seconds(), 1) if mark else None
         finished = format_timestamp(_now())
         retry = ""
@@ -199,6 +207,13 @@ class Service:
                 self.metrics.succeeded(job, report.inserted, lag)
         self.state.update(job=None, job_started=None)
         self._beat()
+
+    @staticmethod
+    def _mark(archive: Archive | None) -> datetime | None:
+        try:
+            return archive.high_water_mark() if archive is not None else None
+        except ArchiverError:  # the archive is what failed: the lag is unknown this time
+            return None
 
     def _after_sync(self, report: SyncReport, error: str | None, finished: str, lag: float | None) -> str:
         """Record the sync in the state; after a failure, back off. Returns when the next try is."""
@@ -222,7 +237,7 @@ class Service:
                   "inserted": report.inserted, "reconciled": report.reconciled, "repaired": report.repaired,
                   "lag_seconds": lag, "seconds": round(seconds, 3), "high_water_mark": report.high_water_mark,
                   "error": error, "consecutive_failures": self.failures if job == "sync" else None}
-        text = (f"{job} {report.outcome}: {report.windows} windows, {report.fetched} fetched, {report.inserted} "
+        text = (f"{job} {report.outcome}: {report.windows} window{'' if report.windows == 1 else 's'}, {report.fetched} fetched, {report.inserted} "
                 f"inserted, {report.reconciled} buckets reconciled, lag {'-' if lag is None else f'{lag:.0f}s'}, "
                 f"{seconds:.1f}s")
         if error:
