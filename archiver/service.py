@@ -237,9 +237,9 @@ class Service:
                   "inserted": report.inserted, "reconciled": report.reconciled, "repaired": report.repaired,
                   "lag_seconds": lag, "seconds": round(seconds, 3), "high_water_mark": report.high_water_mark,
                   "error": error, "consecutive_failures": self.failures if job == "sync" else None}
-        text = (f"{job} {report.outcome}: {report.windows} window{'' if report.windows == 1 else 's'}, {report.fetched} fetched, {report.inserted} "
-                f"inserted, {report.reconciled} buckets reconciled, lag {'-' if lag is None else f'{lag:.0f}s'}, "
-                f"{seconds:.1f}s")
+        windows = f"{report.windows} window{'' if report.windows == 1 else 's'}"
+        text = (f"{job} {report.outcome}: {windows}, {report.fetched} fetched, {report.inserted} inserted, "
+                f"{report.reconciled} buckets reconciled, lag {'-' if lag is None else f'{lag:.0f}s'}, {seconds:.1f}s")
         if error:
             log.error("%s — %s%s", text, error, retry, extra={"fields": fields})
         else:
