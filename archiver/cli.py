@@ -147,18 +147,13 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.metrics import Metrics
     from archiver.service import Service
 
     if not settings.every:
         raise ConfigError("schedule.every (--every) must be longer than 0s")
     settings.require_api()
-    metrics = Metrics(args.metrics_port, args.metrics_host) if args.metrics_port is not None else None
-    try:
-        return Service(settings, metrics, verbose=args.verbose).run()
-    finally:
-        if metrics is not None:
-            metrics.close()
+    metrics_at = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    return Service(settings, metrics_at, verbose=args.verbose).run()
 
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:

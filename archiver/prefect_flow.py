@@ -39,4 +39,5 @@ def archive_events(db: str | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     import os
 
-    archive_events.serve(name="prefect-archiver", interval=int(os.environ.get("ARCHIVER_EVERY_SECONDS", "300")))
+    # limit=1: a run due while the last one still syncs waits instead of failing on the lock.
+    archive_events.serve(name="prefect-archiver", interval=int(os.environ.get("ARCHIVER_EVERY_SECONDS", "300")), limit=1)

@@ -56,9 +56,10 @@ def backoff(every: timedelta, failures: int, cap: timedelta) -> timedelta:
 class Service:
     """One `prefect-archiver run` process."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None, verbose: bool = False) -> None:
+    def __init__(self, settings: Settings, metrics_at: tuple[str, int] | None = None, verbose: bool = False) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self.metrics_at = metrics_at
+        self.metrics: Metrics | None = None
         self.verbose = verbose
         self.stop = threading.Event()
         self._job_lock = threading.Lock()  # held while a job runs: stopping waits on it
@@ -85,41 +86,52 @@ class Service:
     def run(self) -> int:
         """Hold the archive, schedule the jobs, beat until stopped; 0 after a clean stop."""
         settings = self.settings
-        with StopSignals(self.stop) as signals, SyncLock(settings.db_path, settings.lock_timeout, holder="run"):
-            now = _now()
-            self.scheduler.add_job(self._sync_job, "interval", seconds=settings.every.total_seconds(),
-                                   next_run_time=now, id="sync")
-            if settings.reconcile_every:
-                self.scheduler.add_job(self._reconcile_job, "interval", id="reconcile",
-                                       seconds=settings.reconcile_every.total_seconds(),
-                                       next_run_time=self._first_run("last_reconcile", settings.reconcile_every, now))
-            if settings.verify_every:
-                self.scheduler.add_job(self._verify_job, "interval", id="verify",
-                                       seconds=settings.verify_every.total_seconds(),
-                                       next_run_time=self._first_run("last_verify", settings.verify_every, now))
-            self.scheduler.start()
-            log.info("service started: syncing %s every %s (pid %d)", settings.db_path, settings.every, os.getpid(),
-                     extra={"fields": {"event": "started", "every_seconds": settings.every.total_seconds()}})
+        lock = SyncLock(settings.db_path, settings.lock_timeout, holder="run")
+        with StopSignals(self.stop, exit_at_once=True) as signals, lock:
+            # After the lock: a second service is refused for what it is, not for the metrics port.
+            self.metrics = Metrics(self.metrics_at[1], self.metrics_at[0]) if self.metrics_at else None
+            try:
+                return self._serve(signals)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.close()
+
+    def _serve(self, signals: StopSignals) -> int:
+        settings = self.settings
+        now = _now()
+        self.scheduler.add_job(self._sync_job, "interval", seconds=settings.every.total_seconds(),
+                               next_run_time=now, id="sync")
+        if settings.reconcile_every:
+            self.scheduler.add_job(self._reconcile_job, "interval", id="reconcile",
+                                   seconds=settings.reconcile_every.total_seconds(),
+                                   next_run_time=self._first_run("last_reconcile", settings.reconcile_every, now))
+        if settings.verify_every:
+            self.scheduler.add_job(self._verify_job, "interval", id="verify",
+                                   seconds=settings.verify_every.total_seconds(),
+                                   next_run_time=self._first_run("last_verify", settings.verify_every, now))
+        self.scheduler.start()
+        log.info("service started: syncing %s every %s (pid %d)", settings.db_path, settings.every, os.getpid(),
+                 extra={"fields": {"event": "started", "every_seconds": settings.every.total_seconds()}})
+        self._beat()
+        while not self.stop.wait(self.heartbeat_every):
             self._beat()
-            while not self.stop.wait(self.heartbeat_every):
-                self._beat()
-            log.info("stopping on %s: letting the current job commit (at most %.0fs)", signals.received or "request",
-                     STOP_SECONDS, extra={"fields": {"event": "stopping"}})
-            # Wait for the job here, not in shutdown(wait=True): that holds the scheduler's job-store
-            # lock while it waits, and a job ending reads its next run time under that same lock.
-            self.scheduler.pause()
-            ended = self._job_lock.acquire(timeout=STOP_SECONDS)
-            if ended:
-                self._job_lock.release()
-                self.scheduler.shutdown(wait=False)
-            self.state.update(job=None, stopped=format_timestamp(_now()))
-            self._write_state()
-            self.client.close()
-            if not ended:
-                log.warning("the current job did not end within %.0fs; exiting without it (committed batches are kept)",
-                            STOP_SECONDS)
-                sys.stderr.flush()
-                os._exit(0)
+        log.info("stopping on %s: letting the current job commit (at most %.0fs)", signals.received or "request",
+                 STOP_SECONDS, extra={"fields": {"event": "stopping"}})
+        # Wait for the job here, not in shutdown(wait=True): that holds the scheduler's job-store
+        # lock while it waits, and a job ending reads its next run time under that same lock.
+        self.scheduler.pause()
+        ended = self._job_lock.acquire(timeout=STOP_SECONDS)
+        if ended:
+            self._job_lock.release()
+            self.scheduler.shutdown(wait=False)
+        self.state.update(job=None, stopped=format_timestamp(_now()))
+        self._write_state()
+        self.client.close()
+        if not ended:
+            log.warning("the current job did not end within %.0fs; exiting without it (committed batches are kept)",
+                        STOP_SECONDS)
+            sys.stderr.flush()
+            os._exit(0)
         log.info("service stopped", extra={"fields": {"event": "stopped"}})
         return 0
 

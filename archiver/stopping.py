@@ -7,7 +7,9 @@ an uncommitted transaction is simply not there after a restart.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
@@ -21,14 +23,21 @@ class StopSignals:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, stop: threading.Event | None = None) -> None:
+    def __init__(self, stop: threading.Event | None = None, exit_at_once: bool = False) -> None:
         self.stop = stop or threading.Event()
+        # A service's job runs in a worker thread that a KeyboardInterrupt in the main thread
+        # would not stop (and the interpreter waits for it): a second signal exits the process.
+        self.exit_at_once = exit_at_once
         self.received: str | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop.is_set():
-            raise KeyboardInterrupt  # asked twice: stop now
+        if self.stop.is_set():  # asked twice: stop now
+            if self.exit_at_once:
+                sys.stderr.write("prefect-archiver: stopping at once (second signal); committed batches are kept\n")
+                sys.stderr.flush()
+                os._exit(130)
+            raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
         self.stop.set()
 

@@ -44,12 +44,18 @@ def verify(
     repair: bool = False,
     stop: threading.Event | None = None,
 ) -> Verification | None:
-    """Compare [since, until) (default: the oldest retained event to the mark); None if the server holds none."""
+    """Compare [since, until); None if there is nothing to compare.
+
+    Defaults: from the oldest event the server retains (not before ingest.start) to the mark.
+    """
     # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
     settled = datetime.now(timezone.utc) - settings.settle
     until = min(until or archive.high_water_mark() or settled, settled)
-    since = since or first_event_time(client, until, settings.retention)
     if since is None:
+        since = first_event_time(client, until, settings.retention)
+        if since is not None and settings.start is not None:
+            since = max(since, settings.start)  # the archive was told to begin at ingest.start
+    if since is None or since >= until:
         return None
     if not repair:
         result = reconcile(client, archive, since, until, unit=unit)
