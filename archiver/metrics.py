@@ -51,8 +51,9 @@ class Metrics:
         if lag_seconds is not None:
             self.lag.set(lag_seconds)
 
-    def failed(self, job: str, inserted: int, lag_seconds: float | None) -> None:
-        self.failures.labels(job=job).inc()
+    def failed(self, job: str, inserted: int, lag_seconds: float | None, counted: bool = True) -> None:
+        if counted:
+            self.failures.labels(job=job).inc()
         self.archived.inc(inserted)
         if lag_seconds is not None:
             self.lag.set(lag_seconds)

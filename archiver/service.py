@@ -63,6 +63,7 @@ class Service:
         self.verbose = verbose
         self.stop = threading.Event()
         self._job_lock = threading.Lock()  # held while a job runs: stopping waits on it
+        self._state_lock = threading.Lock()
         self.client = client_for(settings, sleep=stoppable_sleep(self.stop))
         self.failures = 0
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
@@ -124,8 +125,7 @@ class Service:
         if ended:
             self._job_lock.release()
             self.scheduler.shutdown(wait=False)
-        self.state.update(job=None, stopped=format_timestamp(_now()))
-        self._write_state()
+        self._write_state(job=None, stopped=format_timestamp(_now()))
         self.client.close()
         if not ended:
             log.warning("the current job did not end within %.0fs; exiting without it (committed batches are kept)",
@@ -146,13 +146,16 @@ class Service:
             job = self.scheduler.get_job(job_id)
             return format_timestamp(job.next_run_time) if job is not None and job.next_run_time else None
 
-        self.state.update(heartbeat=format_timestamp(_now()), next_sync=next_run("sync"),
-                          next_reconcile=next_run("reconcile"), next_verify=next_run("verify"))
-        self._write_state()
+        beat = {"heartbeat": format_timestamp(_now()), "next_sync": next_run("sync"),
+                "next_reconcile": next_run("reconcile"), "next_verify": next_run("verify")}
+        self._write_state(**beat)
 
-    def _write_state(self) -> None:
+    def _write_state(self, **changes: Any) -> None:
+        # The main thread beats while a job reports: one writer of the dict and the file at a time.
         try:
-            write_state(self.state_file, self.state)
+            with self._state_lock:
+                self.state.update(changes)
+                write_state(self.state_file, self.state)
         except OSError as exc:  # the heartbeat must never stop the archiving
             log.warning("could not write the heartbeat file %s: %s", self.state_file, exc.strerror)
 
@@ -188,7 +191,8 @@ class Service:
     def _run_job(self, job: str, work: Callable[[Archive, SyncReport], SyncReport]) -> None:
         started = time.monotonic()
         report = SyncReport()
-        self.state.update(job=job, job_started=format_timestamp(_now()))
+        with self._state_lock:
+            self.state.update(job=job, job_started=format_timestamp(_now()))
         self._beat()
         error: str | None = None
         archive: Archive | None = None
@@ -210,14 +214,16 @@ class Service:
         if job == "sync":
             retry = self._after_sync(report, error, finished, lag)
         elif report.outcome == "ok":
-            self.state[f"last_{job}"] = finished
+            with self._state_lock:
+                self.state[f"last_{job}"] = finished
         self._log(job, report, lag, time.monotonic() - started, error, retry)
         if self.metrics is not None:
-            if report.outcome == "failed":
-                self.metrics.failed(job, report.inserted, lag)
-            else:
+            if report.outcome == "ok":
                 self.metrics.succeeded(job, report.inserted, lag)
-        self.state.update(job=None, job_started=None)
+            else:  # failed, or interrupted by a stop: what it inserted still counts
+                self.metrics.failed(job, report.inserted, lag, counted=report.outcome == "failed")
+        with self._state_lock:
+            self.state.update(job=None, job_started=None)
         self._beat()
 
     @staticmethod
@@ -229,8 +235,8 @@ class Service:
 
     def _after_sync(self, report: SyncReport, error: str | None, finished: str, lag: float | None) -> str:
         """Record the sync in the state; after a failure, back off. Returns when the next try is."""
-        self.state["last_sync"] = {"finished": finished, "outcome": report.outcome, "inserted": report.inserted,
-                                   "lag_seconds": lag, "error": error}
+        last_sync = {"finished": finished, "outcome": report.outcome, "inserted": report.inserted,
+                     "lag_seconds": lag, "error": error}
         retry = ""
         if report.outcome != "failed":
             self.failures = 0
@@ -240,7 +246,8 @@ class Service:
             if self.failures > 1 and not self.stop.is_set():
                 self.scheduler.modify_job("sync", next_run_time=_now() + delay)
             retry = f"; next try in {delay.total_seconds():.0f}s ({self.failures} failed in a row)"
-        self.state["consecutive_failures"] = self.failures
+        with self._state_lock:
+            self.state.update(last_sync=last_sync, consecutive_failures=self.failures)
         return retry
 
     def _log(self, job: str, report: SyncReport, lag: float | None, seconds: float, error: str | None,

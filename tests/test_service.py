@@ -362,3 +362,14 @@ def test_status_tells_a_live_service_from_a_stopped_or_vanished_one(tmp_path):
     write_state(state_path(db), {**base, "stopped": format_timestamp(now)})
     assert service_status(db, now)["why"].startswith("stopped at")
     assert lock_holder("123 run") == (123, "run") and lock_holder("77") == (77, "") and lock_holder("") == (None, "")
+
+
+def test_metrics_without_prometheus_client_is_one_clear_line(prefect_server, tmp_path):
+    db = tmp_path / "nometrics.duckdb"
+    code = ("import sys; sys.modules['prometheus_client'] = None  # as if the metrics extra were not installed\n"
+            "from archiver.cli import main; sys.exit(main(['run', '--metrics-port', '1']))")
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(prefect_server.api_url, db), cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("prefect-archiver: error: --metrics-port needs prometheus-client: pip install "
+                                     "\"prefect-archiver[metrics]\" (or run without --metrics-port)")
