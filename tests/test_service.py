@@ -220,7 +220,7 @@ def test_sigterm_mid_sync_stops_cleanly_and_sigkill_loses_nothing(prefect_server
 
     # The service, killed outright mid-sync: the lock dies with it, the archive stays consistent.
     killed = Service(["--every", "1m"], env, tmp_path / "killed.log")
-    wait_for_mark_to_move(killed.proc, db, format_timestamp(mark))
+    wait_for_mark_to_move(killed.proc, db, mark_of(db))
     code, _ = killed.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert_complete_below_mark(api, db, history.since)
