@@ -113,6 +113,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         )
         if report.reconciled:
             print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired} late events added")
+        if report.objects_refreshed:
+            print(f"refreshed {report.objects_refreshed:,} flow runs, task runs, deployments, flows and work pools")
         if report.quarantined:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
@@ -128,7 +130,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
-            "repaired", "pages", "counts", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
+            "repaired", "objects_refreshed", "pages", "counts",
+            "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
 
