@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", parents=[common], help="call the API once and explain what works and what does not")
     check.add_argument("--json", action="store_true")
 
+    sql = commands.add_parser(
+        "sql", parents=[common], help="run read-only SQL against the archive (tables, and views such as deployment_health)"
+    )
+    sql.add_argument("query", help="one SQL query, or - to read it from standard input")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
+
     verify = commands.add_parser("verify", parents=[common], help="compare the archive with the server, bucket by bucket")
     verify.add_argument("--since", help="from (default: the oldest event the server holds)")
     verify.add_argument("--until", help="to (default: the high-water mark)")
@@ -172,6 +178,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.sql import print_result, run_sql
+
+    query = sys.stdin.read() if args.query == "-" else args.query
+    if not query.strip():
+        raise BadInput("the query is empty")
+    with run_sql(settings.db_path, query, settings.read_timeout) as result:
+        count = print_result(result, args.format)
+    if args.format == "table":
+        print(f"({count:,} row{'' if count == 1 else 's'})", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import check
 
@@ -236,7 +255,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
-COMMANDS = {"sync": cmd_sync, "get": cmd_get, "status": cmd_status, "verify": cmd_verify, "check": cmd_check}
+COMMANDS = {"sync": cmd_sync, "get": cmd_get, "status": cmd_status, "verify": cmd_verify, "check": cmd_check,
+            "sql": cmd_sql}
 
 
 def main(argv: list[str] | None = None) -> int:
