@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.client import PrefectClient
-from archiver.errors import ApiRejected
+from archiver.errors import ApiAuthError, ApiNotFound, ApiRejected
 from archiver.store import Archive
 
 log = logging.getLogger("archiver.objects")
@@ -37,10 +37,11 @@ _LIMIT = re.compile(r"less than or equal to (\d+)")
 
 @dataclass
 class RefreshReport:
-    """Objects saved and given up per collection."""
+    """Objects saved and given up per collection, and collections the server refused to serve."""
 
     refreshed: dict[str, int] = field(default_factory=dict)
     given_up: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
     requests: int = 0
 
 
@@ -55,7 +56,14 @@ def refresh_objects(
             ids = archive.queued_objects(collection, after, batch)
             if not ids:
                 break
-            objects, batch = _read(client, collection, ids, batch)
+            try:
+                objects, batch = _read(client, collection, ids, batch)
+            except (ApiRejected, ApiNotFound, ApiAuthError) as exc:
+                # One collection the server won't serve (an older server, a token without access to
+                # it) must not fail every sync: the queue keeps the ids for the next one.
+                log.warning("could not refresh %s (%s); they stay queued for the next sync", collection, exc)
+                report.skipped.append(collection)
+                break
             ids = ids[:batch]
             report.requests += 1
             report.refreshed[collection] = report.refreshed.get(collection, 0) + len(objects)

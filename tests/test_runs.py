@@ -25,7 +25,7 @@ from archiver.models import format_timestamp
 from archiver.objects import GIVE_UP_AFTER
 from archiver.store import Archive
 from tests.prefect_server import make_event, post_events, run_flows_script, server_events, wait_until_quiet
-from tests.support import cli_env, client_for_test, query, run_cli, settings_for
+from tests.support import Faults, cli_env, client_for_test, query, run_cli, settings_for
 from tests.workload import RUN_WORKLOAD
 
 UTC = timezone.utc
@@ -343,3 +343,34 @@ def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, t
     states = query(db, "SELECT flow_run_id, state_name FROM flow_run_states WHERE flow_run_id = $1 ORDER BY timestamp",
                    [deployed[0]])
     assert [s for _, s in states][-1] in ("Completed", "Failed") and len(states) >= 3
+
+
+def test_a_lower_server_limit_is_followed_and_a_refused_collection_waits_for_the_next_sync(workload, tmp_path):
+    """A server with PREFECT_SERVER_API_DEFAULT_LIMIT=2, and one that will not serve work pools."""
+    asked: list[int] = []
+
+    def server_rules(_: int, request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/work_pools/filter"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path.endswith("/flow_runs/filter"):
+            limit = json.loads(request.content)["limit"]
+            asked.append(limit)
+            if limit > 2:
+                return httpx.Response(422, json={"detail": "Invalid limit: must be less than or equal to 2."})
+        return None
+
+    db = tmp_path / "limited.duckdb"
+    settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
+    with client_for_test(workload.api, Faults(before=server_rules)) as client:
+        report = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+    assert report.outcome == "ok"
+    assert asked == [5, 2, 2, 2]  # refused once, then pages of two
+    runs = "SELECT id, object FROM flow_runs ORDER BY id"
+    assert query(db, runs) == query(workload.db, runs)
+    assert query(db, "SELECT count(*) FROM work_pools") == [(0,)]
+    assert query(db, "SELECT kind, attempts FROM object_refresh_queue") == [("work_pools", 0)]
+
+    with client_for_test(workload.api) as client:
+        sync(settings, client, Archive(db), until=workload.until)
+    assert query(db, "SELECT id, object FROM work_pools") == query(workload.db, "SELECT id, object FROM work_pools")
+    assert query(db, "SELECT count(*) FROM object_refresh_queue") == [(0,)]
