@@ -14,7 +14,7 @@ SELECT
     id AS event_id,
     event
 FROM events
-WHERE object_kind(resource_id) = 'flow_runs' AND resource->>'prefect.state-type' IS NOT NULL;
+WHERE resource_id LIKE 'prefect.flow-run.%' AND resource->>'prefect.state-type' IS NOT NULL;
 
 -- The same for task runs (prefect.task-run.<State> events, emitted by the task engine).
 CREATE VIEW task_run_states AS
@@ -27,7 +27,7 @@ SELECT
     id AS event_id,
     event
 FROM events
-WHERE object_kind(resource_id) = 'task_runs' AND resource->>'prefect.state-type' IS NOT NULL;
+WHERE resource_id LIKE 'prefect.task-run.%' AND resource->>'prefect.state-type' IS NOT NULL;
 
 -- Per flow run: what ran, where, how it ended and how long it took. `seconds` is wall-clock time
 -- from start to end; `run_seconds` is Prefect's total_run_time (time spent running, all attempts).
