@@ -259,6 +259,38 @@ def test_sql_reads_in_three_formats_and_cannot_change_the_archive(workload, tmp_
     assert lines[2].split()[0] == str(expected[0][0])
 
 
+def test_a_lower_server_limit_is_followed_and_a_refused_collection_waits_for_the_next_sync(workload, tmp_path):
+    """A server with PREFECT_SERVER_API_DEFAULT_LIMIT=2, and one that will not serve work pools."""
+    asked: list[int] = []
+
+    def server_rules(_: int, request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/work_pools/filter"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path.endswith("/flow_runs/filter"):
+            limit = json.loads(request.content)["limit"]
+            asked.append(limit)
+            if limit > 2:
+                return httpx.Response(422, json={"detail": "Invalid limit: must be less than or equal to 2."})
+        return None
+
+    db = tmp_path / "limited.duckdb"
+    settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
+    with client_for_test(workload.api, Faults(before=server_rules)) as client:
+        report = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+    assert report.outcome == "ok"
+    assert asked == [5, 2, 2, 1]  # refused once, then at most two at a time
+    # Compared with the server as it is now (another test deletes some runs there).
+    on_server = server_objects(workload.api, "flow_runs", named_objects(workload.events)["flow_runs"])
+    assert {str(i): json.loads(o) for i, o in query(db, "SELECT id, object FROM flow_runs")} == on_server
+    assert query(db, "SELECT count(*) FROM work_pools") == [(0,)]
+    assert query(db, "SELECT kind, attempts FROM object_refresh_queue") == [("work_pools", 0)]
+
+    with client_for_test(workload.api) as client:
+        sync(settings, client, Archive(db), until=workload.until)
+    assert query(db, "SELECT id, object FROM work_pools") == query(workload.db, "SELECT id, object FROM work_pools")
+    assert query(db, "SELECT count(*) FROM object_refresh_queue") == [(0,)]
+
+
 def create_archive_at_schema_1(path: Path, source: Path) -> None:
     """An archive as the first release made it (migration 0001 only), holding `source`'s events."""
     first = available()[0]
@@ -301,7 +333,10 @@ def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_me
 
 
 def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, tmp_path):
-    """Runs deleted on the server keep their archived version, state history and analytics."""
+    """Runs deleted on the server keep their archived version, state history and analytics.
+
+    Last in this module: it deletes the workload's deployment and its runs on the server.
+    """
     db = tmp_path / "trimmed.duckdb"
     shutil.copy(workload.db, db)
     question = "SELECT * FROM deployment_health"
@@ -344,33 +379,3 @@ def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, t
                    [deployed[0]])
     assert [s for _, s in states][-1] in ("Completed", "Failed") and len(states) >= 3
 
-
-def test_a_lower_server_limit_is_followed_and_a_refused_collection_waits_for_the_next_sync(workload, tmp_path):
-    """A server with PREFECT_SERVER_API_DEFAULT_LIMIT=2, and one that will not serve work pools."""
-    asked: list[int] = []
-
-    def server_rules(_: int, request: httpx.Request) -> httpx.Response | None:
-        if request.url.path.endswith("/work_pools/filter"):
-            return httpx.Response(404, json={"detail": "Not Found"})
-        if request.url.path.endswith("/flow_runs/filter"):
-            limit = json.loads(request.content)["limit"]
-            asked.append(limit)
-            if limit > 2:
-                return httpx.Response(422, json={"detail": "Invalid limit: must be less than or equal to 2."})
-        return None
-
-    db = tmp_path / "limited.duckdb"
-    settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
-    with client_for_test(workload.api, Faults(before=server_rules)) as client:
-        report = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
-    assert report.outcome == "ok"
-    assert asked == [5, 2, 2, 1]  # refused once, then at most two at a time
-    runs = "SELECT id, object FROM flow_runs ORDER BY id"
-    assert query(db, runs) == query(workload.db, runs)
-    assert query(db, "SELECT count(*) FROM work_pools") == [(0,)]
-    assert query(db, "SELECT kind, attempts FROM object_refresh_queue") == [("work_pools", 0)]
-
-    with client_for_test(workload.api) as client:
-        sync(settings, client, Archive(db), until=workload.until)
-    assert query(db, "SELECT id, object FROM work_pools") == query(workload.db, "SELECT id, object FROM work_pools")
-    assert query(db, "SELECT count(*) FROM object_refresh_queue") == [(0,)]
