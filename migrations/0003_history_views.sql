@@ -2,11 +2,13 @@
 -- Times are TIMESTAMPTZ; days and hours are cut in UTC (epoch arithmetic, so the result does not
 -- depend on the session's TimeZone setting or on the ICU extension being loaded).
 
--- Every state a flow run entered, from its prefect.flow-run.<State> events (the server emits one
--- per transition; the event id is the state's id). `message` is the state's message, when it has one.
-CREATE VIEW flow_run_states AS
+-- The states runs entered, from their state-change events (prefect.flow-run.<State>, emitted by the
+-- server, and prefect.task-run.<State>, emitted by the task engine; one per transition, and the
+-- event id is the state's id). `message` is the state's message, when it has one. `prefix` picks
+-- the kind of run by resource id, which keeps the scan cheap.
+CREATE MACRO state_events(prefix) AS TABLE
 SELECT
-    right(resource_id, 36)::UUID AS flow_run_id,
+    right(resource_id, 36)::UUID AS run_id,
     resource->>'prefect.state-type' AS state_type,
     resource->>'prefect.state-name' AS state_name,
     coalesce(TRY_CAST(resource->>'prefect.state-timestamp' AS TIMESTAMPTZ), occurred) AS timestamp,
@@ -14,20 +16,13 @@ SELECT
     id AS event_id,
     event
 FROM events
-WHERE resource_id LIKE 'prefect.flow-run.%' AND resource->>'prefect.state-type' IS NOT NULL;
+WHERE resource_id LIKE prefix || '%' AND resource->>'prefect.state-type' IS NOT NULL;
 
--- The same for task runs (prefect.task-run.<State> events, emitted by the task engine).
+CREATE VIEW flow_run_states AS
+SELECT run_id AS flow_run_id, * EXCLUDE (run_id) FROM state_events('prefect.flow-run.');
+
 CREATE VIEW task_run_states AS
-SELECT
-    right(resource_id, 36)::UUID AS task_run_id,
-    resource->>'prefect.state-type' AS state_type,
-    resource->>'prefect.state-name' AS state_name,
-    coalesce(TRY_CAST(resource->>'prefect.state-timestamp' AS TIMESTAMPTZ), occurred) AS timestamp,
-    nullif(coalesce(payload->'validated_state'->>'message', resource->>'prefect.state-message'), '') AS message,
-    id AS event_id,
-    event
-FROM events
-WHERE resource_id LIKE 'prefect.task-run.%' AND resource->>'prefect.state-type' IS NOT NULL;
+SELECT run_id AS task_run_id, * EXCLUDE (run_id) FROM state_events('prefect.task-run.');
 
 -- Per flow run: what ran, where, how it ended and how long it took. `seconds` is wall-clock time
 -- from start to end; `run_seconds` is Prefect's total_run_time (time spent running, all attempts).
