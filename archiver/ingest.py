@@ -23,6 +23,7 @@ from archiver.config import Settings
 from archiver.errors import ArchiveError, Stopped
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.models import format_timestamp
+from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
 from archiver.store import Archive
 
@@ -51,6 +52,7 @@ class SyncReport:
     repaired: int = 0
     pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
     counts: int = 0  # /events/count-by requests
+    objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
     high_water_mark: str | None = None
     gaps: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -202,6 +204,8 @@ def sync(
         new_mark = archive.high_water_mark()
         if reconcile_trailing and new_mark is not None and not (stop is not None and stop.is_set()):
             _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop)
+        if not (stop is not None and stop.is_set()):
+            report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
         return report
