@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import statistics
@@ -39,9 +38,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from archiver.config import Settings  # noqa: E402
 from archiver.connect import READER_CONFIG  # noqa: E402
 from archiver.models import Event, format_timestamp  # noqa: E402
-from archiver.query import read_archived_event  # noqa: E402
+from archiver.query import events_of_flow_run, read_archived_event, search_events  # noqa: E402
 from archiver.store import Archive  # noqa: E402
 from tests.prefect_server import PrefectServer, free_port, make_event, post_events, wait_until_stored  # noqa: E402
 
@@ -76,7 +76,7 @@ def synthetic(i: int, end: datetime, rng: random.Random) -> Event:
 def count_events(path: Path) -> int:
     if not path.exists():
         return 0
-    with duckdb.connect(str(path), read_only=True) as conn:
+    with duckdb.connect(str(path), read_only=True, config=READER_CONFIG) as conn:
         row = conn.execute("SELECT count(*) FROM events").fetchone()
     return int(row[0]) if row else 0
 
@@ -100,8 +100,8 @@ def build(path: Path, events: int, batch: int = 20_000) -> None:
 
 
 def sample_ids(path: Path, n: int) -> list[str]:
-    with duckdb.connect(str(path), read_only=True) as conn:
-        rows = conn.execute("SELECT id FROM events USING SAMPLE reservoir($1 ROWS) REPEATABLE (7)", [n]).fetchall()
+    with duckdb.connect(str(path), read_only=True, config=READER_CONFIG) as conn:
+        rows = conn.execute(f"SELECT id FROM events USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)").fetchall()
     return [str(r[0]) for r in rows]
 
 
@@ -132,6 +132,20 @@ def bench_in_process(path: Path, ids: list[str]) -> None:
 
     report("in-process, one long-lived read-only connection", timed(warm, ids))
     conn.close()
+
+
+def bench_searches(path: Path, n: int = 50) -> None:
+    """Searches by related resource: what `events --flow-run` and a deployment's history cost."""
+    settings = Settings(db_path=path)
+    with duckdb.connect(str(path), read_only=True, config=READER_CONFIG) as conn:
+        runs = [r[0] for r in conn.execute(
+            f"SELECT resource_id FROM events USING SAMPLE reservoir({n} ROWS) REPEATABLE (3)").fetchall()]
+    report("search: events_of_flow_run(run)", timed(lambda run: events_of_flow_run(run, settings=settings), runs))
+    deployments = [f"prefect.deployment.{i}" for i in range(n)]
+    report("search: search_events(resource=deployment, limit=50)",
+           timed(lambda d: search_events(resource=d, limit=50, settings=settings), deployments))
+    report("search: search_events(prefix=prefect.flow-run., limit=50)",
+           timed(lambda _: search_events(prefix="prefect.flow-run.", limit=50, settings=settings), range(n)))
 
 
 def bench_fresh_process(path: Path, ids: list[str], env: dict[str, str]) -> None:
@@ -216,6 +230,7 @@ def main() -> None:
     parser.add_argument("--process-lookups", type=int, default=100, help="fresh-process lookups (each ~0.5 s)")
     parser.add_argument("--api-events", type=int, default=3000)
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--searches-only", action="store_true", help="stop after the in-process figures")
     args = parser.parse_args()
 
     build(args.archive, args.events)
@@ -226,10 +241,12 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     env["ARCHIVER_DB"] = str(args.archive)
     bench_in_process(args.archive, ids)
+    bench_searches(args.archive)
+    if args.searches_only:
+        return
     bench_serve(args.archive, ids, env)
     bench_fresh_process(args.archive, ids[: args.process_lookups], env)
     bench_prefect(args.api_events, min(args.lookups, 1000))
-    json.dumps({})
 
 
 if __name__ == "__main__":
