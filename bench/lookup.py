@@ -82,11 +82,11 @@ def count_events(path: Path) -> int:
 
 
 def build(path: Path, events: int, batch: int = 20_000) -> None:
+    archive = Archive(path)  # applies any migration the archive lacks (e.g. indexes)
     have = count_events(path)
     if have >= events:
         print(f"archive {path}: {have:,} events already (reused)", flush=True)
         return
-    archive = Archive(path)
     rng = random.Random(4 + have)
     end = datetime.now(UTC) - timedelta(days=1)
     started = time.monotonic()
