@@ -59,18 +59,20 @@ def _encode_token(f: EventFilter, limit: int, page: Page) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> tuple[EventFilter, int, int, tuple[datetime, uuid.UUID]]:
+def _decode_token(token: str, max_limit: int) -> tuple[EventFilter, int, int, tuple[datetime, uuid.UUID]]:
     """The state a page token carries; BadInput for anything we did not issue."""
     try:
         state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         after = (parse_timestamp(state["after"][0]), uuid.UUID(state["after"][1]))
         limit, total = int(state["limit"]), int(state["total"])
+        if not 0 <= limit <= max_limit:
+            raise ValueError("limit out of range")
         return parse_filter(state["filter"]), limit, total, after
     except (binascii.Error, ValueError, KeyError, TypeError, IndexError, BadInput) as exc:
         raise BadInput(f"not a page token from this server: {exc}") from None
 
 
-class Archive:
+class _Reader:
     """Opens the archive read-only per request and lets go, so syncs elsewhere keep committing."""
 
     def __init__(self, settings: Settings) -> None:
@@ -92,7 +94,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
     """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set."""
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
     expected = f"Bearer {token}".encode() if token else None
-    archive = Archive(settings)
+    archive = _Reader(settings)
 
     def authorized(request: Request) -> bool:
         if expected is None:
@@ -141,7 +143,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
     @router.get("/events/filter/next")
     def read_next_page(request: Request, page_token: str = Query(..., alias="page-token")) -> dict[str, Any]:
         try:
-            f, limit, total, after = _decode_token(page_token)
+            f, limit, total, after = _decode_token(page_token, max_limit)
         except BadInput:
             raise HTTPException(status_code=403, detail="Forbidden") from None  # as Prefect answers
         return answer(request, f, limit, after=after, total=total)
