@@ -104,6 +104,10 @@ def filter_bodies(history) -> list[dict]:
         # `related` never matches the event's own resource unless a role is asked for: nothing here.
         {"filter": {"occurred": w, "related": {"id": [run]}}},
         {"filter": {"occurred": w, "any_resource": {"id_prefix": ["acme.thing.3"]}}},
+        {"filter": {"occurred": w, "any_resource": [{"labels": {"prefect.resource.name": ["nope", "*東京"]}},
+                                                    {"labels": {"prefect.resource.role": ""}}]}},
+        {"filter": {"occurred": w, "related": {"labels": {"prefect.resource.role": ["role-1", "role-2"],
+                                                          "prefect.resource.id": "acme.thing.?"}}}},
         {"filter": {"occurred": w, "id": {"id": sorted(history.ids)[:3]}}},
         {"filter": {"occurred": {"since": w["since"], "until": format_timestamp(history.since + timedelta(hours=30, seconds=5))},
                     "order": "DESC"}, "limit": 13},
