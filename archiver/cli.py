@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", parents=[common], help="call the API once and explain what works and what does not")
     check.add_argument("--json", action="store_true")
 
+    sql = commands.add_parser(
+        "sql", parents=[common], help="run read-only SQL against the archive (tables, and views such as deployment_health)"
+    )
+    sql.add_argument("query", help="one SQL query, or - to read it from standard input")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
+
     verify = commands.add_parser("verify", parents=[common], help="compare the archive with the server, bucket by bucket")
     verify.add_argument("--since", help="from (default: the oldest event the server holds)")
     verify.add_argument("--until", help="to (default: the high-water mark)")
@@ -133,6 +139,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         )
         if report.reconciled:
             print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired} late events added")
+        if report.objects_refreshed:
+            print(f"refreshed {report.objects_refreshed:,} flow runs, task runs, deployments, flows and work pools")
         if report.quarantined:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
@@ -148,7 +156,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
-            "repaired", "pages", "counts", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
+            "repaired", "objects_refreshed", "pages", "counts",
+            "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
 
@@ -225,6 +234,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.sql import print_result, run_sql
+
+    query = sys.stdin.read() if args.query == "-" else args.query
+    if not query.strip():
+        raise BadInput("the query is empty")
+    with run_sql(settings.db_path, query, settings.read_timeout) as result:
+        count = print_result(result, args.format)
+    if args.format == "table":
+        print(f"({count:,} row{'' if count == 1 else 's'})", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import check
 
@@ -291,7 +313,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {
     "sync": cmd_sync, "get": cmd_get, "events": cmd_events, "serve": cmd_serve,
-    "status": cmd_status, "verify": cmd_verify, "check": cmd_check,
+    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
 }
 
 

@@ -214,6 +214,13 @@ class PrefectClient:
             page = self.read_next_page(page["next_page"])
             yield page
 
+    def read_objects(self, collection: str, ids: list[str]) -> list[dict[str, Any]]:
+        """POST /<collection>/filter for these ids (flow_runs, task_runs, deployments, flows, work_pools)."""
+        data = self.request("POST", f"{collection}/filter", json={collection: {"id": {"any_": ids}}, "limit": len(ids)})
+        if not isinstance(data, list) or not all(isinstance(o, dict) and "id" in o for o in data):
+            raise ApiBadResponse(f"POST {collection}/filter answered something that is not a list of objects")
+        return data
+
     def count_by_time(
         self,
         since: datetime,

@@ -22,6 +22,7 @@ from archiver.client import PrefectClient
 from archiver.config import Settings
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.models import format_timestamp
+from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
 from archiver.store import Archive
 
@@ -50,6 +51,7 @@ class SyncReport:
     repaired: int = 0
     pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
     counts: int = 0  # /events/count-by requests
+    objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
     high_water_mark: str | None = None
     gaps: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -197,6 +199,8 @@ def sync(
             report.reconciled += rec.differing
             report.repaired += rec.inserted
             report.inserted += rec.inserted
+        if not (stop is not None and stop.is_set()):
+            report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
         return report

@@ -48,6 +48,57 @@ SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::V
 RETURNING raw_hash
 """
 
+# The objects a batch's new events name (prefect.flow-run.<uuid>, …), queued for a metadata refresh
+# in the same transaction as the events; object_kind() is the macro from migration 0002.
+_QUEUE_OBJECTS = """
+INSERT OR IGNORE INTO object_refresh_queue
+SELECT DISTINCT object_kind(r), right(r, 36)::UUID, $2, 0
+FROM (SELECT unnest($1::VARCHAR[]) AS r)
+WHERE object_kind(r) <> ''
+"""
+
+# Typed columns of each metadata table, taken from the object as the API returned it (`o`).
+_T = "::TIMESTAMPTZ"
+OBJECT_COLUMNS: dict[str, dict[str, str]] = {
+    "flows": {"name": "o->>'name'", "tags": "(o->'tags')::VARCHAR[]"},
+    "deployments": {
+        "name": "o->>'name'", "flow_id": "(o->>'flow_id')::UUID", "work_pool_name": "o->>'work_pool_name'",
+        "work_queue_name": "o->>'work_queue_name'", "paused": "(o->>'paused')::BOOLEAN", "status": "o->>'status'",
+        "tags": "(o->'tags')::VARCHAR[]",
+    },
+    "work_pools": {
+        "name": "o->>'name'", "type": "o->>'type'", "status": "o->>'status'", "is_paused": "(o->>'is_paused')::BOOLEAN",
+    },
+    "flow_runs": {
+        "name": "o->>'name'", "flow_id": "(o->>'flow_id')::UUID", "deployment_id": "(o->>'deployment_id')::UUID",
+        "work_pool_id": "(o->>'work_pool_id')::UUID", "work_pool_name": "o->>'work_pool_name'",
+        "work_queue_name": "o->>'work_queue_name'", "parent_task_run_id": "(o->>'parent_task_run_id')::UUID",
+        "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
+        "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
+        "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
+        "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
+        "tags": "(o->'tags')::VARCHAR[]", "parameters": "o->'parameters'",
+    },
+    "task_runs": {
+        "name": "o->>'name'", "flow_run_id": "(o->>'flow_run_id')::UUID", "task_key": "o->>'task_key'",
+        "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
+        "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
+        "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
+        "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
+        "tags": "(o->'tags')::VARCHAR[]",
+    },
+}
+
+
+def _save_objects_sql(kind: str) -> str:
+    columns = {"id": "(o->>'id')::UUID", **OBJECT_COLUMNS[kind], "created": f"(o->>'created'){_T}",
+               "updated": f"(o->>'updated'){_T}", "object": "o", "archived_at": "$2"}
+    return (
+        f"INSERT INTO {kind} ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns.values())} FROM (SELECT unnest($1::JSON[]) AS o)"
+    )
+
+
 LEDGER_COUNTERS = (
     "windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
 )
@@ -143,7 +194,9 @@ class Archive:
                 conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
             new = [e for e in unique if e.id in inserted]
             if new:
-                conn.exec_driver_sql(_INSERT_RESOURCES, _resource_columns(new))
+                resources = _resource_columns(new)
+                conn.exec_driver_sql(_INSERT_RESOURCES, resources)
+                conn.exec_driver_sql(_QUEUE_OBJECTS, (resources[2], now))
             if malformed:
                 rows = conn.exec_driver_sql(
                     _INSERT_QUARANTINE,
@@ -203,6 +256,45 @@ class Archive:
                 "INSERT OR IGNORE INTO gaps VALUES ($1, $2, $3, $4)",
                 (since, until, datetime.now(timezone.utc), str(sync_id)),
             )
+
+    # -- run metadata ----------------------------------------------------------------------------
+
+    def queued_objects(self, kind: str, after: str | None, limit: int) -> list[str]:
+        """Ids of `kind` waiting for a refresh, in id order after `after` (keyset paging)."""
+        with self.transaction() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id FROM object_refresh_queue WHERE kind = $1 AND ($2::UUID IS NULL OR id > $2::UUID) "
+                "ORDER BY id LIMIT $3",
+                (kind, after, limit),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def save_objects(self, kind: str, asked: Sequence[str], objects: Sequence[dict[str, Any]], give_up_after: int) -> int:
+        """Replace the archived versions of `objects` and dequeue them; count a miss for the rest.
+
+        An id the server did not return keeps its last archived version (if any) and stays queued
+        until it has been missed `give_up_after` times; return how many were given up now.
+        """
+        found = [str(o["id"]) for o in objects]
+        missing = sorted(set(asked) - set(found))
+        with self.transaction() as conn:
+            if objects:
+                conn.exec_driver_sql(f"DELETE FROM {kind} WHERE id IN (SELECT unnest($1::UUID[]))", (found,))
+                conn.exec_driver_sql(_save_objects_sql(kind), ([_dumps(o) for o in objects], datetime.now(timezone.utc)))
+                conn.exec_driver_sql(
+                    "DELETE FROM object_refresh_queue WHERE kind = $1 AND id IN (SELECT unnest($2::UUID[]))", (kind, found)
+                )
+            if not missing:
+                return 0
+            conn.exec_driver_sql(
+                "UPDATE object_refresh_queue SET attempts = attempts + 1 "
+                "WHERE kind = $1 AND id IN (SELECT unnest($2::UUID[]))",
+                (kind, missing),
+            )
+            given_up = conn.exec_driver_sql(
+                "DELETE FROM object_refresh_queue WHERE kind = $1 AND attempts >= $2 RETURNING id", (kind, give_up_after)
+            ).fetchall()
+        return len(given_up)
 
     # -- ledger --------------------------------------------------------------------------------
 
