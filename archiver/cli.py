@@ -51,6 +51,26 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true", help="compact JSON on one line")
     get.add_argument("--archive-only", action="store_true", help="never ask the live API")
 
+    events = commands.add_parser("events", parents=[common], help="search the archive: newest first")
+    events.add_argument("--resource", action="append", metavar="ID",
+                        help="events naming this resource, as their own or a related one "
+                             "(e.g. prefect.flow-run.<uuid>, prefect.deployment.<uuid>); repeatable")
+    events.add_argument("--flow-run", metavar="UUID", help="the events of this flow run (oldest first)")
+    events.add_argument("--role", action="append", help="only where --resource plays this role (flow, deployment, tag…)")
+    events.add_argument("--prefix", action="append", help="event names starting with this (prefect.flow-run.); repeatable")
+    events.add_argument("--event", action="append", help="this exact event name; repeatable")
+    events.add_argument("--since", help="occurred at or after (ISO time, or 3d for 3 days ago)")
+    events.add_argument("--until", help="occurred at or before")
+    events.add_argument("--limit", type=int, default=50, help="at most this many events (default 50)")
+    events.add_argument("--oldest-first", action="store_true", help="oldest first instead of newest first")
+    events.add_argument("--json", action="store_true", help="one event per line, as the API returns it")
+
+    serve = commands.add_parser("serve", parents=[common], help="answer Prefect's event API over the archive (read-only)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=4300, help="port (default 4300)")
+    serve.add_argument("--max-limit", type=int, default=1000,
+                       help="largest page an archive client may ask for (Prefect's own maximum is 50)")
+
     status = commands.add_parser("status", parents=[common], help="what the archive holds and how fresh it is")
     status.add_argument("--json", action="store_true")
 
@@ -180,6 +200,42 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.query import flow_run_resource, search_events
+
+    if args.limit < 1:
+        raise BadInput("--limit must be at least 1")
+    resources = list(args.resource or [])
+    if args.flow_run:
+        resources.append(flow_run_resource(args.flow_run))
+    events = search_events(
+        resource=resources or None, role=args.role, prefix=args.prefix, event=args.event,
+        since=_when(args.since, "--since"), until=_when(args.until, "--until"), limit=args.limit,
+        oldest_first=args.oldest_first or bool(args.flow_run), settings=settings,
+    )
+    for event in events:
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False))
+        else:
+            resource = event["resource"].get("prefect.resource.id", "")
+            print(f"{event['occurred']:<28} {event['event']:<40} {resource}  {event['id']}")
+    if not args.json:
+        more = " (--limit reached; narrow the search or raise --limit)" if len(events) == args.limit else ""
+        print(f"{len(events)} event{'' if len(events) == 1 else 's'}{more}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from archiver.serve import run
+    except ImportError as exc:
+        raise ConfigError(
+            f'serve needs the web extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
+        ) from None
+    run(settings, host=args.host, port=args.port, max_limit=args.max_limit)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import describe_source
     from archiver.client import redact_url
@@ -288,8 +344,10 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
-COMMANDS = {"sync": cmd_sync, "run": cmd_run, "get": cmd_get, "status": cmd_status, "verify": cmd_verify,
-            "check": cmd_check, "sql": cmd_sql}
+COMMANDS = {
+    "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "serve": cmd_serve,
+    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
