@@ -17,6 +17,7 @@ import httpx
 
 from archiver.client import PrefectClient, RetryPolicy
 from archiver.config import Settings
+from archiver.connect import with_lock_retry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,14 +35,19 @@ def client_for_test(api_url: str, transport: httpx.BaseTransport | None = None, 
     return PrefectClient(api_url, transport=transport, retry=RetryPolicy(max_retries=8, base_delay=0.05, max_delay=0.2), **kwargs)
 
 
+def _open(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """Read-only, waiting like any reader while a sync in another process commits."""
+    return with_lock_retry(db_path, timedelta(seconds=30), lambda: duckdb.connect(str(db_path), read_only=True))
+
+
 def archived_ids(db_path: Path, since: datetime, until: datetime) -> set[str]:
-    with duckdb.connect(str(db_path), read_only=True) as conn:
+    with _open(db_path) as conn:
         rows = conn.execute("SELECT id FROM events WHERE occurred BETWEEN $1 AND $2", [since, until]).fetchall()
     return {str(r[0]) for r in rows}
 
 
 def query(db_path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(db_path), read_only=True) as conn:
+    with _open(db_path) as conn:
         return conn.execute(sql, params or []).fetchall()
 
 
