@@ -1,0 +1,205 @@
+"""Run states: archive the state records of the flow runs and task runs whose state changed.
+
+State-change events carry the transition but not the record itself — its message, state_details
+and `data` (the reference to a persisted result). Prefect serves the records one run at a time
+(GET /flow_run_states/?flow_run_id=, GET /task_run_states/?task_run_id=), so a sync reads only
+the runs that changed: those whose newest state event in the archive is newer than both their
+newest archived state and what an earlier read already covered. Each batch of runs is written in
+one transaction with its ledger rows, so an interrupted pass resumes where it stopped; a run the
+server no longer has keeps what was archived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from archiver.client import PrefectClient
+from archiver.models import parse_timestamp
+from archiver.store import Archive
+
+log = logging.getLogger("archiver.states")
+
+RUN_KINDS = ("flow_run", "task_run")
+
+# Runs read per transaction: a crash costs at most this many reads.
+BATCH = 50
+
+# The server records task-run states from the events the task engine sends, a little after they
+# are emitted; a read that does not return the newest event's state is tried on the next syncs.
+GIVE_UP_AFTER = 5
+
+# Runs whose newest state event (from the flow_run_states / task_run_states views of migration
+# 0003) is newer than their newest archived state and than what an earlier read covered.
+_PENDING = """
+WITH newest_event AS (
+    SELECT {kind}_id AS run_id, max(timestamp) AS newest FROM {kind}_states GROUP BY ALL
+), newest_state AS (
+    SELECT run_id, max(timestamp) AS newest FROM run_states WHERE run_kind = $1 GROUP BY ALL
+)
+SELECT e.run_id, e.newest, f.attempts, f.covered_until
+FROM newest_event e
+LEFT JOIN newest_state s ON s.run_id = e.run_id
+LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = e.run_id
+WHERE e.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
+  AND e.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
+ORDER BY e.run_id
+"""
+
+_INSERT_STATES = """
+INSERT INTO run_states
+SELECT * FROM (SELECT
+    unnest($1::UUID[]), unnest($2::VARCHAR[]), unnest($3::UUID[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]),
+    unnest($6::TIMESTAMPTZ[]), unnest($7::VARCHAR[]), unnest($8::JSON[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]),
+    unnest($11::UUID[]), unnest($12::VARCHAR[]), unnest($13::TIMESTAMPTZ[]), unnest($14::VARCHAR[]),
+    unnest($15::JSON[]), unnest($16::TIMESTAMPTZ[]))
+"""
+
+_SAVE_FETCHES = """
+INSERT OR REPLACE INTO run_state_fetches
+SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::UUID[]), unnest($3::TIMESTAMPTZ[]), unnest($4::INTEGER[]),
+    unnest($5::TIMESTAMPTZ[]), unnest($6::INTEGER[]))
+"""
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A run whose states need reading, and what the archive knew of it when planned."""
+
+    run_kind: str
+    run_id: str
+    newest_event: datetime
+    attempts: int
+    covered_until: datetime | None
+
+
+@dataclass
+class StatesReport:
+    """Runs read, states written and runs given up on in one pass."""
+
+    runs_read: int = 0
+    states_saved: int = 0
+    runs_given_up: int = 0
+
+
+def result_reference(data: Any) -> dict[str, Any] | None:
+    """The persisted-result reference in a state's `data`, or None.
+
+    Prefect 3 sends the result record's metadata (prefect/_internal/result_records.py,
+    ResultRecordMetadata): storage_key, storage_block_id, serializer {type, ...}, expiration,
+    prefect_version. Prefect 2 clients sent {"type": "reference", "storage_key", "storage_block_id",
+    "serializer_type", ...} (PersistedResult); both are read.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("storage_key"), str):
+        return None
+    serializer = data.get("serializer")
+    serializer_type = serializer.get("type") if isinstance(serializer, dict) else data.get("serializer_type")
+    return {
+        "storage_key": data["storage_key"],
+        "storage_block_id": data.get("storage_block_id"),
+        "serializer_type": serializer_type if isinstance(serializer_type, str) else None,
+        "expiration": data.get("expiration"),
+        "prefect_version": data.get("prefect_version"),
+    }
+
+
+def state_columns(run_kind: str, run_id: str, states: list[dict[str, Any]], now: datetime) -> tuple[list[Any], ...]:
+    """The run_states columns for these state records, in table order."""
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
+    for state in states:
+        data = state.get("data")
+        reference = result_reference(data)
+        kind = "result_reference" if reference else ("none" if data is None else "inline")
+        expiration = reference and reference["expiration"]
+        values = (
+            str(state["id"]), run_kind, run_id, str(state["type"]), state.get("name"),
+            parse_timestamp(state["timestamp"]), state.get("message") or None,
+            _dumps(state.get("state_details")), kind,
+            reference and reference["storage_key"], reference and reference["storage_block_id"],
+            reference and reference["serializer_type"], parse_timestamp(expiration) if expiration else None,
+            reference and reference["prefect_version"], _dumps(state), now,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def pending_runs(archive: Archive) -> list[PendingRun]:
+    """Every run whose states need reading, flow runs first, in id order."""
+    pending = []
+    with archive.transaction() as conn:
+        for kind in RUN_KINDS:
+            for run_id, newest, attempts, covered in conn.exec_driver_sql(_PENDING.format(kind=kind), (kind,)):
+                pending.append(PendingRun(kind, str(run_id), newest, attempts or 0, covered))
+    return pending
+
+
+def save_states(archive: Archive, read: list[tuple[PendingRun, list[dict[str, Any]] | None]]) -> StatesReport:
+    """Write the states read for a batch of runs and their ledger rows, in one transaction.
+
+    States are replaced by id and never deleted: a run the server no longer has keeps its archive.
+    """
+    now = datetime.now(timezone.utc)
+    report = StatesReport(runs_read=len(read))
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
+    ledger: tuple[list[Any], ...] = tuple([] for _ in range(6))
+    for run, states in read:
+        states = states or []
+        for column, values in zip(columns, state_columns(run.run_kind, run.run_id, states, now), strict=True):
+            column.extend(values)
+        newest = max((parse_timestamp(s["timestamp"]) for s in states), default=None)
+        attempts = 0
+        covered_until: datetime | None = run.newest_event
+        if newest is None or newest < run.newest_event:
+            attempts = run.attempts + 1
+            if attempts < GIVE_UP_AFTER:
+                covered_until = run.covered_until
+            else:
+                attempts = 0
+                report.runs_given_up += 1
+                log.warning(
+                    "the server did not return the %s state of %s %s seen in its events after %d reads; the "
+                    "archive keeps what it has (%d states from the last read)",
+                    run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, GIVE_UP_AFTER, len(states),
+                )
+        for column, value in zip(ledger, (run.run_kind, run.run_id, now, len(states), covered_until, attempts), strict=True):
+            column.append(value)
+    with archive.transaction() as conn:
+        if columns[0]:
+            conn.exec_driver_sql("DELETE FROM run_states WHERE id IN (SELECT unnest($1::UUID[]))", (columns[0],))
+            conn.exec_driver_sql(_INSERT_STATES, columns)
+        if ledger[0]:
+            conn.exec_driver_sql(_SAVE_FETCHES, ledger)
+    report.states_saved = len(columns[0])
+    return report
+
+
+def refresh_states(
+    client: PrefectClient, archive: Archive, *, concurrency: int = 4, batch: int = BATCH,
+    stop: threading.Event | None = None,
+) -> StatesReport:
+    """Read the states of every run that changed since its states were last read, and archive them."""
+    report = StatesReport()
+    pending = pending_runs(archive)
+    if not pending:
+        return report
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="states") as pool:
+        for start in range(0, len(pending), batch):
+            if stop is not None and stop.is_set():
+                break
+            runs = pending[start:start + batch]
+            answers = list(pool.map(lambda run: client.read_run_states(run.run_kind, run.run_id), runs))
+            done = save_states(archive, list(zip(runs, answers, strict=True)))
+            report.runs_read += done.runs_read
+            report.states_saved += done.states_saved
+            report.runs_given_up += done.runs_given_up
+    return report
