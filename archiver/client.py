@@ -235,6 +235,16 @@ class PrefectClient:
             raise ApiBadResponse(f"GET {collection} answered something that is not a list of states")
         return data
 
+    def read_block_document(self, block_document_id: str) -> dict[str, Any] | None:
+        """GET /block_documents/{id} without secrets (the server's default); None when it has no such block."""
+        try:
+            data = self.request("GET", f"block_documents/{block_document_id}", params={"include_secrets": "false"})
+        except ApiNotFound:
+            return None
+        if not isinstance(data, dict) or "id" not in data:
+            raise ApiBadResponse("GET block_documents/{id} answered something that is not a block document")
+        return data
+
     def count_by_time(
         self,
         since: datetime,

@@ -22,7 +22,7 @@ from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
 from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
-from archiver.results import ResultReference, ResultUnavailable, read_json_result
+from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.windows import MAX_QUERY_SPAN
 
 # A UUIDv7 records when the event object was created; `occurred` is at or before it in practice.
@@ -222,14 +222,17 @@ class RunHistory:
 
 
 _STATES_SQL = """
-SELECT id, type, name, timestamp, message, state_details, data_kind, storage_key, storage_block_id,
-       serializer_type, result_expiration, result_prefect_version, 'state' AS source
-FROM run_states WHERE run_kind = $2 AND run_id = $1
+SELECT s.id, s.type, s.name, s.timestamp, s.message, s.state_details, s.data_kind, s.storage_key, s.storage_block_id,
+       s.serializer_type, s.result_expiration, s.result_prefect_version, 'state' AS source,
+       b.found, b.name, b.block_type_slug, b.basepath
+FROM run_states s LEFT JOIN result_storage_blocks b ON b.id = s.storage_block_id
+WHERE s.run_kind = $2 AND s.run_id = $1
 UNION ALL
-SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'event'
+SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'event',
+       NULL, NULL, NULL, NULL
 FROM {kind}_states
 WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = $2 AND run_id = $1)
-ORDER BY timestamp, id
+ORDER BY 4, 1
 """
 
 
@@ -255,10 +258,11 @@ def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(sec
 
 def _run_state(row: tuple[Any, ...]) -> RunState:
     (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
-     expiration, prefect_version, source) = row
+     expiration, prefect_version, source, block_found, block_name, block_slug, basepath) = row
+    block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
     reference = ResultReference(
         storage_key, str(block_id) if block_id else None, serializer_type,
-        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version,
+        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
     ) if storage_key is not None else None
     return RunState(
         str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,

@@ -33,6 +33,22 @@ class ResultUnavailable(ArchiverError):
 
 
 @dataclass(frozen=True)
+class StorageBlock:
+    """A result storage block as archived (result_storage_blocks): what locates results in it."""
+
+    id: str
+    found: bool  # False: the server did not have the block when the archive asked
+    name: str | None
+    block_type_slug: str | None
+    basepath: str | None  # LocalFileSystem blocks only
+
+    def describe(self) -> str:
+        if not self.found:
+            return f"result storage block {self.id} (the server no longer had it when the archive asked)"
+        return f"{self.block_type_slug or 'unknown'} block {self.name!r} ({self.id})"
+
+
+@dataclass(frozen=True)
 class ResultReference:
     """A persisted result, as a state's `data` references it (Prefect's ResultRecordMetadata)."""
 
@@ -41,11 +57,23 @@ class ResultReference:
     serializer_type: str | None
     expiration: str | None
     prefect_version: str | None
+    storage_block: StorageBlock | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """Written to a local file system: Prefect's default storage, or a LocalFileSystem block."""
+        return self.storage_block_id is None or (
+            self.storage_block is not None and self.storage_block.block_type_slug == "local-file-system"
+        )
 
     def where(self) -> str:
         """One line: where the result lives and how it was serialized."""
-        if self.storage_block_id:
-            place = f"key {self.storage_key} in result storage block {self.storage_block_id}"
+        if self.storage_block is not None and self.is_local:
+            place = f"local file {local_result_path(self)} ({self.storage_block.describe()}, on the machine that ran it)"
+        elif self.storage_block is not None:
+            place = f"key {self.storage_key} in {self.storage_block.describe()}"
+        elif self.storage_block_id:
+            place = f"key {self.storage_key} in result storage block {self.storage_block_id} (not archived yet)"
         elif Path(self.storage_key).is_absolute():
             place = f"local file {self.storage_key} (on the machine that ran it)"
         else:
@@ -71,12 +99,16 @@ class ResultReference:
 def local_result_path(reference: ResultReference, environ: dict[str, str] | None = None) -> Path:
     """The file a local-filesystem reference points at on this machine.
 
-    Prefect's default local storage records an absolute path as the key; a relative key is under
+    Prefect's default local storage records an absolute path as the key; a LocalFileSystem block
+    records a key relative to its basepath; any other relative key is under
     PREFECT_RESULTS_LOCAL_STORAGE_PATH (default $PREFECT_HOME/storage).
     """
     key = Path(reference.storage_key).expanduser()
     if key.is_absolute():
         return key
+    block = reference.storage_block
+    if block is not None and block.block_type_slug == "local-file-system":
+        return Path(block.basepath or ".").expanduser() / key
     env = os.environ if environ is None else environ
     for name in _STORAGE_PATH_VARIABLES:
         if env.get(name):
@@ -87,10 +119,11 @@ def local_result_path(reference: ResultReference, environ: dict[str, str] | None
 
 def read_json_result(reference: ResultReference, environ: dict[str, str] | None = None) -> Any:
     """The value of a JSON-serialized result in a local file; ResultUnavailable saying why not."""
-    if reference.storage_block_id:
+    if not reference.is_local:
+        block = reference.storage_block.describe() if reference.storage_block else (
+            f"result storage block {reference.storage_block_id}, which the archive has not read yet")
         raise ResultUnavailable(
-            f"the result is stored through result storage block {reference.storage_block_id}, which the "
-            f"archive does not hold; {reference.reader_hint()}"
+            f"the result is stored in {block}, not on a local file system; {reference.reader_hint()}"
         )
     path = local_result_path(reference, environ)
     if reference.serializer_type != "json":

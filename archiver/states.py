@@ -67,6 +67,13 @@ SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::UUID[]), unnest($3::TIME
 """
 
 
+_NEW_BLOCKS = """
+SELECT DISTINCT storage_block_id FROM run_states
+WHERE storage_block_id IS NOT NULL AND storage_block_id NOT IN (SELECT id FROM result_storage_blocks)
+ORDER BY ALL
+"""
+
+
 @dataclass(frozen=True)
 class PendingRun:
     """A run whose states need reading, and what the archive knew of it when planned."""
@@ -85,6 +92,7 @@ class StatesReport:
     runs_read: int = 0
     states_saved: int = 0
     runs_given_up: int = 0
+    blocks_read: int = 0
 
 
 def result_reference(data: Any) -> dict[str, Any] | None:
@@ -202,4 +210,30 @@ def refresh_states(
             report.runs_read += done.runs_read
             report.states_saved += done.states_saved
             report.runs_given_up += done.runs_given_up
+    if not (stop is not None and stop.is_set()):
+        report.blocks_read = refresh_storage_blocks(client, archive)
     return report
+
+
+def storage_block_row(block_id: str, document: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What locates results in a storage block: its name, type and (LocalFileSystem) basepath — no data."""
+    if document is None:
+        return (block_id, False, None, None, None)
+    block_type = document.get("block_type") or {}
+    slug = block_type.get("slug") if isinstance(block_type, dict) else None
+    data = document.get("data") or {}
+    basepath = data.get("basepath") if slug == "local-file-system" and isinstance(data, dict) else None
+    return (block_id, True, document.get("name"), slug, basepath if isinstance(basepath, str) else None)
+
+
+def refresh_storage_blocks(client: PrefectClient, archive: Archive) -> int:
+    """Read each result storage block that archived states reference for the first time; return how many."""
+    with archive.transaction() as conn:
+        block_ids = [str(row[0]) for row in conn.exec_driver_sql(_NEW_BLOCKS)]
+    rows = [storage_block_row(block_id, client.read_block_document(block_id)) for block_id in block_ids]
+    if rows:
+        now = datetime.now(timezone.utc)
+        with archive.transaction() as conn:
+            for row in rows:
+                conn.exec_driver_sql("INSERT OR REPLACE INTO result_storage_blocks VALUES ($1, $2, $3, $4, $5, $6)", (*row, now))
+    return len(rows)

@@ -39,3 +39,16 @@ CREATE TABLE run_state_fetches (
     attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_kind, run_id)
 );
+
+-- The result storage blocks that archived states reference (GET /block_documents/{id}, without
+-- secrets), read once when first seen so `states --show-result` can find a LocalFileSystem
+-- block's files without the server. Only what locates a result is kept: never the block's data.
+-- A block the server did not have when asked has found = false.
+CREATE TABLE result_storage_blocks (
+    id UUID PRIMARY KEY,
+    found BOOLEAN NOT NULL,
+    name VARCHAR,
+    block_type_slug VARCHAR,            -- local-file-system, s3-bucket, ...
+    basepath VARCHAR,                   -- local-file-system only
+    archived_at TIMESTAMPTZ NOT NULL
+);

@@ -25,7 +25,10 @@ from tests.test_runs import delete, server_states
 UTC = timezone.utc
 
 STATES_WORKLOAD = '''
+import os
+
 from prefect import flow, task
+from prefect.filesystems import LocalFileSystem
 
 _attempts = {"fetch": 0}
 
@@ -53,8 +56,16 @@ def failing_result(n: int = -1) -> int:
     raise ValueError(f"n must not be negative, got {n}")
 
 
+@flow(name="archiver-block-result", persist_result=True, result_serializer="json",
+      result_storage="local-file-system/archiver-results")
+def block_result() -> list:
+    return [1, "two", None]
+
+
 if __name__ == "__main__":
-    for name, run in (("json", json_result), ("pickle", pickle_result), ("failing", failing_result)):
+    LocalFileSystem(basepath=os.environ["BLOCK_BASEPATH"]).save("archiver-results", overwrite=True)
+    runs = (("json", json_result), ("pickle", pickle_result), ("failing", failing_result), ("block", block_result))
+    for name, run in runs:
         state = run(return_state=True)
         print("RUN", name, state.state_details.flow_run_id)
 '''
@@ -94,10 +105,11 @@ def states_workload(prefect_server, tmp_path_factory) -> StatesWorkload:
     api = prefect_server.api_url
     results = tmp_path_factory.mktemp("results")
     since = datetime.now(UTC) - timedelta(seconds=5)
-    done = run_flows_script(api, STATES_WORKLOAD, env={"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results)})
+    env = {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(results), "BLOCK_BASEPATH": str(results / "block")}
+    done = run_flows_script(api, STATES_WORKLOAD, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = {line.split()[1]: line.split()[2] for line in done.stdout.splitlines() if line.startswith("RUN ")}
-    assert set(runs) == {"json", "pickle", "failing"}
+    assert set(runs) == {"json", "pickle", "failing", "block"}
     wait_until_quiet(api, since, datetime.now(UTC) + timedelta(minutes=1))
     db = tmp_path_factory.mktemp("states") / "archive.duckdb"
     report, _ = sync_to_now(api, db, since)
@@ -135,7 +147,8 @@ def test_sync_archives_every_state_of_each_run_as_the_server_returns_it(states_w
                 assert row["data_kind"] == "none" and row["storage_key"] is None
             else:
                 assert row["data_kind"] == "result_reference"
-                assert (row["storage_key"], row["storage_block_id"], row["serializer_type"], row["result_prefect_version"]) == (
+                block_id = str(row["storage_block_id"]) if row["storage_block_id"] else None
+                assert (row["storage_key"], block_id, row["serializer_type"], row["result_prefect_version"]) == (
                     data["storage_key"], data["storage_block_id"], data["serializer"]["type"], data["prefect_version"])
                 assert row["result_expiration"] is None and data["expiration"] is None
         # Every state-change event the archive holds for the run is one of these states (same id).
@@ -148,6 +161,12 @@ def test_sync_archives_every_state_of_each_run_as_the_server_returns_it(states_w
     assert (final["pickle"]["name"], final["pickle"]["serializer_type"]) == ("Completed", "pickle")
     assert final["failing"]["name"] == "Failed"
     assert "ValueError: n must not be negative, got -1" in final["failing"]["message"]
+    # A LocalFileSystem block's key is relative to its basepath; the block is archived (without its data).
+    block_id = final["block"]["storage_block_id"]
+    assert block_id is not None and str(block_id) == json.loads(final["block"]["state"])["data"]["storage_block_id"]
+    assert block_id is not None and not Path(final["block"]["storage_key"]).is_absolute()
+    assert query(w.db, "SELECT id, found, name, block_type_slug, basepath FROM result_storage_blocks") == [
+        (block_id, True, "archiver-results", "local-file-system", str(w.results / "block"))]
     (task_id,) = w.tasks
     names = [s["name"] for s in archived_states(w.db, task_id)]
     assert names[0] == "Pending" and names[-1] == "Completed" and "Retrying" in names
@@ -160,6 +179,7 @@ def test_a_second_sync_reads_no_states_and_a_new_state_is_read_again(states_work
     again, sent = sync_to_now(w.api, db, w.since)
     assert again.runs_states_read == 0
     assert sent["flow_run_states/"] == 0 and sent["task_run_states/"] == 0
+    assert not [path for path in sent if path.startswith("block_documents")]
 
     # A new state for one run (as a retry from the UI would make): the next sync reads that run only.
     run_id = w.runs["pickle"]
@@ -229,6 +249,12 @@ def test_show_result_prints_a_json_result_and_explains_what_it_cannot_read(state
     assert task.returncode == 0, task.stderr
     assert json.loads(task.stdout)["result_value"] == JSON_VALUE["fetched"]
 
+    # A result in a LocalFileSystem block: the archived block's basepath locates the file.
+    block = run_states_cli(w, w.runs["block"], "--show-result")
+    assert block.returncode == 0, block.stderr
+    assert "local-file-system block 'archiver-results'" in block.stdout
+    assert json.loads(block.stdout.split("result value:\n", 1)[1]) == [1, "two", None]
+
     # A failed run with the JSON serializer persisted its exception.
     failing = json.loads(run_states_cli(w, w.runs["failing"], "--show-result", "--json").stdout)
     assert failing["result_value"] == {"__exc_type__": "builtins.ValueError", "message": "n must not be negative, got -1"}
@@ -279,6 +305,8 @@ def test_the_archive_answers_after_the_server_deletes_the_runs(states_workload, 
     shown = run_states_cli(w, completed, "--show-result", "--json", db=db, api=offline)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["result_value"] == JSON_VALUE
+    in_block = run_states_cli(w, w.runs["block"], "--show-result", "--json", db=db, api=offline)
+    assert in_block.returncode == 0 and json.loads(in_block.stdout)["result_value"] == [1, "two", None]
     listed = run_states_cli(w, failing, "--json", db=db, api=offline)
     assert listed.returncode == 0, listed.stderr
     states = json.loads(listed.stdout)["states"]
