@@ -5,8 +5,9 @@ and `data` (the reference to a persisted result). Prefect serves the records one
 (GET /flow_run_states/?flow_run_id=, GET /task_run_states/?task_run_id=), so a sync reads only
 the runs that changed: those whose newest state event in the archive is newer than both their
 newest archived state and what an earlier read already covered. Each batch of runs is written in
-one transaction with its ledger rows, so an interrupted pass resumes where it stopped; a run the
-server no longer has keeps what was archived.
+one transaction with its ledger rows, and the pass's cursor (events archived since the previous
+pass) moves only once every planned run was read, so an interrupted pass resumes where it
+stopped; a run the server no longer has keeps what was archived.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from archiver.client import PrefectClient
@@ -31,24 +32,42 @@ RUN_KINDS = ("flow_run", "task_run")
 BATCH = 50
 
 # The server records task-run states from the events the task engine sends, a little after they
-# are emitted; a read that does not return the newest event's state is tried on the next syncs.
+# are emitted: a read that lacks the newest state event's state is tried on the next syncs, up to
+# GIVE_UP_AFTER reads, unless that event is older than RECORDING_LAG (then the server has had its
+# chance: a run it deleted or trimmed answers [] and is not asked again until a newer event).
 GIVE_UP_AFTER = 5
+RECORDING_LAG = timedelta(minutes=10)
 
-# Runs whose newest state event (from the flow_run_states / task_run_states views of migration
-# 0003) is newer than their newest archived state and than what an earlier read covered.
+# A pass looks at the state events archived since the previous completed pass began, less this
+# margin for clocks stepping back between processes; re-planning those few events costs nothing.
+CURSOR_MARGIN = timedelta(minutes=5)
+
+# Runs with state events archived since the cursor, and runs still being retried; pending when
+# their newest state event is newer than their newest archived state and than what an earlier
+# read covered. The event columns are those of the flow_run_states / task_run_states views
+# (migration 0003), read from `events` directly so the scan can skip by archived_at.
 _PENDING = """
-WITH newest_event AS (
-    SELECT {kind}_id AS run_id, max(timestamp) AS newest FROM {kind}_states GROUP BY ALL
+WITH fresh AS (
+    SELECT right(resource_id, 36)::UUID AS run_id,
+           max(coalesce(TRY_CAST(resource->>'prefect.state-timestamp' AS TIMESTAMPTZ), occurred)) AS newest
+    FROM events
+    WHERE archived_at >= $2 AND resource_id LIKE $3 AND resource->>'prefect.state-type' IS NOT NULL
+    GROUP BY ALL
+), retrying AS (
+    SELECT run_id, newest_event AS newest FROM run_state_fetches WHERE run_kind = $1 AND attempts > 0
+), candidates AS (
+    SELECT run_id, max(newest) AS newest FROM (SELECT * FROM fresh UNION ALL SELECT * FROM retrying) GROUP BY ALL
 ), newest_state AS (
-    SELECT run_id, max(timestamp) AS newest FROM run_states WHERE run_kind = $1 GROUP BY ALL
+    SELECT run_id, max(timestamp) AS newest FROM run_states
+    WHERE run_kind = $1 AND run_id IN (SELECT run_id FROM candidates) GROUP BY ALL
 )
-SELECT e.run_id, e.newest, f.attempts, f.covered_until
-FROM newest_event e
-LEFT JOIN newest_state s ON s.run_id = e.run_id
-LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = e.run_id
-WHERE e.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
-  AND e.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
-ORDER BY e.run_id
+SELECT c.run_id, c.newest, f.attempts, f.covered_until
+FROM candidates c
+LEFT JOIN newest_state s ON s.run_id = c.run_id
+LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = c.run_id
+WHERE c.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
+  AND c.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
+ORDER BY c.run_id
 """
 
 _INSERT_STATES = """
@@ -63,8 +82,9 @@ SELECT * FROM (SELECT
 _SAVE_FETCHES = """
 INSERT OR REPLACE INTO run_state_fetches
 SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::UUID[]), unnest($3::TIMESTAMPTZ[]), unnest($4::INTEGER[]),
-    unnest($5::TIMESTAMPTZ[]), unnest($6::INTEGER[]))
+    unnest($5::TIMESTAMPTZ[]), unnest($6::TIMESTAMPTZ[]), unnest($7::INTEGER[]))
 """
+_PREFIXES = {"flow_run": "prefect.flow-run.%", "task_run": "prefect.task-run.%"}
 
 
 _NEW_BLOCKS = """
@@ -141,25 +161,31 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def pending_runs(archive: Archive) -> list[PendingRun]:
-    """Every run whose states need reading, flow runs first, in id order."""
+def pending_runs(archive: Archive) -> tuple[list[PendingRun], datetime]:
+    """Every run whose states need reading (flow runs first, in id order), and when it was planned."""
+    planned_at = datetime.now(timezone.utc)
     pending = []
     with archive.transaction() as conn:
+        cursor = conn.exec_driver_sql("SELECT events_archived_before FROM run_states_progress WHERE id = 1").scalar()
+        since = cursor - CURSOR_MARGIN if cursor is not None else datetime.min.replace(tzinfo=timezone.utc)
         for kind in RUN_KINDS:
-            for run_id, newest, attempts, covered in conn.exec_driver_sql(_PENDING.format(kind=kind), (kind,)):
+            rows = conn.exec_driver_sql(_PENDING, (kind, since, _PREFIXES[kind]))
+            for run_id, newest, attempts, covered in rows:
                 pending.append(PendingRun(kind, str(run_id), newest, attempts or 0, covered))
-    return pending
+    return pending, planned_at
 
 
-def save_states(archive: Archive, read: list[tuple[PendingRun, list[dict[str, Any]] | None]]) -> StatesReport:
+def save_states(
+    archive: Archive, read: list[tuple[PendingRun, list[dict[str, Any]] | None]], now: datetime | None = None,
+) -> StatesReport:
     """Write the states read for a batch of runs and their ledger rows, in one transaction.
 
     States are replaced by id and never deleted: a run the server no longer has keeps its archive.
     """
-    now = datetime.now(timezone.utc)
+    now = now or datetime.now(timezone.utc)
     report = StatesReport(runs_read=len(read))
     columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
-    ledger: tuple[list[Any], ...] = tuple([] for _ in range(6))
+    ledger: tuple[list[Any], ...] = tuple([] for _ in range(7))
     for run, states in read:
         states = states or []
         for column, values in zip(columns, state_columns(run.run_kind, run.run_id, states, now), strict=True):
@@ -169,17 +195,17 @@ def save_states(archive: Archive, read: list[tuple[PendingRun, list[dict[str, An
         covered_until: datetime | None = run.newest_event
         if newest is None or newest < run.newest_event:
             attempts = run.attempts + 1
-            if attempts < GIVE_UP_AFTER:
+            if attempts < GIVE_UP_AFTER and now - run.newest_event < RECORDING_LAG:
                 covered_until = run.covered_until
             else:
                 attempts = 0
                 report.runs_given_up += 1
-                log.warning(
-                    "the server did not return the %s state of %s %s seen in its events after %d reads; the "
-                    "archive keeps what it has (%d states from the last read)",
-                    run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, GIVE_UP_AFTER, len(states),
+                log.info(
+                    "the server has no %s state of %s %s (it answered %d states); the archive keeps what it has",
+                    run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, len(states),
                 )
-        for column, value in zip(ledger, (run.run_kind, run.run_id, now, len(states), covered_until, attempts), strict=True):
+        row = (run.run_kind, run.run_id, now, len(states), run.newest_event, covered_until, attempts)
+        for column, value in zip(ledger, row, strict=True):
             column.append(value)
     with archive.transaction() as conn:
         if columns[0]:
@@ -191,15 +217,25 @@ def save_states(archive: Archive, read: list[tuple[PendingRun, list[dict[str, An
     return report
 
 
+def _advance_cursor(archive: Archive, planned_at: datetime) -> None:
+    """Every state event archived before `planned_at` has been planned for; the cursor only moves forward."""
+    with archive.transaction() as conn:
+        conn.exec_driver_sql(
+            "UPDATE run_states_progress SET events_archived_before = "
+            "greatest(coalesce(events_archived_before, $1), $1) WHERE id = 1",
+            (planned_at,),
+        )
+
+
 def refresh_states(
     client: PrefectClient, archive: Archive, *, concurrency: int = 4, batch: int = BATCH,
     stop: threading.Event | None = None,
 ) -> StatesReport:
     """Read the states of every run that changed since its states were last read, and archive them."""
     report = StatesReport()
-    pending = pending_runs(archive)
-    if not pending:
-        return report
+    pending, planned_at = pending_runs(archive)
+    if pending:
+        log.info("reading the states of %d changed flow and task runs", len(pending))
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="states") as pool:
         for start in range(0, len(pending), batch):
             if stop is not None and stop.is_set():
@@ -210,8 +246,10 @@ def refresh_states(
             report.runs_read += done.runs_read
             report.states_saved += done.states_saved
             report.runs_given_up += done.runs_given_up
-    if not (stop is not None and stop.is_set()):
-        report.blocks_read = refresh_storage_blocks(client, archive)
+    if stop is not None and stop.is_set():
+        return report  # the cursor stays: the next pass plans the rest again
+    _advance_cursor(archive, planned_at)
+    report.blocks_read = refresh_storage_blocks(client, archive)
     return report
 
 

@@ -27,18 +27,29 @@ CREATE TABLE run_states (
 
 -- Which runs' states were read, and how far the archive's state events were covered by that
 -- read. A run is read again when a state event newer than both its newest archived state and
--- `covered_until` arrives. `attempts` counts reads that did not return the newest state event's
--- state (the server records task-run states from events, a little later); after a few,
--- `covered_until` moves past that event and the run is left alone until a newer one arrives.
+-- `covered_until` arrives. `attempts` counts reads that did not return the state of the newest
+-- state event (`newest_event`) while the server may still be recording it (task-run states are
+-- written from events, a little later); after a few, or once that event is old, `covered_until`
+-- moves past it and the run is left alone until a newer one arrives.
 CREATE TABLE run_state_fetches (
     run_kind VARCHAR NOT NULL,
     run_id UUID NOT NULL,
     fetched_at TIMESTAMPTZ NOT NULL,
     states INTEGER NOT NULL,            -- states the last read returned
+    newest_event TIMESTAMPTZ NOT NULL,  -- the newest state event's timestamp when it was read
     covered_until TIMESTAMPTZ,
     attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_kind, run_id)
 );
+
+-- Where the next states pass starts looking for state events: every event archived before
+-- `events_archived_before` has been planned for by a completed pass. NULL: look at all of them
+-- (a new archive, or one made before run states existed).
+CREATE TABLE run_states_progress (
+    id INTEGER PRIMARY KEY,
+    events_archived_before TIMESTAMPTZ
+);
+INSERT INTO run_states_progress VALUES (1, NULL);
 
 -- The result storage blocks that archived states reference (GET /block_documents/{id}, without
 -- secrets), read once when first seen so `states --show-result` can find a LocalFileSystem

@@ -10,16 +10,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import pytest
 
+from archiver.errors import ApiUnavailable
 from archiver.ingest import SyncReport, sync
 from archiver.query import get_run_result, get_run_states
 from archiver.results import ResultUnavailable
-from archiver.states import GIVE_UP_AFTER
+from archiver.states import GIVE_UP_AFTER, refresh_states
 from archiver.store import Archive
 from tests.prefect_server import make_event, post_events, run_flows_script, wait_until_quiet
-from tests.support import cli_env, client_for_test, query, run_cli, settings_for
+from tests.support import Faults, cli_env, client_for_test, query, run_cli, settings_for
 from tests.test_runs import delete, server_states
 
 UTC = timezone.utc
@@ -271,7 +273,46 @@ def test_show_result_prints_a_json_result_and_explains_what_it_cannot_read(state
         get_run_result(w.runs["pickle"], settings=settings)
 
 
+def test_an_interrupted_states_pass_keeps_what_it_committed_and_the_next_reads_only_the_rest(states_workload, tmp_path):
+    """A 429 is waited out; a server that then fails stops the pass after its first batch; the next pass resumes."""
+    w = states_workload
+    db = tmp_path / "interrupted.duckdb"
+    shutil.copy(w.db, db)
+    total = query(db, "SELECT count(*) FROM run_state_fetches")[0][0]
+    with duckdb.connect(str(db)) as conn:  # as if the archive's states had never been read
+        conn.execute("DELETE FROM run_states; DELETE FROM run_state_fetches; "
+                     "UPDATE run_states_progress SET events_archived_before = NULL")
+    asked: list[str] = []
+
+    def flaky_server(_: int, request: httpx.Request) -> httpx.Response | None:
+        if "_run_states" not in request.url.path:
+            return None
+        asked.append(request.url.params.get("flow_run_id") or request.url.params.get("task_run_id") or "")
+        if len(asked) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"}, json={"detail": "slow down"})
+        if len(asked) >= 4:
+            return httpx.Response(503, json={"detail": "unavailable"})
+        return None
+
+    archive = Archive(db)
+    with client_for_test(w.api, Faults(before=flaky_server)) as client, pytest.raises(ApiUnavailable):
+        refresh_states(client, archive, concurrency=1, batch=2)
+    first_batch = set(asked[:3])
+    assert len(first_batch) == 2
+    assert {str(r) for (r,) in query(db, "SELECT DISTINCT run_id FROM run_states")} == first_batch
+    assert query(db, "SELECT events_archived_before FROM run_states_progress") == [(None,)]
+
+    with client_for_test(w.api) as client:
+        resumed = refresh_states(client, archive, batch=2)
+    assert resumed.runs_read == total - 2
+    # Every run's states as the server has them now (an earlier test gave one run a new state).
+    runs = [("flow", run_id) for run_id in w.runs.values()] + [("task", task_id) for task_id in w.tasks]
+    for kind, run_id in runs:
+        assert [json.loads(s["state"]) for s in archived_states(db, run_id)] == server_states(w.api, kind, run_id)
+
+
 def test_the_archive_answers_after_the_server_deletes_the_runs(states_workload, tmp_path):
+    """Deletes runs on the shared server: keep it last in this module."""
     w = states_workload
     db = tmp_path / "kept.duckdb"
     shutil.copy(w.db, db)
@@ -318,3 +359,4 @@ def test_the_archive_answers_after_the_server_deletes_the_runs(states_workload, 
     assert history.states[2].result is not None and history.states[2].result.serializer_type == "json"
     no_result = run_states_cli(w, failing, "--show-result", db=db, api=offline)
     assert no_result.returncode == 1 and "only its state-change event was archived" in no_result.stderr
+
