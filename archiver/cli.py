@@ -207,7 +207,7 @@ def _print_history(history: Any) -> None:
         print("  no states archived")
     for state in history.states:
         note = "" if state.source == "state" else "  [from its event only]"
-        print(f"  {format_timestamp(state.timestamp)}  {state.type:<10} {state.name or '':<12}{note}")
+        print(f"  {format_timestamp(state.timestamp)}  {state.type:<10} {state.name or '':<12}{note}".rstrip())
         for line in (state.message or "").splitlines():
             print(f"      {line}")
     final = history.final

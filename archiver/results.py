@@ -6,7 +6,8 @@ layouts (prefect/results.py, prefect/_internal/result_records.py), both read her
 importing Prefect:
 
 - a whole result record, `{"metadata": {...ResultRecordMetadata}, "result": "<serialized>"}`
-  (task results, and any store without separate metadata storage);
+  (task results, and any store without separate metadata storage; Prefect 2 wrote
+  `{"serializer": {...}, "data": "<serialized>", "prefect_version": ...}`);
 - the serialized value alone (flow results: their store keeps metadata in a NullFileSystem).
 
 Like Prefect's `ResultRecord.deserialize`, a file is taken as a record when it has that shape and
@@ -45,7 +46,7 @@ class StorageBlock:
     def describe(self) -> str:
         if not self.found:
             return f"result storage block {self.id} (the server no longer had it when the archive asked)"
-        return f"{self.block_type_slug or 'unknown'} block {self.name!r} ({self.id})"
+        return f"{self.block_type_slug or 'unknown'} block {self.name!r} (id {self.id})"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ResultReference:
     def where(self) -> str:
         """One line: where the result lives and how it was serialized."""
         if self.storage_block is not None and self.is_local:
-            place = f"local file {local_result_path(self)} ({self.storage_block.describe()}, on the machine that ran it)"
+            place = f"local file {local_result_path(self)} in {self.storage_block.describe()}, on the machine that ran it"
         elif self.storage_block is not None:
             place = f"key {self.storage_key} in {self.storage_block.describe()}"
         elif self.storage_block_id:
@@ -86,13 +87,24 @@ class ResultReference:
         return f"{place}; {how}"
 
     def reader_hint(self) -> str:
-        """How to read it with Prefect when the archiver cannot."""
-        storage = (f"resolve_result_storage(UUID('{self.storage_block_id}'), _sync=True)" if self.storage_block_id
-                   else "None")
+        """How to read it with Prefect (prefect.results) when the archiver cannot."""
+        block = self.storage_block
+        if block is not None and block.found and block.name and block.block_type_slug:
+            storage, imports = f"Block.load('{block.block_type_slug}/{block.name}')", "Block from prefect.blocks.core"
+        elif self.storage_block_id:
+            storage = f"resolve_result_storage(UUID('{self.storage_block_id}'), _sync=True)"
+            imports = "resolve_result_storage from prefect.results"
+        elif Path(self.storage_key).is_absolute():
+            storage = f"LocalFileSystem(basepath='{Path(self.storage_key).parent}')"
+            imports = "LocalFileSystem from prefect.filesystems"
+        else:
+            storage, imports = "", ""
+        argument = f"result_storage={storage}, " if storage else ""
         return (
             "Prefect's result store reads it where that storage is reachable: "
-            f"prefect.results.ResultStore(result_storage={storage}, serializer='{self.serializer_type or 'pickle'}')"
-            f".read('{self.storage_key}').result"
+            f"ResultStore({argument}serializer=resolve_serializer('{self.serializer_type or 'pickle'}'))"
+            f".read('{self.storage_key}').result (ResultStore and resolve_serializer from prefect.results"
+            f"{', ' + imports if imports else ''})"
         )
 
 
@@ -144,7 +156,8 @@ def read_json_result(reference: ResultReference, environ: dict[str, str] | None 
         raise ResultUnavailable(f"the result file {path} does not hold JSON; {reference.reader_hint()}") from None
     if _is_record(document):
         serialized = document.get("result", document.get("data"))
-        serializer = document["metadata"].get("serializer") or {}
+        metadata = document.get("metadata", document)
+        serializer = metadata.get("serializer") or {}
         if isinstance(serializer, dict) and serializer.get("type") not in (None, "json"):
             raise ResultUnavailable(
                 f"the result record {path} says it was serialized with {serializer.get('type')}; {reference.reader_hint()}"
@@ -159,10 +172,10 @@ def read_json_result(reference: ResultReference, environ: dict[str, str] | None 
 
 
 def _is_record(document: Any) -> bool:
-    """A ResultRecord as serialized by Prefect (or its older layout with `data` for `result`)."""
-    return (
-        isinstance(document, dict)
-        and isinstance(document.get("metadata"), dict)
-        and ("result" in document or "data" in document)
-        and set(document) <= {"metadata", "result", "data"}
-    )
+    """A ResultRecord as Prefect 3 serializes it, or a Prefect 2 result blob (serializer and data at the top)."""
+    if not isinstance(document, dict):
+        return False
+    if isinstance(document.get("metadata"), dict):
+        return ("result" in document or "data" in document) and set(document) <= {"metadata", "result", "data"}
+    return (isinstance(document.get("serializer"), dict) and "data" in document
+            and set(document) <= {"serializer", "data", "prefect_version", "expiration"})

@@ -265,7 +265,14 @@ def test_show_result_prints_a_json_result_and_explains_what_it_cannot_read(state
     assert pickled.returncode == 1
     assert "Completed" in pickled.stdout  # the states are still listed
     assert pickled.stderr.count("\n") == 1 and "serialized with pickle" in pickled.stderr
-    assert "prefect.results.ResultStore" in pickled.stderr
+    # The hint is Python that Prefect runs: it reads the pickled value back.
+    hint = pickled.stderr.split("reachable: ", 1)[1].split(" (ResultStore and", 1)[0]
+    script = ("from prefect.results import ResultStore, resolve_serializer\n"
+              "from prefect.filesystems import LocalFileSystem\n"
+              f"print(sorted({hint}))\n")
+    read_back = run_flows_script(w.api, script)
+    assert read_back.returncode == 0, read_back.stderr[-2000:]
+    assert read_back.stdout.strip() == "[1, 2, 3]"
 
     settings = settings_for(w.api, w.db)
     assert get_run_result(w.runs["json"], settings=settings) == JSON_VALUE
