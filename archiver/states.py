@@ -38,6 +38,10 @@ BATCH = 50
 GIVE_UP_AFTER = 5
 RECORDING_LAG = timedelta(minutes=10)
 
+# Runs read in one pass at most: the first sync after upgrading a large archive has every run to
+# read (one request each), so it is spread over several syncs, each bounded in time and memory.
+MAX_RUNS_PER_PASS = 20_000
+
 # A pass looks at the state events archived since the previous completed pass began, less this
 # margin for clocks stepping back between processes; re-planning those few events costs nothing.
 CURSOR_MARGIN = timedelta(minutes=5)
@@ -68,6 +72,7 @@ LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = c.run_id
 WHERE c.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
   AND c.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
 ORDER BY c.run_id
+LIMIT $4
 """
 
 _INSERT_STATES = """
@@ -161,18 +166,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def pending_runs(archive: Archive) -> tuple[list[PendingRun], datetime]:
-    """Every run whose states need reading (flow runs first, in id order), and when it was planned."""
+def pending_runs(archive: Archive, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
+    """Runs whose states need reading (flow runs first, in id order, at most `limit`), when it was
+    planned, and whether that is all of them."""
     planned_at = datetime.now(timezone.utc)
-    pending = []
+    pending: list[PendingRun] = []
     with archive.transaction() as conn:
         cursor = conn.exec_driver_sql("SELECT events_archived_before FROM run_states_progress WHERE id = 1").scalar()
         since = cursor - CURSOR_MARGIN if cursor is not None else datetime.min.replace(tzinfo=timezone.utc)
         for kind in RUN_KINDS:
-            rows = conn.exec_driver_sql(_PENDING, (kind, since, _PREFIXES[kind]))
-            for run_id, newest, attempts, covered in rows:
+            room = limit - len(pending)
+            # One row more than there is room for says whether this is all of them.
+            rows = conn.exec_driver_sql(_PENDING, (kind, since, _PREFIXES[kind], room + 1)).fetchall()
+            for run_id, newest, attempts, covered in rows[:room]:
                 pending.append(PendingRun(kind, str(run_id), newest, attempts or 0, covered))
-    return pending, planned_at
+            if len(rows) > room:
+                return pending, planned_at, False
+    return pending, planned_at, True
 
 
 def save_states(
@@ -229,13 +239,15 @@ def _advance_cursor(archive: Archive, planned_at: datetime) -> None:
 
 def refresh_states(
     client: PrefectClient, archive: Archive, *, concurrency: int = 4, batch: int = BATCH,
-    stop: threading.Event | None = None,
+    max_runs: int = MAX_RUNS_PER_PASS, stop: threading.Event | None = None,
 ) -> StatesReport:
-    """Read the states of every run that changed since its states were last read, and archive them."""
+    """Read the states of the runs that changed since their states were last read, and archive them."""
     report = StatesReport()
-    pending, planned_at = pending_runs(archive)
+    pending, planned_at, complete = pending_runs(archive, max_runs)
     if pending:
         log.info("reading the states of %d changed flow and task runs", len(pending))
+    if not complete:
+        log.info("more than %d runs have states to read: the next syncs read the rest", max_runs)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="states") as pool:
         for start in range(0, len(pending), batch):
             if stop is not None and stop.is_set():
@@ -248,7 +260,8 @@ def refresh_states(
             report.runs_given_up += done.runs_given_up
     if stop is not None and stop.is_set():
         return report  # the cursor stays: the next pass plans the rest again
-    _advance_cursor(archive, planned_at)
+    if complete:
+        _advance_cursor(archive, planned_at)
     report.blocks_read = refresh_storage_blocks(client, archive)
     return report
 

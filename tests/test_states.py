@@ -318,6 +318,26 @@ def test_an_interrupted_states_pass_keeps_what_it_committed_and_the_next_reads_o
         assert [json.loads(s["state"]) for s in archived_states(db, run_id)] == server_states(w.api, kind, run_id)
 
 
+def test_a_backlog_of_runs_is_read_over_several_passes(states_workload, tmp_path):
+    """As after upgrading a large archive: each pass reads at most max_runs; the cursor moves after the last."""
+    w = states_workload
+    db = tmp_path / "backlog.duckdb"
+    shutil.copy(w.db, db)
+    total = query(db, "SELECT count(*) FROM run_state_fetches")[0][0]
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("DELETE FROM run_states; DELETE FROM run_state_fetches; "
+                     "UPDATE run_states_progress SET events_archived_before = NULL")
+    archive = Archive(db)
+    read = []
+    with client_for_test(w.api) as client:
+        while not query(db, "SELECT events_archived_before FROM run_states_progress")[0][0]:
+            read.append(refresh_states(client, archive, max_runs=2).runs_read)
+            assert len(read) <= total
+        assert refresh_states(client, archive, max_runs=2).runs_read == 0
+    assert read == [2] * (total // 2) + ([total % 2] if total % 2 else [])
+    assert query(db, "SELECT count(DISTINCT run_id) FROM run_states")[0][0] == total
+
+
 def test_the_archive_answers_after_the_server_deletes_the_runs(states_workload, tmp_path):
     """Deletes runs on the shared server: keep it last in this module."""
     w = states_workload
