@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from archiver import __version__
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--db", help="archive file (default: $ARCHIVER_DB or $PREFECT_HOME/archive.duckdb)")
     common.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
     common.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks")
+    common.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr as text or JSON")
 
     parser = argparse.ArgumentParser(
         prog="prefect-archiver",
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--since", help="start here instead of the high-water mark (ISO time, or 3d for 3 days ago)")
     sync.add_argument("--until", help="stop here instead of now minus ingest.settle")
     sync.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    run = commands.add_parser("run", parents=[common], help="keep the archive fresh: sync on a schedule until stopped")
+    run.add_argument("--every", help="sync this often, e.g. 30s, 5m (default: schedule.every, 5m)")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (needs the metrics extra)")
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (0.0.0.0 in a container)")
 
     get = commands.add_parser("get", parents=[common], help="print one event by id")
     get.add_argument("id", help="the event id (a UUID)")
@@ -54,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
         "--show-result", action="store_true",
         help="also print the final result when it is JSON in a file readable from this machine",
     )
+
+    events = commands.add_parser("events", parents=[common], help="search the archive: newest first")
+    events.add_argument("--resource", action="append", metavar="ID",
+                        help="events naming this resource, as their own or a related one "
+                             "(e.g. prefect.flow-run.<uuid>, prefect.deployment.<uuid>); repeatable")
+    events.add_argument("--flow-run", metavar="UUID", help="the events of this flow run (oldest first)")
+    events.add_argument("--role", action="append", help="only where --resource plays this role (flow, deployment, tag…)")
+    events.add_argument("--prefix", action="append", help="event names starting with this (prefect.flow-run.); repeatable")
+    events.add_argument("--event", action="append", help="this exact event name; repeatable")
+    events.add_argument("--since", help="occurred at or after (ISO time, or 3d for 3 days ago)")
+    events.add_argument("--until", help="occurred at or before")
+    events.add_argument("--limit", type=int, default=50, help="at most this many events (default 50)")
+    events.add_argument("--oldest-first", action="store_true", help="oldest first instead of newest first")
+    events.add_argument("--json", action="store_true", help="one event per line, as the API returns it")
+
+    serve = commands.add_parser("serve", parents=[common], help="answer Prefect's event API over the archive (read-only)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=4300, help="port (default 4300)")
+    serve.add_argument("--max-limit", type=int, default=1000,
+                       help="largest page an archive client may ask for (Prefect's own maximum is 50)")
 
     status = commands.add_parser("status", parents=[common], help="what the archive holds and how fresh it is")
     status.add_argument("--json", action="store_true")
@@ -77,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings({"archive.path": args.db, "api.url": args.api_url}, config_path=args.config)
+    flags = {"archive.path": args.db, "api.url": args.api_url, "schedule.every": getattr(args, "every", None)}
+    return load_settings(flags, config_path=args.config)
 
 
 def _when(value: str | None, name: str) -> datetime | None:
@@ -106,19 +133,32 @@ class _ProgressLine:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.ingest import sync
+    from archiver.errors import Stopped
+    from archiver.ingest import SyncReport, sync
     from archiver.lock import SyncLock
     from archiver.query import client_for
+    from archiver.stopping import StopSignals, stoppable_sleep
     from archiver.store import Archive
 
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     progress = _ProgressLine()
-    with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
+    report = SyncReport()
+    signals = StopSignals()
+    with signals, SyncLock(settings.db_path, settings.lock_timeout), \
+            client_for(settings, sleep=stoppable_sleep(signals.stop)) as client:
         archive = Archive(settings.db_path, settings.read_timeout)
         try:
-            report = sync(settings, client, archive, since=since, until=until, progress=progress)
+            sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop, report=report)
+        except Stopped:
+            pass  # the report says "interrupted"; committed batches are kept
         finally:
             progress.close()
+    if report.outcome == "interrupted":
+        mark = archive.high_water_mark()
+        print(f"prefect-archiver: stopped on {signals.received}: what was committed is kept (high-water mark "
+              f"{format_timestamp(mark) if mark else 'not set'}); run `prefect-archiver sync` again to continue",
+              file=sys.stderr)
+        return 130 if signals.received == "SIGINT" else 0
     if args.json:
         print(json.dumps(_public(report.__dict__)))
     else:
@@ -144,6 +184,16 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.service import Service
+
+    if not settings.every:
+        raise ConfigError("schedule.every (--every) must be longer than 0s")
+    settings.require_api()
+    metrics_at = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    return Service(settings, metrics_at, verbose=args.verbose).run()
 
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
@@ -220,12 +270,50 @@ def _print_history(history: Any) -> None:
             print("result: not persisted" if final.data_kind == "none" else "result: inline data (see run_states.state)")
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.query import flow_run_resource, search_events
+
+    if args.limit < 1:
+        raise BadInput("--limit must be at least 1")
+    resources = list(args.resource or [])
+    if args.flow_run:
+        resources.append(flow_run_resource(args.flow_run))
+    events = search_events(
+        resource=resources or None, role=args.role, prefix=args.prefix, event=args.event,
+        since=_when(args.since, "--since"), until=_when(args.until, "--until"), limit=args.limit,
+        oldest_first=args.oldest_first or bool(args.flow_run), settings=settings,
+    )
+    for event in events:
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False))
+        else:
+            resource = event["resource"].get("prefect.resource.id", "")
+            print(f"{event['occurred']:<28} {event['event']:<40} {resource}  {event['id']}")
+    if not args.json:
+        more = " (--limit reached; narrow the search or raise --limit)" if len(events) == args.limit else ""
+        print(f"{len(events)} event{'' if len(events) == 1 else 's'}{more}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from archiver.serve import run
+    except ImportError as exc:
+        raise ConfigError(
+            f'serve needs the web extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
+        ) from None
+    run(settings, host=args.host, port=args.port, max_limit=args.max_limit)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import describe_source
     from archiver.client import redact_url
+    from archiver.heartbeat import service_status
     from archiver.query import archive_status
 
     status = archive_status(settings.db_path, settings.read_timeout)
+    status["service"] = service_status(settings.db_path)
     status["api_url"] = redact_url(settings.api_url) if settings.api_url else None
     status["api_url_source"] = describe_source(settings, "api.url")
     if args.json:
@@ -243,6 +331,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"last success:     {status['last_success'] or 'never'}")
     if status["quarantined"]:
         print(f"quarantined:      {status['quarantined']} malformed items")
+    service = status["service"]
+    if service is None:
+        print("service:          none has run on this archive (`prefect-archiver run`)")
+    elif service["running"]:
+        print(f"service:          running, pid {service['pid']} on {service['host']}; last heartbeat "
+              f"{service['heartbeat']} ({service['heartbeat_age_seconds']:.0f}s ago)"
+              + (f"; {service['job']} in progress since {service['job_started']}" if service.get("job") else ""))
+        print(f"next sync:        {service.get('next_sync') or 'not scheduled'}")
+    else:
+        print(f"service:          not running ({service['why']})")
     for gap in status["gaps"]:
         print(f"GAP:              events between {gap['since']} and {gap['until']} may be lost (retention passed them)")
     return 0
@@ -274,33 +372,24 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import nullcontext
+
     from archiver.connect import require_archive
-    from archiver.fetch import first_event_time
     from archiver.lock import SyncLock
     from archiver.query import client_for
-    from archiver.reconcile import ReconcileResult, compare, reconcile
     from archiver.store import Archive
+    from archiver.verify import verify
 
     require_archive(settings.db_path)
-    with client_for(settings) as client:
-        archive = Archive(settings.db_path, settings.read_timeout)
-        # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
-        settled = datetime.now(timezone.utc) - settings.settle
-        until = min(_when(args.until, "--until") or archive.high_water_mark() or settled, settled)
-        since = _when(args.since, "--since") or first_event_time(client, until, settings.retention)
-        if since is None:
-            print("the server holds no events in that range; nothing to verify")
-            return 0
-        if args.repair:
-            with SyncLock(settings.db_path, settings.lock_timeout):
-                run_id = archive.start_run("verify", since, until)
-                result = reconcile(client, archive, since, until, unit=args.unit, repair=True, run_id=run_id)
-                archive.finish_run(run_id, {"reconciled_buckets": result.differing, "inserted": result.inserted}, "ok")
-            remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
-        else:
-            result = reconcile(client, archive, since, until, unit=args.unit)
-            remaining = result.diffs
-    missing = [d for d in remaining if d.missing]
+    lock = SyncLock(settings.db_path, settings.lock_timeout) if args.repair else nullcontext()
+    with lock, client_for(settings) as client:
+        found = verify(settings, client, Archive(settings.db_path, settings.read_timeout),
+                       since=_when(args.since, "--since"), until=_when(args.until, "--until"),
+                       unit=args.unit, repair=args.repair)
+    if found is None:
+        print("the server holds no events in that range; nothing to verify")
+        return 0
+    since, until, result, missing = found.since, found.until, found.result, found.missing
     if args.json:
         print(json.dumps({
             "since": format_timestamp(since), "until": format_timestamp(until), "unit": result.unit,
@@ -325,19 +414,20 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
-COMMANDS = {"sync": cmd_sync, "get": cmd_get, "states": cmd_states, "status": cmd_status, "verify": cmd_verify,
-            "check": cmd_check, "sql": cmd_sql}
+COMMANDS = {
+    "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
+    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from archiver.logs import configure
+
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="prefect-archiver: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO; ours are enough.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The service says what it does (one line per run) without -v; commands only warn.
+    service = args.command == "run"
+    configure(logging.INFO if args.verbose or service else logging.WARNING, args.log_format,
+              tracebacks=args.verbose, quiet_retries=service and not args.verbose)
     try:
         return COMMANDS[args.command](args, _settings(args))
     except (ConfigError, BadInput) as exc:

@@ -44,6 +44,10 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("ingest", "reconcile_horizon"): (timedelta(hours=24), "duration"),
     ("ingest", "retention"): (timedelta(days=7), "duration"),
     ("ingest", "commit_every"): (2000, "int"),
+    ("schedule", "every"): (timedelta(minutes=5), "duration"),
+    ("schedule", "reconcile_every"): (timedelta(hours=1), "duration"),
+    ("schedule", "verify_every"): (timedelta(days=1), "duration"),
+    ("schedule", "max_backoff"): (timedelta(minutes=30), "duration"),
 }
 
 # Settings Prefect itself has: read from the environment and, failing that, the active profile.
@@ -89,6 +93,10 @@ class Settings:
     reconcile_horizon: timedelta = timedelta(hours=24)
     retention: timedelta = timedelta(days=7)
     commit_every: int = 2000
+    every: timedelta = timedelta(minutes=5)
+    reconcile_every: timedelta = timedelta(hours=1)
+    verify_every: timedelta = timedelta(days=1)
+    max_backoff: timedelta = timedelta(minutes=30)
     # Where each setting came from ("flag", "env", "config", "profile", "default"); never the value.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     profile: Profile | None = field(default=None, compare=False)
@@ -249,6 +257,10 @@ def load_settings(
         reconcile_horizon=resolved["ingest.reconcile_horizon"],
         retention=resolved["ingest.retention"],
         commit_every=resolved["ingest.commit_every"],
+        every=resolved["schedule.every"],
+        reconcile_every=resolved["schedule.reconcile_every"],
+        verify_every=resolved["schedule.verify_every"],
+        max_backoff=resolved["schedule.max_backoff"],
         sources=sources,
         profile=profile,
     )

@@ -15,6 +15,7 @@
     │   ├── ArchiveBusy        another process holds the file or the sync lock
     │   ├── ArchiveDamaged     the file cannot be opened as an archive
     │   └── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
+    ├── Stopped                a stop was asked for (SIGTERM, Ctrl-C) while waiting to retry
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
     ├── EventNotFound          also a LookupError: no event with that id where we looked
     ├── RunNotFound            also a LookupError: the archive knows no run with that id
@@ -84,6 +85,10 @@ class ArchiveDamaged(ArchiveError):
 
 class ArchiveIncompatible(ArchiveError):
     """The archive was written by a newer prefect-archiver or DuckDB than this one."""
+
+
+class Stopped(ArchiverError):
+    """The process was asked to stop while waiting to retry a request; what was committed stays."""
 
 
 class IncompleteWindow(ArchiverError):

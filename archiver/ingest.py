@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from archiver.client import PrefectClient
 from archiver.config import Settings
+from archiver.errors import ArchiveError, Stopped
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.models import format_timestamp
 from archiver.objects import refresh_objects
@@ -141,13 +142,15 @@ def ingest_range(
                 committer.add(pending.popleft().result())
         while pending and not (stop is not None and stop.is_set()):
             committer.add(pending.popleft().result())
-    except BaseException:
-        # Keep the complete windows already fetched in order, then report the original error.
+    except BaseException as failure:
+        # Keep the complete windows already fetched in order, then report the original error
+        # (unless writing was what failed: then trying again now would only fail again).
         pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            committer.flush()
-        except Exception:
-            log.exception("could not write the windows fetched before the failure")
+        if not isinstance(failure, ArchiveError):
+            try:
+                committer.flush()
+            except Exception as exc:  # one line: the original error is what the caller reports
+                log.warning("could not write the windows fetched before the failure: %s", exc)
         raise
     else:
         committer.flush()
@@ -165,15 +168,23 @@ def sync(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     now: datetime | None = None,
+    reconcile_trailing: bool = True,
+    report: SyncReport | None = None,
 ) -> SyncReport:
-    """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon."""
+    """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
+
+    `reconcile_trailing=False` skips the reconcile, for the service that runs it on its own
+    slower interval (trailing_reconcile below). Setting `stop` ends the sync after the batch
+    in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
+    filled as the sync goes, so a caller still has the counts when the sync raises.
+    """
     started = time.monotonic()
     sent_before = client.sent.copy()
     now = now or datetime.now(timezone.utc)
     settled = now - settings.settle
     end = min(until, settled) if until else settled
     mark = archive.high_water_mark()
-    report = SyncReport()
+    report = report if report is not None else SyncReport()
     run_id = archive.start_run("sync", since, end)
     report.run_id = str(run_id)
     error: str | None = None
@@ -194,14 +205,8 @@ def sync(
             # The server holds no events at all: everything before `end` is archived (trivially).
             archive.advance_mark(end)
         new_mark = archive.high_water_mark()
-        if new_mark is not None and not (stop is not None and stop.is_set()):
-            floor = new_mark - settings.reconcile_horizon
-            if settings.start:
-                floor = max(floor, settings.start)
-            rec = reconcile(client, archive, floor, new_mark, repair=True, run_id=run_id)
-            report.reconciled += rec.differing
-            report.repaired += rec.inserted
-            report.inserted += rec.inserted
+        if reconcile_trailing and new_mark is not None and not (stop is not None and stop.is_set()):
+            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop)
         if not (stop is not None and stop.is_set()):
             report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
         if not (stop is not None and stop.is_set()):
@@ -211,18 +216,61 @@ def sync(
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
         return report
     except BaseException as exc:
-        report.outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        report.seconds = round(time.monotonic() - started, 3)
-        sent = client.sent - sent_before
-        report.pages = sent["events/filter"] + sent["events/filter/next"]
-        report.counts = sent["events/count-by/time"]
-        try:
-            archive.finish_run(run_id, report.counters(), report.outcome, error)
-        except Exception:  # the ledger must not hide the error that got us here
-            log.exception("could not record the end of sync %s", run_id)
+        _finish(client, archive, report, run_id, started, sent_before, error)
+
+
+def trailing_reconcile(
+    settings: Settings, client: PrefectClient, archive: Archive, *, stop: threading.Event | None = None,
+    report: SyncReport | None = None,
+) -> SyncReport:
+    """Reconcile ingest.reconcile_horizon behind the mark on its own (the service's slower job)."""
+    started = time.monotonic()
+    sent_before = client.sent.copy()
+    report = report if report is not None else SyncReport()
+    mark = archive.high_water_mark()
+    run_id = archive.start_run("reconcile", None, mark)
+    report.run_id = str(run_id)
+    error: str | None = None
+    try:
+        if mark is not None:
+            _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
+        report.high_water_mark = format_timestamp(mark) if mark else None
+        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
+        return report
+    except BaseException as exc:
+        report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        _finish(client, archive, report, run_id, started, sent_before, error)
+
+
+def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archive, mark: datetime,
+                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None) -> None:
+    floor = mark - settings.reconcile_horizon
+    if settings.start:
+        floor = max(floor, settings.start)
+    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop)
+    report.since, report.until = report.since or format_timestamp(floor), report.until or format_timestamp(mark)
+    report.reconciled += rec.differing
+    report.repaired += rec.inserted
+    report.inserted += rec.inserted
+
+
+def _finish(client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID, started: float,
+            sent_before: Counter[str], error: str | None) -> None:
+    report.seconds = round(time.monotonic() - started, 3)
+    sent = client.sent - sent_before
+    report.pages = sent["events/filter"] + sent["events/filter/next"]
+    report.counts = sent["events/count-by/time"]
+    try:
+        archive.finish_run(run_id, report.counters(), report.outcome, error)
+    except Exception as exc:  # the ledger must not hide the error that got us here
+        log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
 
 
 def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id: uuid.UUID,

@@ -17,11 +17,20 @@ from types import TracebackType
 from archiver.errors import ArchiveBusy
 
 
+def lock_holder(text: str) -> tuple[int | None, str]:
+    """(pid, holder) from a lock file's text "PID [HOLDER]"."""
+    parts = text.split()
+    pid = int(parts[0]) if parts and parts[0].isdigit() else None
+    return pid, parts[1] if len(parts) > 1 else ""
+
+
 class SyncLock:
     """Held for the length of a sync, verify --repair, or scheduled service."""
 
-    def __init__(self, db_path: Path, timeout: timedelta = timedelta(0)) -> None:
+    def __init__(self, db_path: Path, timeout: timedelta = timedelta(0), holder: str = "") -> None:
         self.db_path = db_path
+        # Written after the pid, so a refused process can say who holds the archive ("run").
+        self.holder = holder
         self.path = db_path.with_name(db_path.name + ".lock")
         self.timeout = timeout
         self._fd: int | None = None
@@ -36,16 +45,20 @@ class SyncLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                    pid, holder = lock_holder(os.pread(fd, 64, 0).decode(errors="replace"))
                     os.close(fd)
-                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    if holder == "run":
+                        raise ArchiveBusy(
+                            f"the prefect-archiver service (`prefect-archiver run`, pid {pid}) holds {self.db_path} "
+                            "and syncs it on its schedule; stop the service to sync or repair by hand"
+                        ) from None
                     raise ArchiveBusy(
-                        f"another prefect-archiver process{pid} is writing {self.db_path}; "
+                        f"another prefect-archiver process{f' (pid {pid})' if pid else ''} is writing {self.db_path}; "
                         "wait for it to finish (or set archive.lock_timeout to wait for it)"
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.holder}".strip().encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

@@ -1,4 +1,4 @@
-"""Reading the archive: one event by id (falling back to the live API), a run's states, the status.
+"""Reading the archive: one event by id (falling back to the live API), searches, a run's states, status.
 
 Importable inside a flow without the CLI: it opens the archive read-only, briefly, retrying while
 a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 
 import duckdb
 
-from archiver.client import PrefectClient, RetryPolicy, tls_verify
+from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
 from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
+from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
 
 # A UUIDv7 records when the event object was created; `occurred` is at or before it in practice.
@@ -33,9 +35,11 @@ ID_TIME_BEFORE = MAX_QUERY_SPAN - ID_TIME_AFTER
 _EVENT_COLUMNS = "id, occurred, event, resource, related, payload, received, follows"
 
 
-def read_archived_event(path: Path, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:
+def read_archived_event(
+    path: Path, event_id: str | uuid.UUID, timeout: timedelta = timedelta(seconds=15)
+) -> dict[str, Any] | None:
     """The archived event with this id in the API's JSON shape, or None."""
-    parsed = parse_event_id(event_id)
+    parsed = parse_event_id(str(event_id))
     conn = open_reader(path, timeout)
     try:
         row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1", [str(parsed)]).fetchone()
@@ -81,10 +85,16 @@ def read_live_event(
     return None
 
 
-def client_for(settings: Settings, retry: RetryPolicy | None = None) -> PrefectClient:
-    """A client configured from settings (the same environment a flow runs with)."""
+def client_for(
+    settings: Settings, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+) -> PrefectClient:
+    """A client configured from settings (the same environment a flow runs with).
+
+    `sleep` waits between retries; a stoppable process passes one that ends the wait on a stop.
+    """
     return PrefectClient(
         settings.require_api(),
+        sleep=sleep,
         api_key=settings.api_key,
         auth_string=settings.auth_string,
         timeout=settings.timeout.total_seconds(),
@@ -96,11 +106,11 @@ def client_for(settings: Settings, retry: RetryPolicy | None = None) -> PrefectC
 
 
 def find_event(
-    event_id: str, *, settings: Settings | None = None, archive_only: bool = False
+    event_id: str | uuid.UUID, *, settings: Settings | None = None, archive_only: bool = False
 ) -> tuple[dict[str, Any], str]:
     """The event and where it was found: "archive" or "api"."""
     settings = settings or load_settings()
-    parse_event_id(event_id)
+    event_id = str(parse_event_id(str(event_id)))
     looked = []
     if settings.db_path.exists():
         try:
@@ -121,13 +131,16 @@ def find_event(
             event = read_live_event(client, event_id, settings.lookup_horizon)
         if event is not None:
             return event, "api"
-        looked.append(f"the Prefect API (occurred within the last {settings.lookup_horizon.days} days)")
+        looked.append(
+            f"the Prefect API at {redact_url(settings.api_url)} (occurred within the last "
+            f"{settings.lookup_horizon.days} days, and around the time in the id if it is a UUIDv7)"
+        )
     elif not archive_only:
         looked.append("not the live API: PREFECT_API_URL is not set")
     raise EventNotFound(f"no event with id {event_id} in " + "; ".join(looked))
 
 
-def get_event(event_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
+def get_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) -> dict[str, Any]:
     """One event by id, from the archive or else the live API, in the API's JSON shape.
 
     For code inside a flow that was handed `{{ event.id }}` by an automation. Raises
@@ -136,9 +149,100 @@ def get_event(event_id: str, *, settings: Settings | None = None) -> dict[str, A
     return find_event(event_id, settings=settings)[0]
 
 
-async def aget_event(event_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
+async def aget_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) -> dict[str, Any]:
     """get_event for async flows; the blocking reads run in a worker thread."""
     return await asyncio.to_thread(get_event, event_id, settings=settings)
+
+
+# -- searches over the archive ----------------------------------------------------------------
+
+# Bounds for "no bound": DuckDB's TIMESTAMPTZ holds these, and no Prefect event falls outside them.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+FLOW_RUN = "prefect.flow-run."
+
+
+def _tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def search_events(
+    *,
+    resource: str | Sequence[str] | None = None,
+    role: str | Sequence[str] | None = None,
+    prefix: str | Sequence[str] | None = None,
+    event: str | Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    oldest_first: bool = False,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Archived events, newest first, in the API's JSON shape.
+
+    resource: a resource id (e.g. "prefect.flow-run.<uuid>", "prefect.deployment.<uuid>",
+    "prefect.work-pool.<uuid>"); an event matches when it is the event's own resource or any
+    related one. role: only where the resource plays this role ("flow-run", "deployment",
+    "work-pool", "tag"…; "" for the event's own resource). prefix / event: event names starting
+    with / equal to one of these. since / until: `occurred` bounds, both inclusive. Reads only the
+    archive (the live API answers none of this beyond its retention).
+    """
+    if limit < 0:
+        raise BadInput(f"limit must not be negative, not {limit}")
+    roles = _tuple(role)
+    resources = _tuple(resource)
+    if roles and not resources:
+        raise BadInput("role narrows a resource: give the resource id too")
+    related: tuple[RelatedMatch, ...] = ()
+    any_resource: tuple[ResourceMatch, ...] = ()
+    if resources and roles:
+        related = (RelatedMatch(ids=resources, roles=roles),)
+    elif resources:
+        any_resource = (ResourceMatch(ids=resources),)
+    search = EventFilter(
+        since=to_utc(since) if since else EARLIEST,
+        until=to_utc(until) if until else LATEST,
+        prefixes=_tuple(prefix),
+        names=_tuple(event),
+        related=related,
+        any_resource=any_resource,
+        order="ASC" if oldest_first else "DESC",
+    )
+    return query_archive(search, limit, settings=settings)
+
+
+def query_archive(search: EventFilter, limit: int, *, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Up to `limit` archived events matching a Prefect-style EventFilter, in its order."""
+    settings = settings or load_settings()
+    conn = open_reader(settings.db_path, settings.read_timeout)
+    try:
+        return read_page(conn, search, limit, total=0).events
+    finally:
+        conn.close()
+
+
+def flow_run_resource(flow_run_id: str | uuid.UUID) -> str:
+    """"prefect.flow-run.<uuid>" from a flow run id, with or without that prefix; BadInput if no UUID."""
+    text = str(flow_run_id).strip().removeprefix(FLOW_RUN)
+    try:
+        return FLOW_RUN + str(uuid.UUID(text))
+    except ValueError:
+        raise BadInput(f"{flow_run_id!r} is not a flow run id: Prefect flow run ids are UUIDs") from None
+
+
+def events_of_flow_run(
+    flow_run_id: str | uuid.UUID,
+    *,
+    prefix: str | Sequence[str] | None = None,
+    limit: int = 1000,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Every archived event that names this flow run (its state changes, its task runs' events,
+    logs-as-events…), oldest first: the run's story as the server told it."""
+    return search_events(resource=flow_run_resource(flow_run_id), prefix=prefix, limit=limit,
+                         oldest_first=True, settings=settings)
 
 
 def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: datetime | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ differ are drilled into and read again; inserts are idempotent, so a re-read cos
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +75,7 @@ def reconcile(
     unit: str | None = None,
     repair: bool = False,
     run_id: uuid.UUID | None = None,
+    stop: threading.Event | None = None,
 ) -> ReconcileResult:
     """Compare [since, end) bucket by bucket; with `repair`, read again what the archive lacks."""
     unit = unit or choose_unit(since, end)
@@ -83,6 +85,8 @@ def reconcile(
     result.diffs = compare(client, archive, since, end, unit, result)
     if repair:
         for diff in result.diffs:
+            if stop is not None and stop.is_set():
+                break  # each repaired window is committed on its own: stopping here loses nothing
             if diff.missing:
                 _repair(client, archive, diff, result, run_id)
     return result

@@ -1,0 +1,43 @@
+"""The archiver as a Prefect flow, for users who want Prefect itself to schedule the sync.
+
+    python -m archiver.prefect_flow                    # serve it: a sync every 5 minutes
+    prefect deploy archiver/prefect_flow.py:archive_events -n archiver --interval 300 -p POOL
+
+The flow runs the same sync as `prefect-archiver sync`, under the same sync lock, with settings
+from the flow run's environment (PREFECT_API_URL is set there already; ARCHIVER_DB and
+ARCHIVER_CONFIG as for the CLI). Prefect is imported only here: the archiver does not need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from archiver.config import load_settings
+from archiver.ingest import sync
+from archiver.lock import SyncLock
+from archiver.query import client_for
+from archiver.store import Archive
+
+
+@flow(name="archive-prefect-events", retries=0)
+def archive_events(db: str | None = None) -> dict[str, Any]:
+    """Archive every event not archived yet; returns the sync's report."""
+    settings = load_settings({"archive.path": db})
+    logger = get_run_logger()
+    with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
+        report = sync(settings, client, Archive(settings.db_path, settings.read_timeout))
+    logger.info(
+        "archived %d new events (%d fetched) in %d windows; high-water mark %s",
+        report.inserted, report.fetched, report.windows, report.high_water_mark,
+    )
+    return dataclasses.asdict(report)
+
+
+if __name__ == "__main__":
+    import os
+
+    # limit=1: a run due while the last one still syncs waits instead of failing on the lock.
+    archive_events.serve(name="prefect-archiver", interval=int(os.environ.get("ARCHIVER_EVERY_SECONDS", "300")), limit=1)
