@@ -51,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--json", action="store_true", help="compact JSON on one line")
     get.add_argument("--archive-only", action="store_true", help="never ask the live API")
 
+    states = commands.add_parser(
+        "states", parents=[common], help="a flow run's or task run's states, messages and where its result lives"
+    )
+    states.add_argument("run_id", metavar="RUN_ID", help="a flow run id or a task run id")
+    states.add_argument("--json", action="store_true", help="print the states as JSON")
+    states.add_argument(
+        "--show-result", action="store_true",
+        help="also print the final result when it is JSON in a file readable from this machine",
+    )
+
     events = commands.add_parser("events", parents=[common], help="search the archive: newest first")
     events.add_argument("--resource", action="append", metavar="ID",
                         help="events naming this resource, as their own or a related one "
@@ -161,6 +171,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired} late events added")
         if report.objects_refreshed:
             print(f"refreshed {report.objects_refreshed:,} flow runs, task runs, deployments, flows and work pools")
+        if report.runs_states_read:
+            print(f"archived {report.states_saved:,} state records of {report.runs_states_read:,} flow and task runs")
         if report.quarantined:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
@@ -186,7 +198,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
-            "repaired", "objects_refreshed", "pages", "counts",
+            "repaired", "objects_refreshed", "runs_states_read", "states_saved", "pages", "counts",
             "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
@@ -198,6 +210,64 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(event, ensure_ascii=False) if args.json else json.dumps(event, indent=2, ensure_ascii=False))
     print(f"source: {'archive ' + str(settings.db_path) if source == 'archive' else 'live Prefect API'}", file=sys.stderr)
     return 0
+
+
+def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
+    from archiver.query import final_result, read_run_history
+    from archiver.results import ResultUnavailable, read_json_result
+
+    history = read_run_history(settings.db_path, args.run_id, settings.read_timeout)
+    value: Any = None
+    problem: ResultUnavailable | None = None
+    if args.show_result:
+        try:
+            value = read_json_result(final_result(history))
+        except ResultUnavailable as exc:
+            problem = exc
+    if args.json:
+        document = _history_json(history)
+        if args.show_result and problem is None:
+            document["result_value"] = value
+        print(json.dumps(document, ensure_ascii=False))
+    else:
+        _print_history(history)
+        if args.show_result and problem is None:
+            print("result value:")
+            print(json.dumps(value, indent=2, ensure_ascii=False))
+    if problem is not None:
+        raise problem
+    return 0
+
+
+def _history_json(history: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "run_kind": history.run_kind,
+        "run_id": history.run_id,
+        "run_name": history.run_name,
+        "states": [dict(asdict(s), timestamp=format_timestamp(s.timestamp)) for s in history.states],
+    }
+
+
+def _print_history(history: Any) -> None:
+    kind = history.run_kind.replace("_", " ")
+    print(f"{kind} {history.run_name or '(name not archived)'} {history.run_id}")
+    if not history.states:
+        print("  no states archived")
+    for state in history.states:
+        note = "" if state.source == "state" else "  [from its event only]"
+        print(f"  {format_timestamp(state.timestamp)}  {state.type:<10} {state.name or '':<12}{note}".rstrip())
+        for line in (state.message or "").splitlines():
+            print(f"      {line}")
+    final = history.final
+    if final is not None:
+        if final.result is not None:
+            print(f"result: {final.result.where()}")
+        elif final.data_kind == "unknown":
+            print("result: unknown (only the final state's event was archived)")
+        else:
+            print("result: not persisted" if final.data_kind == "none" else "result: inline data (see run_states.state)")
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
@@ -345,7 +415,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {
-    "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "serve": cmd_serve,
+    "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
     "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
 }
 

@@ -221,6 +221,30 @@ class PrefectClient:
             raise ApiBadResponse(f"POST {collection}/filter answered something that is not a list of objects")
         return data
 
+    def read_run_states(self, run_kind: str, run_id: str) -> list[dict[str, Any]] | None:
+        """GET /flow_run_states/?flow_run_id= (or task_run_states): a run's state records, oldest first.
+
+        None when the server answers 404; a run it no longer has gives [] (its route filters by id).
+        """
+        collection = {"flow_run": "flow_run_states/", "task_run": "task_run_states/"}[run_kind]
+        try:
+            data = self.request("GET", collection, params={f"{run_kind}_id": run_id})
+        except ApiNotFound:
+            return None
+        if not isinstance(data, list) or not all(isinstance(s, dict) and "id" in s and "type" in s for s in data):
+            raise ApiBadResponse(f"GET {collection} answered something that is not a list of states")
+        return data
+
+    def read_block_document(self, block_document_id: str) -> dict[str, Any] | None:
+        """GET /block_documents/{id} without secrets (the server's default); None when it has no such block."""
+        try:
+            data = self.request("GET", f"block_documents/{block_document_id}", params={"include_secrets": "false"})
+        except ApiNotFound:
+            return None
+        if not isinstance(data, dict) or "id" not in data:
+            raise ApiBadResponse("GET block_documents/{id} answered something that is not a block document")
+        return data
+
     def count_by_time(
         self,
         since: datetime,

@@ -17,7 +17,9 @@
     │   └── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
     ├── Stopped                a stop was asked for (SIGTERM, Ctrl-C) while waiting to retry
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
-    └── EventNotFound          also a LookupError: no event with that id where we looked
+    ├── EventNotFound          also a LookupError: no event with that id where we looked
+    ├── RunNotFound            also a LookupError: the archive knows no run with that id
+    └── ResultUnavailable      (results.py) a run's result cannot be read from this machine
 
 Domain modules raise these; only the CLI turns them into exit codes and one-line messages.
 """
@@ -95,3 +97,7 @@ class IncompleteWindow(ArchiverError):
 
 class EventNotFound(ArchiverError, LookupError):
     """No event with that id in the archive or in the live API."""
+
+
+class RunNotFound(ArchiverError, LookupError):
+    """The archive holds no state of a flow run or task run with that id."""

@@ -25,6 +25,7 @@ from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.models import format_timestamp
 from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
+from archiver.states import refresh_states
 from archiver.store import Archive
 
 log = logging.getLogger("archiver.ingest")
@@ -53,6 +54,8 @@ class SyncReport:
     pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
     counts: int = 0  # /events/count-by requests
     objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
+    runs_states_read: int = 0  # runs whose state records were read (/flow_run_states, /task_run_states)
+    states_saved: int = 0  # state records written (new, or replaced by the server's current version)
     high_water_mark: str | None = None
     gaps: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -206,6 +209,9 @@ def sync(
             _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop)
         if not (stop is not None and stop.is_set()):
             report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
+        if not (stop is not None and stop.is_set()):
+            states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
+            report.runs_states_read, report.states_saved = states.runs_read, states.states_saved
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
         return report

@@ -1,4 +1,4 @@
-"""Reading the archive: one event by id (falling back to the live API), searches, and status.
+"""Reading the archive: one event by id (falling back to the live API), searches, a run's states, status.
 
 Importable inside a flow without the CLI: it opens the archive read-only, briefly, retrying while
 a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
@@ -7,18 +7,23 @@ a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
-from archiver.errors import ArchiveError, BadInput, EventNotFound
+from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
 from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
+from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
 
@@ -280,3 +285,131 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
         "gaps": [{"since": ts(s), "until": ts(u)} for s, u in gaps],
         "quarantined": quarantined,
     }
+
+
+# -- run states --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One state a run entered, from its archived state record or, failing that, its event.
+
+    `source` is "state" when the state record was archived (message, state_details and the
+    result reference as the API returned them), "event" when only its state-change event was
+    (the run's states were not read before the server dropped them): then `state_details` is
+    None and `data_kind` is "unknown".
+    """
+
+    id: str
+    type: str
+    name: str | None
+    timestamp: datetime
+    message: str | None
+    state_details: dict[str, Any] | None
+    data_kind: str  # "none", "result_reference", "inline" or "unknown"
+    result: ResultReference | None
+    source: str
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """A flow run's or task run's states, oldest first."""
+
+    run_kind: str  # "flow_run" or "task_run"
+    run_id: str
+    run_name: str | None
+    states: list[RunState]
+
+    @property
+    def final(self) -> RunState | None:
+        return self.states[-1] if self.states else None
+
+
+_STATES_SQL = """
+SELECT s.id, s.type, s.name, s.timestamp, s.message, s.state_details, s.data_kind, s.storage_key, s.storage_block_id,
+       s.serializer_type, s.result_expiration, s.result_prefect_version, 'state' AS source,
+       b.found, b.name, b.block_type_slug, b.basepath
+FROM run_states s LEFT JOIN result_storage_blocks b ON b.id = s.storage_block_id
+WHERE s.run_kind = $2 AND s.run_id = $1
+UNION ALL
+SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'event',
+       NULL, NULL, NULL, NULL
+FROM {kind}_states
+WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = $2 AND run_id = $1)
+ORDER BY 4, 1
+"""
+
+
+def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(seconds=15)) -> RunHistory:
+    """The archived states of the flow run or task run with this id; RunNotFound if it has none."""
+    wanted = str(parse_run_id(run_id))
+    conn = open_reader(path, timeout)
+    try:
+        for kind, table in (("flow_run", "flow_runs"), ("task_run", "task_runs")):
+            try:
+                rows = conn.execute(_STATES_SQL.format(kind=kind), [wanted, kind]).fetchall()
+            except duckdb.CatalogException:
+                raise ArchiveError(
+                    f"archive {path} predates run states: run `prefect-archiver sync` once to upgrade it"
+                ) from None
+            name = scalar(conn, f"SELECT name FROM {table} WHERE id = $1", [wanted])
+            if rows or name is not None:
+                return RunHistory(kind, wanted, name, [_run_state(row) for row in rows])
+    finally:
+        conn.close()
+    raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {path}")
+
+
+def _run_state(row: tuple[Any, ...]) -> RunState:
+    (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
+     expiration, prefect_version, source, block_found, block_name, block_slug, basepath) = row
+    block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
+    reference = ResultReference(
+        storage_key, str(block_id) if block_id else None, serializer_type,
+        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
+    ) if storage_key is not None else None
+    return RunState(
+        str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
+        data_kind, reference, source,
+    )
+
+
+def parse_run_id(run_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(run_id.strip())
+    except (ValueError, AttributeError):
+        raise BadInput(f"{run_id!r} is not a run id (a UUID such as 0192f0c4-…)") from None
+
+
+def get_run_states(run_id: str, *, settings: Settings | None = None) -> RunHistory:
+    """A flow run's or task run's whole state history from the archive alone.
+
+    Raises RunNotFound (a LookupError) when the archive knows no such run, BadInput for an id
+    that is no UUID.
+    """
+    settings = settings or load_settings()
+    return read_run_history(settings.db_path, run_id, settings.read_timeout)
+
+
+def get_run_result(run_id: str, *, settings: Settings | None = None) -> Any:
+    """The value of a run's final result when it is a JSON result in a file readable here.
+
+    Raises ResultUnavailable naming what can read it otherwise (Prefect's result store).
+    """
+    history = get_run_states(run_id, settings=settings)
+    return read_json_result(final_result(history))
+
+
+def final_result(history: RunHistory) -> ResultReference:
+    """The result reference of the run's final state; ResultUnavailable if it has none."""
+    final = history.final
+    if final is None:
+        raise ResultUnavailable(f"the archive holds no states of {history.run_kind.replace('_', ' ')} {history.run_id}")
+    if final.result is None:
+        why = {
+            "none": "the run did not persist its result (persist_result was off, or nothing to persist)",
+            "inline": "its data is not a persisted-result reference (see the state's JSON in run_states)",
+            "unknown": "only its state-change event was archived, not the state record",
+        }.get(final.data_kind, final.data_kind)
+        raise ResultUnavailable(f"the final state ({final.name or final.type}) holds no result reference: {why}")
+    return final.result
