@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -178,17 +179,16 @@ def sync(
     in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
     filled as the sync goes, so a caller still has the counts when the sync raises.
     """
-    started = time.monotonic()
-    sent_before = client.sent.copy()
     now = now or datetime.now(timezone.utc)
     settled = now - settings.settle
     end = min(until, settled) if until else settled
     mark = archive.high_water_mark()
     report = report if report is not None else SyncReport()
-    run_id = archive.start_run("sync", since, end)
-    report.run_id = str(run_id)
-    error: str | None = None
-    try:
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    with _ledger_run(client, archive, report, "sync", since, end) as run_id:
         start = since or mark or settings.start
         if start is None:
             start = first_event_time(client, end, settings.retention)
@@ -205,22 +205,16 @@ def sync(
             # The server holds no events at all: everything before `end` is archived (trivially).
             archive.advance_mark(end)
         new_mark = archive.high_water_mark()
-        if reconcile_trailing and new_mark is not None and not (stop is not None and stop.is_set()):
+        if reconcile_trailing and new_mark is not None and not stopped():
             _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop)
-        if not (stop is not None and stop.is_set()):
+        if not stopped():
             report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
-        if not (stop is not None and stop.is_set()):
+        if not stopped():
             states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
             report.runs_states_read, report.states_saved = states.runs_read, states.states_saved
         report.high_water_mark = format_timestamp(new_mark) if new_mark else None
-        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
-        return report
-    except BaseException as exc:
-        report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        _finish(client, archive, report, run_id, started, sent_before, error)
+        report.outcome = "interrupted" if stopped() else "ok"
+    return report
 
 
 def trailing_reconcile(
@@ -228,25 +222,40 @@ def trailing_reconcile(
     report: SyncReport | None = None,
 ) -> SyncReport:
     """Reconcile ingest.reconcile_horizon behind the mark on its own (the service's slower job)."""
-    started = time.monotonic()
-    sent_before = client.sent.copy()
     report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
-    run_id = archive.start_run("reconcile", None, mark)
-    report.run_id = str(run_id)
-    error: str | None = None
-    try:
+    with _ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
         if mark is not None:
             _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
         report.high_water_mark = format_timestamp(mark) if mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
-        return report
+    return report
+
+
+@contextmanager
+def _ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind: str,
+                since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
+    """One run in the `syncs` ledger: started here, finished with the report's counts however it ends."""
+    started = time.monotonic()
+    sent_before = client.sent.copy()
+    run_id = archive.start_run(kind, since, until)
+    report.run_id = str(run_id)
+    error: str | None = None
+    try:
+        yield run_id
     except BaseException as exc:
         report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        _finish(client, archive, report, run_id, started, sent_before, error)
+        report.seconds = round(time.monotonic() - started, 3)
+        sent = client.sent - sent_before
+        report.pages = sent["events/filter"] + sent["events/filter/next"]
+        report.counts = sent["events/count-by/time"]
+        try:
+            archive.finish_run(run_id, report.counters(), report.outcome, error)
+        except Exception as exc:  # the ledger must not hide the error that got us here
+            log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
 
 
 def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archive, mark: datetime,
@@ -259,18 +268,6 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archiv
     report.reconciled += rec.differing
     report.repaired += rec.inserted
     report.inserted += rec.inserted
-
-
-def _finish(client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID, started: float,
-            sent_before: Counter[str], error: str | None) -> None:
-    report.seconds = round(time.monotonic() - started, 3)
-    sent = client.sent - sent_before
-    report.pages = sent["events/filter"] + sent["events/filter/next"]
-    report.counts = sent["events/count-by/time"]
-    try:
-        archive.finish_run(run_id, report.counters(), report.outcome, error)
-    except Exception as exc:  # the ledger must not hide the error that got us here
-        log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
 
 
 def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id: uuid.UUID,
