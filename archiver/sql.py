@@ -55,6 +55,8 @@ def run_sql(path: Path, query: str, timeout: timedelta = timedelta(seconds=15)) 
     try:
         try:
             cursor = conn.execute(query)
+        except duckdb.CatalogException as exc:
+            raise BadInput(_explain(exc) + _upgrade_hint(conn)) from None
         except duckdb.Error as exc:
             raise BadInput(_explain(exc)) from None
         description = cursor.description or []
@@ -83,6 +85,18 @@ def _explain(exc: duckdb.Error) -> str:
     if "read-only mode" in first or "file system operations are disabled" in first or "configuration has been locked" in first:
         return f"the query was refused: `sql` only reads the archive ({first})"
     return f"the query failed: {first}"
+
+
+def _upgrade_hint(conn: duckdb.DuckDBPyConnection) -> str:
+    """When the archive predates tables or views this version has, say how to upgrade it."""
+    from archiver.migrate import available
+
+    have = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    newest = available()[-1].version
+    if have and have[0] is not None and have[0] < newest:
+        return (f"; this archive's schema is version {have[0]} and this prefect-archiver's is {newest}: "
+                "run `prefect-archiver sync` once to upgrade it in place")
+    return ""
 
 
 # -- output ---------------------------------------------------------------------------------------

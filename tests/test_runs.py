@@ -312,6 +312,12 @@ def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_me
     tables = ("events", "event_resources", "archive_state", "syncs")
     before = {t: sorted(map(str, query(old, f"SELECT * FROM {t}"))) for t in tables}
 
+    # Readers never change the schema; `sql` says what to do about views the archive lacks yet.
+    refused = run_cli(["sql", "SELECT * FROM deployment_health"], cli_env(None, old))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"schema is version 1 and this prefect-archiver's is {available()[-1].version}" in refused.stderr
+    assert "run `prefect-archiver sync` once to upgrade it in place" in refused.stderr
+
     archive = Archive(old)  # opening it as the writer applies the migrations it lacks
     versions = [v for (v,) in query(old, "SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == [m.version for m in available()]
