@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from archiver.models import format_timestamp
-
 # A heartbeat older than this many intervals means the service is gone (killed, machine down).
 STALE_AFTER_BEATS = 3
 
@@ -77,7 +75,3 @@ def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any]
     else:
         state["running"], state["why"] = True, None
     return state
-
-
-def now_text() -> str:
-    return format_timestamp(datetime.now(timezone.utc))

@@ -13,8 +13,6 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-FORMATS = ("text", "json")
-
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; tracebacks only when `tracebacks` (that is, with -v)."""

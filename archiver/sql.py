@@ -32,7 +32,6 @@ SQL_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "lock_configuration": True,
 }
 
-FORMATS = ("table", "csv", "json")
 
 # Rows fetched from DuckDB at a time while streaming CSV or JSON.
 CHUNK = 2000
