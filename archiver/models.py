@@ -129,6 +129,10 @@ def parse_event(raw: Any) -> Event | Malformed:
     )
 
 
+# The events columns event_to_api takes, in its order.
+EVENT_COLUMNS = "id, occurred, event, resource, related, payload, received, follows"
+
+
 def event_to_api(
     id: uuid.UUID | str,
     occurred: datetime,

@@ -22,7 +22,7 @@ from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
-from archiver.models import event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
+from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
@@ -32,8 +32,6 @@ from archiver.windows import MAX_QUERY_SPAN
 ID_TIME_AFTER = timedelta(minutes=10)
 ID_TIME_BEFORE = MAX_QUERY_SPAN - ID_TIME_AFTER
 
-_EVENT_COLUMNS = "id, occurred, event, resource, related, payload, received, follows"
-
 
 def read_archived_event(
     path: Path, event_id: str | uuid.UUID, timeout: timedelta = timedelta(seconds=15)
@@ -42,7 +40,7 @@ def read_archived_event(
     parsed = parse_event_id(str(event_id))
     conn = open_reader(path, timeout)
     try:
-        row = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1", [str(parsed)]).fetchone()
+        row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", [str(parsed)]).fetchone()
     finally:
         conn.close()
     return event_to_api(*row) if row else None

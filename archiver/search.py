@@ -24,10 +24,9 @@ from typing import Any
 import duckdb
 
 from archiver.errors import BadInput
-from archiver.models import event_to_api, format_timestamp, parse_timestamp, to_utc
+from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_timestamp, to_utc
 
 UTC = timezone.utc
-EVENT_COLUMNS = "e.id, e.occurred, e.event, e.resource, e.related, e.payload, e.received, e.follows"
 ORDERS = ("ASC", "DESC")
 
 Labels = Mapping[str, tuple[str, ...]]

@@ -12,7 +12,6 @@ stopped; a run the server no longer has keeps what was archived.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from typing import Any
 
 from archiver.client import PrefectClient
 from archiver.models import parse_timestamp
-from archiver.store import Archive
+from archiver.store import Archive, to_json
 
 log = logging.getLogger("archiver.states")
 
@@ -152,18 +151,14 @@ def state_columns(run_kind: str, run_id: str, states: list[dict[str, Any]], now:
         values = (
             str(state["id"]), run_kind, run_id, str(state["type"]), state.get("name"),
             parse_timestamp(state["timestamp"]), state.get("message") or None,
-            _dumps(state.get("state_details")), kind,
+            to_json(state.get("state_details")), kind,
             reference and reference["storage_key"], reference and reference["storage_block_id"],
             reference and reference["serializer_type"], parse_timestamp(expiration) if expiration else None,
-            reference and reference["prefect_version"], _dumps(state), now,
+            reference and reference["prefect_version"], to_json(state), now,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def pending_runs(archive: Archive, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:

@@ -115,7 +115,8 @@ class WriteCounts:
     conflicting_ids: list[str] = field(default_factory=list)
 
 
-def _dumps(value: Any) -> str:
+def to_json(value: Any) -> str:
+    """A value as the compact JSON text the archive's JSON columns hold."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -280,7 +281,7 @@ class Archive:
         with self.transaction() as conn:
             if objects:
                 conn.exec_driver_sql(f"DELETE FROM {kind} WHERE id IN (SELECT unnest($1::UUID[]))", (found,))
-                conn.exec_driver_sql(_save_objects_sql(kind), ([_dumps(o) for o in objects], datetime.now(timezone.utc)))
+                conn.exec_driver_sql(_save_objects_sql(kind), ([to_json(o) for o in objects], datetime.now(timezone.utc)))
                 conn.exec_driver_sql(
                     "DELETE FROM object_refresh_queue WHERE kind = $1 AND id IN (SELECT unnest($2::UUID[]))", (kind, found)
                 )
@@ -337,9 +338,9 @@ def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], .
         [e.received for e in events],
         [e.event for e in events],
         [e.resource_id for e in events],
-        [_dumps(e.resource) for e in events],
-        [_dumps(e.related) for e in events],
-        [_dumps(e.payload) for e in events],
+        [to_json(e.resource) for e in events],
+        [to_json(e.related) for e in events],
+        [to_json(e.payload) for e in events],
         [str(e.follows) if e.follows else None for e in events],
         [e.content_hash for e in events],
         [now] * len(events),
