@@ -160,12 +160,19 @@ def event_to_api(
     }
 
 
-def parse_event_id(value: str) -> uuid.UUID:
-    """An event id typed by a user or passed to a flow; BadInput when it is not a UUID."""
+def parse_prefect_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
+    """A Prefect id (`kind`: "event", "run", "flow run") typed by a user or passed to a flow;
+    BadInput when it is not a UUID."""
     try:
         return uuid.UUID(str(value).strip())
     except ValueError:
-        raise BadInput(f"{value!r} is not an event id: Prefect event ids are UUIDs") from None
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise BadInput(f"{value!r} is not {article} {kind} id: Prefect {kind} ids are UUIDs") from None
+
+
+def parse_event_id(value: str | uuid.UUID) -> uuid.UUID:
+    """An event id typed by a user or passed to a flow; BadInput when it is not a UUID."""
+    return parse_prefect_id(value, "event")
 
 
 def uuid7_time(event_id: uuid.UUID) -> datetime | None:

@@ -22,7 +22,7 @@ from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
-from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, to_utc, uuid7_time
+from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, parse_prefect_id, to_utc, uuid7_time
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
@@ -37,7 +37,7 @@ def read_archived_event(
     path: Path, event_id: str | uuid.UUID, timeout: timedelta = timedelta(seconds=15)
 ) -> dict[str, Any] | None:
     """The archived event with this id in the API's JSON shape, or None."""
-    parsed = parse_event_id(str(event_id))
+    parsed = parse_event_id(event_id)
     conn = open_reader(path, timeout)
     try:
         row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", [str(parsed)]).fetchone()
@@ -108,7 +108,7 @@ def find_event(
 ) -> tuple[dict[str, Any], str]:
     """The event and where it was found: "archive" or "api"."""
     settings = settings or load_settings()
-    event_id = str(parse_event_id(str(event_id)))
+    event_id = str(parse_event_id(event_id))
     looked = []
     if settings.db_path.exists():
         try:
@@ -223,11 +223,7 @@ def query_archive(search: EventFilter, limit: int, *, settings: Settings | None 
 
 def flow_run_resource(flow_run_id: str | uuid.UUID) -> str:
     """"prefect.flow-run.<uuid>" from a flow run id, with or without that prefix; BadInput if no UUID."""
-    text = str(flow_run_id).strip().removeprefix(FLOW_RUN)
-    try:
-        return FLOW_RUN + str(uuid.UUID(text))
-    except ValueError:
-        raise BadInput(f"{flow_run_id!r} is not a flow run id: Prefect flow run ids are UUIDs") from None
+    return FLOW_RUN + str(parse_prefect_id(str(flow_run_id).strip().removeprefix(FLOW_RUN), "flow run"))
 
 
 def events_of_flow_run(
@@ -340,7 +336,7 @@ ORDER BY 4, 1
 
 def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(seconds=15)) -> RunHistory:
     """The archived states of the flow run or task run with this id; RunNotFound if it has none."""
-    wanted = str(parse_run_id(run_id))
+    wanted = str(parse_prefect_id(run_id, "run"))
     conn = open_reader(path, timeout)
     try:
         for kind, table in (("flow_run", "flow_runs"), ("task_run", "task_runs")):
@@ -370,13 +366,6 @@ def _run_state(row: tuple[Any, ...]) -> RunState:
         str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
         data_kind, reference, source,
     )
-
-
-def parse_run_id(run_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(run_id.strip())
-    except (ValueError, AttributeError):
-        raise BadInput(f"{run_id!r} is not a run id (a UUID such as 0192f0c4-…)") from None
 
 
 def get_run_states(run_id: str, *, settings: Settings | None = None) -> RunHistory:
