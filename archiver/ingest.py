@@ -188,7 +188,7 @@ def sync(
     def stopped() -> bool:
         return stop is not None and stop.is_set()
 
-    with _ledger_run(client, archive, report, "sync", since, end) as run_id:
+    with ledger_run(client, archive, report, "sync", since, end) as run_id:
         start = since or mark or settings.start
         if start is None:
             start = first_event_time(client, end, settings.retention)
@@ -224,7 +224,7 @@ def trailing_reconcile(
     """Reconcile ingest.reconcile_horizon behind the mark on its own (the service's slower job)."""
     report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
-    with _ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
+    with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
         if mark is not None:
             _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
         report.high_water_mark = format_timestamp(mark) if mark else None
@@ -233,9 +233,10 @@ def trailing_reconcile(
 
 
 @contextmanager
-def _ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind: str,
+def ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind: str,
                 since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
-    """One run in the `syncs` ledger: started here, finished with the report's counts however it ends."""
+    """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
+    report's counts and outcome however it ends — "interrupted" by a stop, "failed" by an error."""
     started = time.monotonic()
     sent_before = client.sent.copy()
     run_id = archive.start_run(kind, since, until)

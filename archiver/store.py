@@ -59,6 +59,14 @@ WHERE object_kind(r) <> ''
 
 # Typed columns of each metadata table, taken from the object as the API returned it (`o`).
 _T = "::TIMESTAMPTZ"
+# What flow runs and task runs both have (Prefect's shared run fields).
+_RUN_COLUMNS = {
+    "name": "o->>'name'", "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
+    "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
+    "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
+    "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
+    "tags": "(o->'tags')::VARCHAR[]",
+}
 OBJECT_COLUMNS: dict[str, dict[str, str]] = {
     "flows": {"name": "o->>'name'", "tags": "(o->'tags')::VARCHAR[]"},
     "deployments": {
@@ -70,23 +78,13 @@ OBJECT_COLUMNS: dict[str, dict[str, str]] = {
         "name": "o->>'name'", "type": "o->>'type'", "status": "o->>'status'", "is_paused": "(o->>'is_paused')::BOOLEAN",
     },
     "flow_runs": {
-        "name": "o->>'name'", "flow_id": "(o->>'flow_id')::UUID", "deployment_id": "(o->>'deployment_id')::UUID",
+        **_RUN_COLUMNS,
+        "flow_id": "(o->>'flow_id')::UUID", "deployment_id": "(o->>'deployment_id')::UUID",
         "work_pool_id": "(o->>'work_pool_id')::UUID", "work_pool_name": "o->>'work_pool_name'",
         "work_queue_name": "o->>'work_queue_name'", "parent_task_run_id": "(o->>'parent_task_run_id')::UUID",
-        "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
-        "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
-        "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
-        "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
-        "tags": "(o->'tags')::VARCHAR[]", "parameters": "o->'parameters'",
+        "parameters": "o->'parameters'",
     },
-    "task_runs": {
-        "name": "o->>'name'", "flow_run_id": "(o->>'flow_run_id')::UUID", "task_key": "o->>'task_key'",
-        "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
-        "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
-        "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
-        "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
-        "tags": "(o->'tags')::VARCHAR[]",
-    },
+    "task_runs": {**_RUN_COLUMNS, "flow_run_id": "(o->>'flow_run_id')::UUID", "task_key": "o->>'task_key'"},
 }
 
 

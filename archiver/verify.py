@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from archiver.client import PrefectClient
 from archiver.config import Settings
 from archiver.fetch import first_event_time
+from archiver.ingest import SyncReport, ledger_run
 from archiver.reconcile import BucketDiff, ReconcileResult, compare, reconcile
 from archiver.store import Archive
 
@@ -60,16 +61,10 @@ def verify(
     if not repair:
         result = reconcile(client, archive, since, until, unit=unit)
         return Verification(since, until, result, remaining=result.diffs)
-    run_id = archive.start_run("verify", since, until)
-    outcome, error = "failed", None
-    result = ReconcileResult(unit or "")
-    try:
+    report = SyncReport()
+    with ledger_run(client, archive, report, "verify", since, until) as run_id:
         result = reconcile(client, archive, since, until, unit=unit, repair=True, run_id=run_id, stop=stop)
-        outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        archive.finish_run(run_id, {"reconciled_buckets": result.differing, "inserted": result.inserted}, outcome, error)
+        report.reconciled, report.inserted = result.differing, result.inserted
+        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
     remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
     return Verification(since, until, result, repaired=True, remaining=remaining)
