@@ -49,7 +49,7 @@ def check(settings: Settings, now: datetime | None = None) -> list[Finding]:
     now = now or datetime.now(timezone.utc)
     url = settings.require_api()
     findings = [Finding("api url", True, f"{redact_url(url)} (from {describe_source(settings, 'api.url')})")]
-    with client_for(settings) as client:
+    with client_for(settings, interactive=True) as client:  # someone is waiting at a terminal
         try:
             client.request("GET", "health")
         except ApiError as exc:

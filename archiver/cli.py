@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from typing import Any
 
 from archiver import __version__
 from archiver.config import Settings, load_settings
-from archiver.errors import ArchiverError, BadInput, ConfigError, EventNotFound
-from archiver.models import format_timestamp, parse_when
+from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
+from archiver.models import format_timestamp, parse_timestamp, parse_when
 
 log = logging.getLogger("archiver")
 
@@ -111,6 +112,15 @@ def _when(value: str | None, name: str) -> datetime | None:
     return parse_when(value, name=name) if value else None
 
 
+def _range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """--since and --until; BadInput when --since is the later of the two (nothing could match)."""
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if since is not None and until is not None and since > until:
+        raise BadInput(f"--since {format_timestamp(since)} is later than --until {format_timestamp(until)}: "
+                       "swap them, or leave one out")
+    return since, until
+
+
 class _ProgressLine:
     """A one-line progress display on a terminal; silent when stderr is not one."""
 
@@ -140,12 +150,12 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.stopping import StopSignals, stoppable_sleep
     from archiver.store import Archive
 
-    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    since, until = _range(args)
     progress = _ProgressLine()
     report = SyncReport()
     signals = StopSignals()
     with signals, SyncLock(settings.db_path, settings.lock_timeout), \
-            client_for(settings, sleep=stoppable_sleep(signals.stop)) as client:
+            client_for(settings, sleep=stoppable_sleep(signals.stop), interactive=True) as client:
         archive = Archive(settings.db_path, settings.read_timeout)
         try:
             sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop, report=report)
@@ -177,6 +187,9 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
             print(f"{report.conflicts} events arrived again with different content; the first version was kept")
+        if report.until and (until is None or parse_timestamp(report.until) < until):
+            print(f"events after {report.until} (the last {settings.settle.total_seconds():g}s, ingest.settle: the "
+                  "server may still be storing them) are left for the next run")
     for gap in report.gaps:
         print(
             f"GAP: events that occurred between {gap['since']} and {gap['until']} may be lost: the server's "
@@ -206,7 +219,7 @@ def _public(report: dict[str, Any]) -> dict[str, Any]:
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.query import find_event
 
-    event, source = find_event(args.id, settings=settings, archive_only=args.archive_only)
+    event, source = find_event(args.id, settings=settings, archive_only=args.archive_only, interactive=True)
     print(json.dumps(event, ensure_ascii=False) if args.json else json.dumps(event, indent=2, ensure_ascii=False))
     print(f"source: {'archive ' + str(settings.db_path) if source == 'archive' else 'live Prefect API'}", file=sys.stderr)
     return 0
@@ -247,6 +260,7 @@ def _history_json(history: Any) -> dict[str, Any]:
         "run_id": history.run_id,
         "run_name": history.run_name,
         "states": [dict(asdict(s), timestamp=format_timestamp(s.timestamp)) for s in history.states],
+        "archived_until": format_timestamp(history.archived_until) if history.archived_until else None,
     }
 
 
@@ -261,6 +275,9 @@ def _print_history(history: Any) -> None:
         for line in (state.message or "").splitlines():
             print(f"      {line}")
     final = history.final
+    if history.archived_until and (final is None or final.type not in TERMINAL_STATES):
+        print(f"  (the archive ends at its high-water mark {format_timestamp(history.archived_until)}: "
+              "later states come with the next sync)")
     if final is not None:
         if final.result is not None:
             print(f"result: {final.result.where()}")
@@ -270,17 +287,22 @@ def _print_history(history: Any) -> None:
             print("result: not persisted" if final.data_kind == "none" else "result: inline data (see run_states.state)")
 
 
+# Prefect's terminal state types (prefect/client/schemas/objects.py, TERMINAL_STATES).
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+
+
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.query import flow_run_resource, search_events
 
     if args.limit < 1:
         raise BadInput("--limit must be at least 1")
+    since, until = _range(args)
     resources = list(args.resource or [])
     if args.flow_run:
         resources.append(flow_run_resource(args.flow_run))
     events = search_events(
         resource=resources or None, role=args.role, prefix=args.prefix, event=args.event,
-        since=_when(args.since, "--since"), until=_when(args.until, "--until"), limit=args.limit,
+        since=since, until=until, limit=args.limit,
         oldest_first=args.oldest_first or bool(args.flow_run), settings=settings,
     )
     for event in events:
@@ -334,6 +356,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     service = status["service"]
     if service is None:
         print("service:          none has run on this archive (`prefect-archiver run`)")
+    elif service["running"] and service.get("heartbeat_problem"):
+        print(f"service:          running (pid {service['pid']}) but its heartbeat could not be written since "
+              f"{service['heartbeat']}: {service['heartbeat_problem']}")
     elif service["running"]:
         print(f"service:          running, pid {service['pid']} on {service['host']}; last heartbeat "
               f"{service['heartbeat']} ({service['heartbeat_age_seconds']:.0f}s ago)"
@@ -353,9 +378,12 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     if not query.strip():
         raise BadInput("the query is empty")
     with run_sql(settings.db_path, query, settings.read_timeout) as result:
-        count = print_result(result, args.format)
+        printed = print_result(result, args.format)
     if args.format == "table":
-        print(f"({count:,} row{'' if count == 1 else 's'})", file=sys.stderr)
+        print(f"({printed.rows:,} row{'' if printed.rows == 1 else 's'})", file=sys.stderr)
+    if printed.cut:
+        print(f"{printed.cut:,} cell{' was' if printed.cut == 1 else 's were'} cut to fit (…); "
+              "--format csv or --format json prints every value whole", file=sys.stderr)
     return 0
 
 
@@ -380,12 +408,12 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.store import Archive
     from archiver.verify import verify
 
+    since, until = _range(args)
     require_archive(settings.db_path)
     lock = SyncLock(settings.db_path, settings.lock_timeout) if args.repair else nullcontext()
-    with lock, client_for(settings) as client:
+    with lock, client_for(settings, interactive=True) as client:
         found = verify(settings, client, Archive(settings.db_path, settings.read_timeout),
-                       since=_when(args.since, "--since"), until=_when(args.until, "--until"),
-                       unit=args.unit, repair=args.repair)
+                       since=since, until=until, unit=args.unit, repair=args.repair)
     if found is None:
         print("the server holds no events in that range; nothing to verify")
         return 0
@@ -428,8 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     service = args.command == "run"
     configure(logging.INFO if args.verbose or service else logging.WARNING, args.log_format,
               tracebacks=args.verbose, quiet_retries=service and not args.verbose)
+    settings: Settings | None = None
     try:
-        return COMMANDS[args.command](args, _settings(args))
+        settings = _settings(args)
+        code = COMMANDS[args.command](args, settings)
+        sys.stdout.flush()  # inside the try: a reader that left is noticed here, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+    except ArchiveMissing as exc:  # say where the path came from: --db, ARCHIVER_DB, the config, the default
+        _fail(args, ArchiveMissing(exc.path, settings.sources.get("archive.path") if settings else None))
+        return 1
     except (ConfigError, BadInput) as exc:
         _fail(args, exc)
         return 2
@@ -442,6 +479,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an error we did not foresee: still one line, traceback with -v
         _fail(args, exc, unexpected=True)
         return 1
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (`… | head`): stop quietly, as a SIGPIPE would.
+
+    Python turns SIGPIPE into BrokenPipeError; pointing stdout at devnull keeps the interpreter's
+    final flush from raising again (the Python docs' "Note on SIGPIPE", library/signal.html).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13  # what a shell reports for a process ended by SIGPIPE (13)
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False) -> None:

@@ -82,6 +82,9 @@ class RetryPolicy:
     max_total: timedelta = timedelta(minutes=2)
     base_delay: float = 0.5
     max_delay: float = 30.0
+    # A refused connection means nothing listens at the URL: someone at a terminal wants to hear
+    # that at once; a service or a scheduled flow waits for the server to come back.
+    retry_refused: bool = True
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number `attempt` (1-based): full jitter, or Retry-After."""
@@ -106,6 +109,16 @@ def redact_url(url: str | httpx.URL) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a transport error is a refused connection (httpx wraps httpcore wraps the OSError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -161,6 +174,8 @@ class PrefectClient:
         elif auth_string:
             headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
         self.base_url = api_url.strip().rstrip("/") + "/"
+        # The URL as the user set it, for messages about the API as a whole (not one endpoint).
+        self.shown_url = redact_url(api_url.strip())
         self.retry = retry
         # Requests sent, by endpoint path, retries included (for reports and benchmarks).
         self.sent: Counter[str] = Counter()
@@ -285,6 +300,7 @@ class PrefectClient:
         while True:
             attempt += 1
             retry_after: float | None = None
+            unreachable = False
             headers = self._csrf_headers() if method in _CHANGES else {}
             with self._sent_lock:
                 self.sent[path] += 1
@@ -299,7 +315,15 @@ class PrefectClient:
                         "PREFECT_API_SSL_CERT_FILE to the CA bundle that signed it (or, for testing only, "
                         "PREFECT_API_TLS_INSECURE_SKIP_VERIFY=true)"
                     ) from None
+                if not self.retry.retry_refused and _refused(exc):
+                    raise ApiUnavailable(
+                        f"nothing is listening at {self.shown_url} (connection refused): start the Prefect "
+                        "server, or set PREFECT_API_URL (or --api-url) to where it runs"
+                    ) from None
                 problem = f"{type(exc).__name__}"
+                # Not reaching the server at all is about the URL, not the endpoint asked (which may
+                # be the CSRF token fetched before the first POST): name what the user set.
+                unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             else:
                 if response.status_code < 300:
                     if response.status_code == 204 or not response.content:
@@ -324,14 +348,14 @@ class PrefectClient:
             delay = self.retry.delay(attempt, retry_after)
             if attempt > self.retry.max_retries or elapsed + delay > self.retry.max_total.total_seconds():
                 error = ApiBadResponse if problem.startswith("a body") else ApiUnavailable
+                what = f"the Prefect API at {self.shown_url}" if unreachable else f"{method} {redact_url(self.base_url + path)}"
                 raise error(
-                    f"{method} {redact_url(self.base_url + path)} kept failing ({problem}) after "
-                    f"{attempt} attempts in {elapsed:.0f}s; is the Prefect server up and "
-                    "PREFECT_API_URL right?"
+                    f"{what} kept failing ({problem}) after {attempt} attempts in {elapsed:.0f}s; "
+                    "is the Prefect server up and PREFECT_API_URL right?"
                 )
             log.warning(
                 "%s %s failed (%s); retry %d/%d in %.1fs",
-                method, path, problem, attempt, self.retry.max_retries, delay,
+                method, self.shown_url if unreachable else path, problem, attempt, self.retry.max_retries, delay,
             )
             self._sleep(delay)
 

@@ -134,7 +134,9 @@ def _convert(value: Any, kind: str, name: str) -> Any:
             raise ConfigError(f"{name} must be a string")
         return value.strip() or None
     if kind == "path":
-        return Path(str(value)).expanduser() if str(value).strip() else None
+        if not isinstance(value, str):  # TOML `path = 42` or `= true`: not a path someone meant
+            raise ConfigError(f'{name} must be a file path in quotes, e.g. "/data/archive.duckdb", not {value!r}')
+        return Path(value).expanduser() if value.strip() else None
     if kind == "bool":
         if isinstance(value, bool):
             return value

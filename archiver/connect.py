@@ -17,12 +17,22 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from archiver.errors import ArchiveBusy, ArchiveDamaged, ArchiveError, ArchiveIncompatible
+from archiver.errors import ArchiveBusy, ArchiveDamaged, ArchiveError, ArchiveIncompatible, ArchiveMissing
 
 T = TypeVar("T")
 
+Config = dict[str, str | bool | int | float | list[str]]
+
+# Every connection to the archive, reader or writer: a file or a query must never make DuckDB
+# download or load an extension (opening a SQLite file as an archive fetched sqlite_scanner).
+NO_EXTENSIONS: Config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 # A reader inside a flow should not grow DuckDB's cache to 80% of the machine's memory.
-READER_CONFIG: dict[str, str | bool | int | float | list[str]] = {"memory_limit": "256MB", "threads": 1}
+READER_CONFIG: Config = {**NO_EXTENSIONS, "memory_limit": "256MB", "threads": 1}
+
+# A DuckDB database file starts with an 8-byte checksum, then this (duckdb storage/storage_info.hpp).
+DUCKDB_MAGIC, MAGIC_OFFSET = b"DUCK", 8
+# Other databases people point --db at by mistake, by the first bytes of their files.
+_OTHER_FORMATS = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parquet file"}
 
 _LOCK = re.compile(r"Could not set lock|Conflicting lock", re.I)
 _PID = re.compile(r"PID (\d+)")
@@ -35,12 +45,7 @@ def classify(path: Path, exc: BaseException) -> ArchiveError | None:
     """Turn a DuckDB error raised while opening `path` into one of ours, or None if unknown."""
     text = str(exc)
     if _LOCK.search(text):
-        pid = _PID.search(text)
-        holder = f" (pid {pid.group(1)})" if pid else ""
-        return ArchiveBusy(
-            f"archive {path} is held by another process{holder}; it is probably a sync committing "
-            "— try again in a moment (readers retry for archive.read_timeout)"
-        )
+        return _busy(path, text)
     if _VERSION.search(text):
         return ArchiveIncompatible(
             f"archive {path} was written by a different DuckDB storage version ({text.splitlines()[0]}); "
@@ -53,6 +58,32 @@ def classify(path: Path, exc: BaseException) -> ArchiveError | None:
             "and run `prefect-archiver sync` to start a new archive from what the server retains"
         )
     return None
+
+
+def _busy(path: Path, text: str) -> ArchiveBusy:
+    """Who holds DuckDB's lock on `path`: a prefect-archiver writer committing, or another program."""
+    from archiver.lock import lock_holder, read_lock
+
+    found = _PID.search(text)
+    pid = int(found.group(1)) if found else None
+    # DuckDB names the program: "Conflicting lock is held in /usr/bin/python3 (PID 123) by user …".
+    program = re.search(r"held in (.+?) \(PID", text)
+    # The sync lock's file names the pid of the prefect-archiver writer (it outlives the writer,
+    # but a pid DuckDB reports as holding the file is alive).
+    writer, _ = lock_holder(read_lock(path))
+    if pid is not None and pid == writer:
+        return ArchiveBusy(
+            f"archive {path} is being written by a prefect-archiver sync (pid {pid}) committing a batch; "
+            "try again in a moment (readers wait up to archive.read_timeout)"
+        )
+    who = f"pid {pid}" if pid is not None else "another process"
+    if program:
+        who += f", {program.group(1)}"
+    return ArchiveBusy(
+        f"archive {path} is open in another process ({who}) that is not a prefect-archiver sync — a DuckDB "
+        "shell, a notebook or a script keeping a connection open; DuckDB lets no other process in while "
+        "it does: close that connection (or open it read-only, briefly) and try again"
+    )
 
 
 def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T]) -> T:
@@ -74,9 +105,35 @@ def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T]) -> 
 
 
 def require_archive(path: Path) -> None:
-    """ArchiveError unless an archive file exists at `path` (reading must not create one)."""
+    """ArchiveMissing unless an archive file exists at `path` (reading must not create one)."""
     if not path.exists():
-        raise ArchiveError(f"no archive at {path}: run `prefect-archiver sync` first, or set ARCHIVER_DB")
+        raise ArchiveMissing(path)
+    require_duckdb_file(path)
+
+
+def require_duckdb_file(path: Path) -> None:
+    """ArchiveDamaged when `path` exists and is not a DuckDB file, before DuckDB is let near it.
+
+    DuckDB itself would try to read a SQLite file through its sqlite extension (fetching it), and a
+    writer must never turn someone's other database into an archive. An empty file is left to
+    DuckDB, which starts a new database in it.
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(MAGIC_OFFSET + len(DUCKDB_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ArchiveError(f"archive {path} cannot be read: {exc.strerror or exc}") from None
+    if not head or head[MAGIC_OFFSET:] == DUCKDB_MAGIC:
+        return
+    kind = next((name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic[: len(head)])),
+                "not a database file DuckDB wrote")
+    raise ArchiveDamaged(
+        f"{path} is not a DuckDB archive (it looks like {kind}); nothing was read or changed. Point --db or "
+        "ARCHIVER_DB at the archive file (a DuckDB file, by default $PREFECT_HOME/archive.duckdb), or at a "
+        "path where no file exists yet to start a new archive there"
+    )
 
 
 def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckdb.DuckDBPyConnection:

@@ -12,8 +12,9 @@
     │   ├── ApiTlsError        the server's TLS certificate was not trusted: fix the CA bundle
     │   └── PageTokenRejected  403 on /events/filter/next: restart the window from its start
     ├── ArchiveError           the DuckDB archive file (exit 1)
+    │   ├── ArchiveMissing     no archive file where the settings point
     │   ├── ArchiveBusy        another process holds the file or the sync lock
-    │   ├── ArchiveDamaged     the file cannot be opened as an archive
+    │   ├── ArchiveDamaged     the file cannot be opened as an archive (or is no DuckDB file)
     │   └── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
     ├── Stopped                a stop was asked for (SIGTERM, Ctrl-C) while waiting to retry
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
@@ -25,6 +26,8 @@ Domain modules raise these; only the CLI turns them into exit codes and one-line
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ArchiverError(Exception):
@@ -73,6 +76,24 @@ class PageTokenRejected(ApiError):
 
 class ArchiveError(ArchiverError):
     """The archive file cannot be used."""
+
+
+class ArchiveMissing(ArchiveError):
+    """No archive file at the path the settings give; reading never creates one."""
+
+    # Where archive.path came from (Settings.sources), as the user would recognise it.
+    _ORIGINS = {"flag": "given with --db", "env": "from ARCHIVER_DB", "config": "archive.path in the config file"}
+
+    def __init__(self, path: Path, source: str | None = None) -> None:
+        self.path = path
+        origin = self._ORIGINS.get(source or "")
+        if origin:  # the user chose this path: suggesting ARCHIVER_DB would not help
+            message = (f"no archive at {path} ({origin}): check the path, or run `prefect-archiver sync` "
+                       "to start an archive there")
+        else:
+            message = (f"no archive at {path}: run `prefect-archiver sync` first, or point --db / ARCHIVER_DB "
+                       "at your archive")
+        super().__init__(message)
 
 
 class ArchiveBusy(ArchiveError):

@@ -70,8 +70,37 @@ def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any]
         state["running"], state["why"] = False, f"stopped at {state['stopped']}"
     elif same_host and isinstance(pid, int) and not _pid_alive(pid):
         state["running"], state["why"] = False, f"its process (pid {pid}) is gone; last heartbeat {state['heartbeat']}"
+    elif age > every * STALE_AFTER_BEATS and same_host and isinstance(pid, int) and _holds_archive(db_path, pid):
+        # Alive and still holding the archive, but not beating: usually a disk it cannot write to.
+        state["running"], state["why"] = True, None
+        state["heartbeat_problem"] = _why_no_heartbeat(db_path)
     elif age > every * STALE_AFTER_BEATS:
         state["running"], state["why"] = False, f"no heartbeat since {state['heartbeat']}"
     else:
         state["running"], state["why"] = True, None
     return state
+
+
+def _holds_archive(db_path: Path, pid: int) -> bool:
+    """The sync lock's file names this live pid as the service ("PID run"), as the service wrote it."""
+    from archiver.lock import lock_holder, read_lock
+
+    holder_pid, holder = lock_holder(read_lock(db_path))
+    return holder_pid == pid and holder == "run" and _pid_alive(pid)
+
+
+def _why_no_heartbeat(db_path: Path) -> str:
+    """The reason the service noted in the lock file, else what this process sees of the disk."""
+    from archiver.lock import lock_note, read_lock
+
+    noted = lock_note(read_lock(db_path))
+    if noted:
+        return noted
+    folder = state_path(db_path).parent
+    try:
+        free = os.statvfs(folder).f_bavail
+    except OSError:
+        free = None
+    if free == 0:
+        return f"the disk holding {folder} is full"
+    return f"it has not said why; check that {folder} is writable and has space, and the service's log"

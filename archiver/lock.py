@@ -17,11 +17,31 @@ from types import TracebackType
 from archiver.errors import ArchiveBusy
 
 
+def lock_path(db_path: Path) -> Path:
+    """The sync lock's file beside the archive (its text: the holder's pid, and "run" for the service)."""
+    return db_path.with_name(db_path.name + ".lock")
+
+
 def lock_holder(text: str) -> tuple[int | None, str]:
-    """(pid, holder) from a lock file's text "PID [HOLDER]"."""
-    parts = text.split()
+    """(pid, holder) from a lock file's text: "PID [HOLDER]" on its first line."""
+    first = text.split("\n", 1)[0]
+    parts = first.split()
     pid = int(parts[0]) if parts and parts[0].isdigit() else None
     return pid, parts[1] if len(parts) > 1 else ""
+
+
+def lock_note(text: str) -> str | None:
+    """What the holder noted below its first line (SyncLock.note), if anything."""
+    rest = text.split("\n", 1)[1:] or [""]
+    return rest[0].strip() or None
+
+
+def read_lock(db_path: Path) -> str:
+    """The text of the archive's lock file; "" when there is none."""
+    try:
+        return lock_path(db_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 class SyncLock:
@@ -31,7 +51,7 @@ class SyncLock:
         self.db_path = db_path
         # Written after the pid, so a refused process can say who holds the archive ("run").
         self.holder = holder
-        self.path = db_path.with_name(db_path.name + ".lock")
+        self.path = lock_path(db_path)
         self.timeout = timeout
         self._fd: int | None = None
 
@@ -58,8 +78,29 @@ class SyncLock:
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.holder}".strip().encode(), 0)
+        os.pwrite(fd, self._text().encode(), 0)
         self._fd = fd
+
+    def _text(self, note: str | None = None) -> str:
+        return f"{os.getpid()} {self.holder}".strip() + (f"\n{note}\n" if note else "")
+
+    def note(self, note: str | None) -> bool:
+        """Say something to readers of the lock file below the holder's line (None: clear it).
+
+        The service notes here why it cannot write its heartbeat: rewriting a few bytes of a file
+        it already holds open needs no new file and, on most file systems, no new disk block —
+        so it usually works on a full disk, where the heartbeat's new file does not. False when
+        even this could not be written.
+        """
+        if self._fd is None:
+            return False
+        data = self._text(note).encode()
+        try:
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        except OSError:
+            return False
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -21,7 +21,7 @@ import duckdb
 from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
-from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
+from archiver.errors import ApiError, ArchiveError, BadInput, EventNotFound, RunNotFound
 from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, parse_prefect_id, to_utc, uuid7_time
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
@@ -84,11 +84,14 @@ def read_live_event(
 
 
 def client_for(
-    settings: Settings, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+    settings: Settings, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+    interactive: bool = False,
 ) -> PrefectClient:
     """A client configured from settings (the same environment a flow runs with).
 
     `sleep` waits between retries; a stoppable process passes one that ends the wait on a stop.
+    `interactive`: a command someone waits for at a terminal, which fails at once on a refused
+    connection instead of retrying it for minutes.
     """
     return PrefectClient(
         settings.require_api(),
@@ -96,7 +99,7 @@ def client_for(
         api_key=settings.api_key,
         auth_string=settings.auth_string,
         timeout=settings.timeout.total_seconds(),
-        retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time),
+        retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time, retry_refused=not interactive),
         custom_headers=settings.custom_headers,
         verify=tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
         csrf_support=settings.csrf_support,
@@ -104,9 +107,10 @@ def client_for(
 
 
 def find_event(
-    event_id: str | uuid.UUID, *, settings: Settings | None = None, archive_only: bool = False
+    event_id: str | uuid.UUID, *, settings: Settings | None = None, archive_only: bool = False,
+    interactive: bool = False,
 ) -> tuple[dict[str, Any], str]:
-    """The event and where it was found: "archive" or "api"."""
+    """The event and where it was found: "archive" or "api" (`interactive`: see client_for)."""
     settings = settings or load_settings()
     event_id = str(parse_event_id(event_id))
     looked = []
@@ -125,8 +129,15 @@ def find_event(
     else:
         looked.append(f"the archive at {settings.db_path} (which does not exist)")
     if not archive_only and settings.api_url:
-        with client_for(settings) as client:
-            event = read_live_event(client, event_id, settings.lookup_horizon)
+        try:
+            with client_for(settings, interactive=interactive) as client:
+                event = read_live_event(client, event_id, settings.lookup_horizon)
+        except ApiError as exc:
+            # Same class (callers catch ApiUnavailable), but a message that says the archive was asked first.
+            raise type(exc)(
+                f"event {event_id} is not in {_archive_extent(settings)}, and the Prefect API at "
+                f"{redact_url(settings.api_url)} could not answer: {exc}"
+            ) from exc
         if event is not None:
             return event, "api"
         looked.append(
@@ -136,6 +147,22 @@ def find_event(
     elif not archive_only:
         looked.append("not the live API: PREFECT_API_URL is not set")
     raise EventNotFound(f"no event with id {event_id} in " + "; ".join(looked))
+
+
+def _archive_extent(settings: Settings) -> str:
+    """"the archive at P (archived up to MARK)", as far as it can be read, for an error message."""
+    where = f"the archive at {settings.db_path}"
+    if not settings.db_path.exists():
+        return where + " (which does not exist)"
+    try:
+        conn = open_reader(settings.db_path, settings.read_timeout)
+    except ArchiveError as exc:
+        return f"{where} (unreadable: {exc})"
+    try:
+        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
+    finally:
+        conn.close()
+    return f"{where} (archived up to {format_timestamp(to_utc(mark)) if mark else 'nothing yet: no sync has run'})"
 
 
 def get_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) -> dict[str, Any]:
@@ -313,6 +340,8 @@ class RunHistory:
     run_id: str
     run_name: str | None
     states: list[RunState]
+    # The archive's high-water mark when read: states entered after it come with the next sync.
+    archived_until: datetime | None = None
 
     @property
     def final(self) -> RunState | None:
@@ -339,6 +368,8 @@ def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(sec
     wanted = str(parse_prefect_id(run_id, "run"))
     conn = open_reader(path, timeout)
     try:
+        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
+        mark = to_utc(mark) if mark else None
         for kind, table in (("flow_run", "flow_runs"), ("task_run", "task_runs")):
             try:
                 rows = conn.execute(_STATES_SQL.format(kind=kind), [wanted, kind]).fetchall()
@@ -348,10 +379,12 @@ def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(sec
                 ) from None
             name = scalar(conn, f"SELECT name FROM {table} WHERE id = $1", [wanted])
             if rows or name is not None:
-                return RunHistory(kind, wanted, name, [_run_state(row) for row in rows])
+                return RunHistory(kind, wanted, name, [_run_state(row) for row in rows], mark)
     finally:
         conn.close()
-    raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {path}")
+    ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
+            "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
+    raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {path}, {ends}")
 
 
 def _run_state(row: tuple[Any, ...]) -> RunState:

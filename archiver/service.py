@@ -68,6 +68,8 @@ class Service:
         self.failures = 0
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
         self.state_file = state_path(settings.db_path)
+        self.lock = SyncLock(settings.db_path, settings.lock_timeout, holder="run")
+        self._heartbeat_failing = False
         previous = read_state(self.state_file) or {}
         now = _now()
         self.state: dict[str, Any] = {
@@ -86,9 +88,7 @@ class Service:
 
     def run(self) -> int:
         """Hold the archive, schedule the jobs, beat until stopped; 0 after a clean stop."""
-        settings = self.settings
-        lock = SyncLock(settings.db_path, settings.lock_timeout, holder="run")
-        with StopSignals(self.stop, exit_at_once=True) as signals, lock:
+        with StopSignals(self.stop, exit_at_once=True) as signals, self.lock:
             # After the lock: a second service is refused for what it is, not for the metrics port.
             self.metrics = Metrics(self.metrics_at[1], self.metrics_at[0]) if self.metrics_at else None
             try:
@@ -158,6 +158,11 @@ class Service:
                 write_state(self.state_file, self.state)
         except OSError as exc:  # the heartbeat must never stop the archiving
             log.warning("could not write the heartbeat file %s: %s", self.state_file, exc.strerror)
+            if not self._heartbeat_failing:  # `status` reads why in the lock file (see SyncLock.note)
+                self._heartbeat_failing = self.lock.note(f"{exc.strerror or exc} ({self.state_file})")
+        else:
+            if self._heartbeat_failing:
+                self._heartbeat_failing = not self.lock.note(None)
 
     # -- jobs --------------------------------------------------------------------------------------
 

@@ -22,11 +22,11 @@ from uuid import UUID
 
 import duckdb
 
-from archiver.connect import READER_CONFIG, require_archive, with_lock_retry
+from archiver.connect import READER_CONFIG, Config, require_archive, with_lock_retry
 from archiver.errors import BadInput
 from archiver.models import format_timestamp
 
-SQL_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+SQL_CONFIG: Config = {
     **READER_CONFIG,
     "enable_external_access": False,
     "lock_configuration": True,
@@ -35,6 +35,9 @@ SQL_CONFIG: dict[str, str | bool | int | float | list[str]] = {
 
 # Rows fetched from DuckDB at a time while streaming CSV or JSON.
 CHUNK = 2000
+# The widest a table cell gets when the output is no terminal (a file, a pipe): csv and json
+# print values whole.
+MAX_CELL = 80
 
 
 @dataclass
@@ -157,15 +160,25 @@ def write_csv(result: Result, out: IO[str]) -> int:
     return count
 
 
-def write_table(result: Result, out: IO[str], max_width: int | None = None) -> int:
-    """An aligned table; on a terminal, long cells are cut so each row fits the screen."""
+@dataclass(frozen=True)
+class Printed:
+    """What print_result wrote: the rows, and how many table cells were cut to fit."""
+
+    rows: int
+    cut: int = 0
+
+
+def write_table(result: Result, out: IO[str], max_width: int | None = None) -> Printed:
+    """An aligned table whose cells are cut (with "…") to fit: the row into `max_width` characters
+    on a terminal, else each cell into MAX_CELL. Padding every line to the widest payload is how
+    88 events once became 54 MB of table."""
     rows = [[_text(v).replace("\n", " ") for v in row] for row in result.rows]
     widths = [len(c) for c in result.columns]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    if max_width:
-        widths = _fit(widths, max_width)
+    widths = _fit(widths, max_width) if max_width else [min(w, MAX_CELL) for w in widths]
     numeric = [_is_numeric(t) for t in result.types]
+    cut = sum(len(cell) > width for row in rows for cell, width in zip(row, widths, strict=True))
 
     def line(cells: Sequence[str]) -> str:
         parts = []
@@ -179,7 +192,7 @@ def write_table(result: Result, out: IO[str], max_width: int | None = None) -> i
     out.write("  ".join("-" * w for w in widths) + "\n")
     for row in rows:
         out.write(line(row) + "\n")
-    return len(rows)
+    return Printed(len(rows), cut)
 
 
 def _is_numeric(type_name: str) -> bool:
@@ -199,11 +212,11 @@ def _fit(widths: list[int], total: int) -> list[int]:
     return widths
 
 
-def print_result(result: Result, fmt: str, out: IO[str] = sys.stdout) -> int:
-    """Print in `fmt` (table, csv or json); return how many rows were printed."""
+def print_result(result: Result, fmt: str, out: IO[str] = sys.stdout) -> Printed:
+    """Print in `fmt` (table, csv or json): csv and json whole, a table cut to fit the terminal."""
     if fmt == "json":
-        return write_json(result, out)
+        return Printed(write_json(result, out))
     if fmt == "csv":
-        return write_csv(result, out)
+        return Printed(write_csv(result, out))
     width = shutil.get_terminal_size().columns if out.isatty() else None
     return write_table(result, out, width)

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from archiver.connect import classify, with_lock_retry
+from archiver.connect import NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
 from archiver.errors import ArchiveError
 from archiver.migrate import migrate
 from archiver.models import PIVOT, Event, Malformed, to_utc
@@ -143,8 +143,10 @@ class Archive:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ArchiveError(f"cannot create the archive's folder {path.parent}: {exc.strerror}") from None
+        require_duckdb_file(path)  # never write into someone's SQLite file (or anything else)
         # NullPool: a pooled connection would keep DuckDB's file lock after a batch is committed.
-        self.engine = sa.create_engine(f"duckdb:///{path}", poolclass=NullPool)
+        self.engine = sa.create_engine(f"duckdb:///{path}", poolclass=NullPool,
+                                       connect_args={"config": dict(NO_EXTENSIONS)})
         with_lock_retry(path, lock_timeout, lambda: migrate(self.engine))
 
     @contextmanager

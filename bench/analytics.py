@@ -24,6 +24,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from archiver.connect import NO_EXTENSIONS  # noqa: E402
 from archiver.sql import SQL_CONFIG  # noqa: E402
 from archiver.store import Archive  # noqa: E402
 
@@ -136,7 +137,7 @@ def build(path: Path, events: int, flow_runs: int) -> None:
     Archive(path).engine.dispose()  # the real migrations
     sql = FILL.replace("$flow_runs", str(flow_runs)).replace("$task_runs", str(task_runs)).replace("$custom", str(custom))
     started = time.perf_counter()
-    with duckdb.connect(str(path)) as conn:
+    with duckdb.connect(str(path), config=dict(NO_EXTENSIONS)) as conn:
         conn.execute(sql)
         conn.execute("CHECKPOINT")
     print(f"built {events:,} events ({flow_run_events:,} flow-run, {3 * task_runs:,} task-run, {custom:,} custom) and "
