@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from archiver import __version__
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
-from archiver.models import format_timestamp, parse_timestamp, parse_when
+from archiver.models import format_timestamp, parse_when
 
 log = logging.getLogger("archiver")
 
@@ -187,9 +187,10 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
             print(f"{report.conflicts} events arrived again with different content; the first version was kept")
-        if report.until and (until is None or parse_timestamp(report.until) < until):
-            print(f"events after {report.until} (the last {settings.settle.total_seconds():g}s, ingest.settle: the "
-                  "server may still be storing them) are left for the next run")
+        if until is None or until > datetime.now(timezone.utc) - settings.settle:
+            # Otherwise "archived 0 new events" right after emitting some reads as if they were lost.
+            print(f"events of the last {settings.settle.total_seconds():g}s (ingest.settle: the server may still be "
+                  "storing them) are left for the next run")
     for gap in report.gaps:
         print(
             f"GAP: events that occurred between {gap['since']} and {gap['until']} may be lost: the server's "
@@ -227,26 +228,32 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.query import final_result, read_run_history
-    from archiver.results import ResultUnavailable, read_json_result
+    from archiver.results import ResultUnavailable, read_result
 
     history = read_run_history(settings.db_path, args.run_id, settings.read_timeout)
     value: Any = None
     problem: ResultUnavailable | None = None
     if args.show_result:
         try:
-            value = read_json_result(final_result(history))
+            value = read_result(final_result(history))
         except ResultUnavailable as exc:
             problem = exc
+    # A pickled result can be any Python object: shown as its repr when JSON cannot hold it.
+    try:
+        shown, as_repr = json.dumps(value, indent=2, ensure_ascii=False), False
+    except (TypeError, ValueError):
+        shown, as_repr = repr(value), True
     if args.json:
         document = _history_json(history)
         if args.show_result and problem is None:
-            document["result_value"] = value
+            document["result_value"] = repr(value) if as_repr else value
+            document["result_value_is_repr"] = as_repr
         print(json.dumps(document, ensure_ascii=False))
     else:
         _print_history(history)
         if args.show_result and problem is None:
-            print("result value:")
-            print(json.dumps(value, indent=2, ensure_ascii=False))
+            print("result value (Python repr: JSON cannot hold it):" if as_repr else "result value:")
+            print(shown)
     if problem is not None:
         raise problem
     return 0

@@ -127,12 +127,16 @@ def require_duckdb_file(path: Path) -> None:
         raise ArchiveError(f"archive {path} cannot be read: {exc.strerror or exc}") from None
     if not head or head[MAGIC_OFFSET:] == DUCKDB_MAGIC:
         return
-    kind = next((name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic[: len(head)])),
-                "not a database file DuckDB wrote")
+    kind = next((name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic[: len(head)])), None)
+    elsewhere = ("point --db or ARCHIVER_DB at your archive (a DuckDB file; by default "
+                 "$PREFECT_HOME/archive.duckdb), or at a path with no file yet to start a new archive there")
+    if kind:
+        raise ArchiveDamaged(f"{path} is not a DuckDB archive (it looks like {kind}); nothing was read or "
+                             f"changed: {elsewhere}")
     raise ArchiveDamaged(
-        f"{path} is not a DuckDB archive (it looks like {kind}); nothing was read or changed. Point --db or "
-        "ARCHIVER_DB at the archive file (a DuckDB file, by default $PREFECT_HOME/archive.duckdb), or at a "
-        "path where no file exists yet to start a new archive there"
+        f"{path} is not a DuckDB archive (its first bytes are not DuckDB's); nothing was read or changed. If it "
+        "was your archive, it is damaged: Move the file aside (keep it: it may hold events the server no "
+        f"longer has) and run `prefect-archiver sync` to start a new archive; otherwise {elsewhere}"
     )
 
 

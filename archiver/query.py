@@ -23,7 +23,7 @@ from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ApiError, ArchiveError, BadInput, EventNotFound, RunNotFound
 from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, parse_prefect_id, to_utc, uuid7_time
-from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
+from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
 
@@ -351,12 +351,12 @@ class RunHistory:
 _STATES_SQL = """
 SELECT s.id, s.type, s.name, s.timestamp, s.message, s.state_details, s.data_kind, s.storage_key, s.storage_block_id,
        s.serializer_type, s.result_expiration, s.result_prefect_version, 'state' AS source,
-       b.found, b.name, b.block_type_slug, b.basepath
+       b.found, b.name, b.block_type_slug, b.basepath, s.state->'data'->'serializer'
 FROM run_states s LEFT JOIN result_storage_blocks b ON b.id = s.storage_block_id
 WHERE s.run_kind = $2 AND s.run_id = $1
 UNION ALL
 SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'event',
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
 FROM {kind}_states
 WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = $2 AND run_id = $1)
 ORDER BY 4, 1
@@ -389,11 +389,13 @@ def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(sec
 
 def _run_state(row: tuple[Any, ...]) -> RunState:
     (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
-     expiration, prefect_version, source, block_found, block_name, block_slug, basepath) = row
+     expiration, prefect_version, source, block_found, block_name, block_slug, basepath, serializer) = row
     block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
+    serializer = json.loads(serializer) if serializer else None
     reference = ResultReference(
         storage_key, str(block_id) if block_id else None, serializer_type,
         format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
+        serializer if isinstance(serializer, dict) else None,
     ) if storage_key is not None else None
     return RunState(
         str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
@@ -412,12 +414,13 @@ def get_run_states(run_id: str, *, settings: Settings | None = None) -> RunHisto
 
 
 def get_run_result(run_id: str, *, settings: Settings | None = None) -> Any:
-    """The value of a run's final result when it is a JSON result in a file readable here.
+    """The value of a run's final result when it is in a file readable here: JSON always, any other
+    serializer (pickle, Prefect's default) through Prefect's own result store when prefect is installed.
 
     Raises ResultUnavailable naming what can read it otherwise (Prefect's result store).
     """
     history = get_run_states(run_id, settings=settings)
-    return read_json_result(final_result(history))
+    return read_result(final_result(history))
 
 
 def final_result(history: RunHistory) -> ResultReference:

@@ -11,14 +11,17 @@ importing Prefect:
 - the serialized value alone (flow results: their store keeps metadata in a NullFileSystem).
 
 Like Prefect's `ResultRecord.deserialize`, a file is taken as a record when it has that shape and
-as the bare serialized value otherwise. Only the JSON serializer is decoded here; pickled values
-and remote storage blocks are for Prefect's own result store, and the message says so.
+as the bare serialized value otherwise. Only the JSON serializer is decoded here. Other
+serializers (pickle is Prefect's default) are read through Prefect's own result store when
+`prefect` is importable — it is the user's own result, read the way `State.result()` reads it;
+without Prefect, and for remote storage blocks, the message says what reads it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,8 @@ class ResultReference:
     expiration: str | None
     prefect_version: str | None
     storage_block: StorageBlock | None = None
+    # The serializer as the state recorded it ({"type": "pickle", "picklelib": "cloudpickle", …}).
+    serializer: Mapping[str, Any] | None = None
 
     @property
     def is_local(self) -> bool:
@@ -129,6 +134,41 @@ def local_result_path(reference: ResultReference, environ: dict[str, str] | None
     return home / "storage" / key
 
 
+def read_result(reference: ResultReference, environ: dict[str, str] | None = None) -> Any:
+    """The result's value: JSON here, other serializers of local results through Prefect if installed."""
+    if reference.serializer_type == "json" or not reference.is_local:
+        return read_json_result(reference, environ)
+    try:
+        from prefect.filesystems import LocalFileSystem
+        from prefect.results import ResultStore, resolve_serializer
+        from prefect.serializers import Serializer
+    except ImportError:  # no Prefect here: say what reads it
+        return read_json_result(reference, environ)
+    path = local_result_path(reference, environ)
+    if not path.is_file():
+        raise _unreadable(path, "no such file", reference)
+    config = dict(reference.serializer or {})
+    try:
+        serializer = Serializer(**config) if config.get("type") else resolve_serializer(reference.serializer_type or "pickle")
+        # As prefect.results.ResultStore._from_metadata does for a local result, with the file this
+        # machine resolves the key to (a block's basepath, PREFECT_RESULTS_LOCAL_STORAGE_PATH, …).
+        store = ResultStore(result_storage=LocalFileSystem(basepath=str(path.parent)), serializer=serializer)
+        return store.read(path.name).result
+    except Exception as exc:  # unpickling runs the user's code: anything can fail (a missing module…)
+        raise ResultUnavailable(
+            f"Prefect's result store could not read the result at {path} ({type(exc).__name__}: {exc}); it "
+            f"was serialized with {reference.serializer_type or 'an unknown serializer'}, and its value may "
+            "need the code (modules, classes) of the flow that wrote it"
+        ) from None
+
+
+def _unreadable(path: Path, why: str, reference: ResultReference) -> ResultUnavailable:
+    return ResultUnavailable(
+        f"the result file {path} is not readable from this machine ({why}); it was written "
+        f"where the run ran, and {reference.reader_hint()}"
+    )
+
+
 def read_json_result(reference: ResultReference, environ: dict[str, str] | None = None) -> Any:
     """The value of a JSON-serialized result in a local file; ResultUnavailable saying why not."""
     if not reference.is_local:
@@ -146,10 +186,7 @@ def read_json_result(reference: ResultReference, environ: dict[str, str] | None 
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ResultUnavailable(
-            f"the result file {path} is not readable from this machine ({exc.strerror or exc}); it was written "
-            f"where the run ran, and {reference.reader_hint()}"
-        ) from None
+        raise _unreadable(path, str(exc.strerror or exc), reference) from None
     try:
         document = json.loads(raw)
     except ValueError:

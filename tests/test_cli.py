@@ -13,9 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from archiver.connect import open_reader
 from archiver.errors import ArchiveError
 from archiver.models import format_timestamp
 from archiver.query import archive_status
+from archiver.store import Archive
 from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
 from tests.support import ROOT, archived_ids, cli_env, query, run_cli, start_cli, write_config
 
@@ -272,3 +274,153 @@ def test_a_backfill_on_a_terminal_shows_progress(prefect_server, history, tmp_pa
     text = seen.decode()
     assert "archiving [" in text and f"/{len(history.ids):,} events" in text
     assert "archived" in proc.stdout.read()
+
+
+# -- a first day's rough edges (issue 11 §6) ------------------------------------------------------
+
+
+def closed_port_url() -> str:
+    """An API URL where nothing listens: every connection is refused."""
+    from tests.prefect_server import free_port
+
+    return f"http://127.0.0.1:{free_port()}/api"
+
+
+def test_an_unreachable_server_is_one_line_at_once_naming_the_url_the_user_set(tmp_path):
+    url = closed_port_url()
+    db = tmp_path / "a.duckdb"
+    env = cli_env(url, db, PREFECT_API_KEY="pnu_never-shown-0123")
+    Archive(db).engine.dispose()  # an empty archive, for verify to compare
+    for args in (["get", "0192f0c4-0000-7000-8000-000000000000"], ["check"], ["sync"], ["verify", "--since", "1d"]):
+        result = run_cli(args, env)
+        assert result.returncode == 1, (args, result.stderr)
+        out = result.stdout + result.stderr
+        assert f"nothing is listening at {url} (connection refused)" in out, (args, out)
+        # No retry storm, no endpoint the user never asked for, no key.
+        assert "WARNING" not in out and "retry" not in out and "csrf" not in out.lower(), (args, out)
+        assert "pnu_never-shown" not in out
+        assert result.stderr.count("\n") <= 1, (args, result.stderr)
+
+
+def test_sync_right_after_emitting_says_the_newest_events_are_left_for_the_next_run(prefect_server, tmp_path):
+    now = datetime.now(UTC)
+    post_events(prefect_server.api_url, [make_event(now, event="acme.just-emitted")])
+    config = write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(now - timedelta(seconds=30))}"\n')
+    result = run_cli(["sync"], cli_env(prefect_server.api_url, tmp_path / "fresh.duckdb", config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("archived 0 new events")
+    assert "events of the last 60s (ingest.settle: the server may still be storing them) are left for the next run" \
+           in lines
+    # With an --until the settle does not cut, nothing is said to be left.
+    bounded = run_cli(["sync", "--until", format_timestamp(now - timedelta(minutes=5))],
+                      cli_env(prefect_server.api_url, tmp_path / "bounded.duckdb", config))
+    assert bounded.returncode == 0, bounded.stderr
+    assert "left for the next run" not in bounded.stdout
+
+
+def test_a_sqlite_file_given_as_the_archive_is_refused_and_makes_duckdb_fetch_nothing(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "prefect.db"  # Prefect's own SQLite database is the file people point --db at
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE flow_run (id TEXT)")
+    before = db.read_bytes()
+    home = tmp_path / "home"  # DuckDB would install extensions under ~/.duckdb
+    env = cli_env(closed_port_url(), tmp_path / "unused.duckdb", HOME=str(home))
+    for args in (["status"], ["sql", "SELECT 1"], ["events"], ["sync"], ["get", "0192f0c4-0000-7000-8000-000000000000",
+                                                                          "--archive-only"]):
+        result = run_cli([*args, "--db", str(db)], env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr == (f"prefect-archiver: error: {db} is not a DuckDB archive (it looks like a SQLite database); "
+                                 "nothing was read or changed: point --db or ARCHIVER_DB at your archive (a DuckDB file; "
+                                 "by default $PREFECT_HOME/archive.duckdb), or at a path with no file yet to start a new "
+                                 "archive there\n"), (args, result.stderr)
+    assert db.read_bytes() == before
+    assert not (home / ".duckdb").exists()
+
+
+def test_every_connection_to_the_archive_has_extension_autoloading_off(tmp_path):
+    db = tmp_path / "a.duckdb"
+    archive = Archive(db)
+    with archive.transaction() as conn:
+        writer = conn.exec_driver_sql("SELECT current_setting('autoinstall_known_extensions'), "
+                                      "current_setting('autoload_known_extensions')").fetchall()
+    archive.engine.dispose()
+    reader = open_reader(db)
+    try:
+        read = reader.execute("SELECT current_setting('autoinstall_known_extensions'), "
+                              "current_setting('autoload_known_extensions')").fetchall()
+    finally:
+        reader.close()
+    sql = run_cli(["sql", "SELECT current_setting('autoinstall_known_extensions') AS install, "
+                          "current_setting('autoload_known_extensions') AS load", "--format", "csv"], cli_env(None, db))
+    assert writer == read == [(False, False)]
+    assert sql.stdout == "install,load\nFalse,False\n", sql.stderr
+
+
+def test_since_later_than_until_is_refused_saying_which_is_later(tmp_path):
+    env = cli_env(closed_port_url(), tmp_path / "a.duckdb")
+    for command in ("sync", "events", "verify"):
+        result = run_cli([command, "--since", "2026-11-02", "--until", "2026-11-01T12:00:00Z"], env)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr == ("prefect-archiver: error: --since 2026-11-02T00:00:00Z is later than --until "
+                                 "2026-11-01T12:00:00Z: swap them, or leave one out\n"), (command, result.stderr)
+
+
+def test_the_missing_archive_message_names_where_its_path_came_from(tmp_path):
+    missing = tmp_path / "nope.duckdb"
+    flag = run_cli(["status", "--db", str(missing)], cli_env(None, tmp_path / "other.duckdb"))
+    assert flag.returncode == 1
+    assert flag.stderr == (f"prefect-archiver: error: no archive at {missing} (given with --db): check the path, or run "
+                           "`prefect-archiver sync` to start an archive there\n")
+    env = run_cli(["sql", "SELECT 1"], cli_env(None, missing))
+    assert f"no archive at {missing} (from ARCHIVER_DB): check the path" in env.stderr
+    config = tmp_path / "archiver.toml"
+    config.write_text(f'[archive]\npath = "{missing}"\n')
+    from_file = run_cli(["events", "--config", str(config)], {**cli_env(None, missing), "ARCHIVER_DB": ""})
+    assert f"no archive at {missing} (archive.path in the config file)" in from_file.stderr
+    home = tmp_path / "prefect-home"
+    default = run_cli(["status"], {**cli_env(None, missing), "ARCHIVER_DB": "", "PREFECT_HOME": str(home)})
+    assert default.stderr == (f"prefect-archiver: error: no archive at {home / 'archive.duckdb'}: run `prefect-archiver "
+                              "sync` first, or point --db / ARCHIVER_DB at your archive\n")
+
+
+def hold_archive(db: Path, *, as_sync: bool) -> subprocess.Popen[str]:
+    """Another process holding the DuckDB file open: a read-only reader (a DuckDB shell, a notebook),
+    or a prefect-archiver writer committing (the sync lock and a read-write connection, as sync holds them)."""
+    script = ("import sys, time; from pathlib import Path; import duckdb\n"
+              "from archiver.lock import SyncLock\n"
+              f"db = Path({str(db)!r})\n"
+              + ("SyncLock(db).acquire(); conn = duckdb.connect(str(db))\n" if as_sync else
+                 "conn = duckdb.connect(str(db), read_only=True)\n")
+              + "print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_the_lock_message_tells_a_reader_from_a_sync_committing(prefect_server, tmp_path):
+    db = tmp_path / "held.duckdb"
+    config = write_config(tmp_path / "archiver.toml", '[archive]\nread_timeout = "1s"\n')
+    env = cli_env(prefect_server.api_url, db, config)
+    assert run_cli(["sync", "--since", "5m"], env).returncode == 0
+    reader = hold_archive(db, as_sync=False)
+    try:
+        blocked_sync = run_cli(["sync", "--since", "5m"], env)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert blocked_sync.returncode == 1
+    assert f"archive {db} is open in another process (pid {reader.pid}, " in blocked_sync.stderr
+    assert "that is not a prefect-archiver sync" in blocked_sync.stderr and "sync committing" not in blocked_sync.stderr
+    writer = hold_archive(db, as_sync=True)
+    try:
+        blocked_status = run_cli(["status"], env)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert blocked_status.returncode == 1
+    assert blocked_status.stderr == (f"prefect-archiver: error: archive {db} is being written by a prefect-archiver sync "
+                                     f"(pid {writer.pid}) committing a batch; try again in a moment (readers wait up to "
+                                     "archive.read_timeout)\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,11 +19,10 @@ import pytest
 from archiver.errors import ApiUnavailable
 from archiver.ingest import SyncReport, sync
 from archiver.query import get_run_result, get_run_states
-from archiver.results import ResultUnavailable
 from archiver.states import GIVE_UP_AFTER, refresh_states
 from archiver.store import Archive
 from tests.prefect_server import make_event, post_events, run_flows_script, wait_until_quiet
-from tests.support import Faults, cli_env, client_for_test, query, run_cli, settings_for
+from tests.support import ROOT, Faults, cli_env, client_for_test, query, run_cli, settings_for
 from tests.test_runs import delete, server_states
 
 UTC = timezone.utc
@@ -276,7 +277,18 @@ def test_show_result_prints_a_json_result_and_explains_what_it_cannot_read(state
     failing = json.loads(run_states_cli(w, w.runs["failing"], "--show-result", "--json").stdout)
     assert failing["result_value"] == {"__exc_type__": "builtins.ValueError", "message": "n must not be negative, got -1"}
 
+    # Prefect's default serializer, pickle: read through Prefect's own result store (prefect is installed here).
     pickled = run_states_cli(w, w.runs["pickle"], "--show-result")
+    assert pickled.returncode == 0, pickled.stderr
+    assert pickled.stdout.endswith("result value (Python repr: JSON cannot hold it):\n{1, 2, 3}\n")
+    as_json = json.loads(run_states_cli(w, w.runs["pickle"], "--show-result", "--json").stdout)
+    assert as_json["result_value"] == "{1, 2, 3}" and as_json["result_value_is_repr"] is True
+
+    # Where prefect is not installed, the same command explains what reads it, in one line.
+    code = ("import sys; sys.modules['prefect'] = None  # as if prefect were not installed\n"
+            f"from archiver.cli import main; sys.exit(main(['states', '{w.runs['pickle']}', '--show-result']))")
+    pickled = subprocess.run([sys.executable, "-c", code], env=cli_env(None, w.db), cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
     assert pickled.returncode == 1
     assert "Completed" in pickled.stdout  # the states are still listed
     assert pickled.stderr.count("\n") == 1 and "serialized with pickle" in pickled.stderr
@@ -291,8 +303,7 @@ def test_show_result_prints_a_json_result_and_explains_what_it_cannot_read(state
 
     settings = settings_for(w.api, w.db)
     assert get_run_result(w.runs["json"], settings=settings) == JSON_VALUE
-    with pytest.raises(ResultUnavailable, match="pickle"):
-        get_run_result(w.runs["pickle"], settings=settings)
+    assert get_run_result(w.runs["pickle"], settings=settings) == {1, 2, 3}
 
 
 def test_an_interrupted_states_pass_keeps_what_it_committed_and_the_next_reads_only_the_rest(states_workload, tmp_path):
