@@ -172,7 +172,8 @@ def write_table(result: Result, out: IO[str], max_width: int | None = None) -> P
     """An aligned table whose cells are cut (with "…") to fit: the row into `max_width` characters
     on a terminal, else each cell into MAX_CELL. Padding every line to the widest payload is how
     88 events once became 54 MB of table."""
-    rows = [[_text(v).replace("\n", " ") for v in row] for row in result.rows]
+    # One line per row: every line break Python knows (\r, \u2028, …), not only \n, becomes a space.
+    rows = [[" ".join(_text(v).splitlines()) for v in row] for row in result.rows]
     widths = [len(c) for c in result.columns]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

@@ -6,6 +6,7 @@ Faults are injected with httpx.MockTransport; sleeps are recorded instead of sle
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 
 import httpx
@@ -283,3 +284,27 @@ def test_a_custom_authorization_header_may_not_silently_replace_the_key():
     client_with(lambda r: seen.append(r.headers["Authorization"]) or httpx.Response(200, json=PAGE),
                 custom_headers={"Authorization": "Bearer proxy"}).read_events({})
     assert seen == ["Bearer proxy"]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:  # bound, then closed: nothing listens there afterwards
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_connection_names_the_api_url_not_the_endpoint_and_fails_fast_when_asked():
+    url = f"http://user:pw@127.0.0.1:{closed_port()}/api"
+    sleeps: list[float] = []
+    patient = PrefectClient(url, retry=RetryPolicy(max_retries=2, base_delay=0.01), sleep=sleeps.append)
+    with pytest.raises(ApiUnavailable) as raised:
+        patient.read_events({})  # a POST: the CSRF token is asked for first
+    shown = url.replace("user:pw@", "")
+    assert str(raised.value).startswith(f"the Prefect API at {shown} kept failing (ConnectError) after 3 attempts")
+    assert "csrf" not in str(raised.value).lower() and "pw" not in str(raised.value)
+    assert len(sleeps) == 2  # the service and flows keep retrying a refused connection
+
+    sleeps.clear()
+    interactive = PrefectClient(url, retry=RetryPolicy(retry_refused=False), sleep=sleeps.append)
+    with pytest.raises(ApiUnavailable, match=rf"^nothing is listening at {shown} \(connection refused\)"):
+        interactive.read_events({})
+    assert sleeps == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -190,3 +191,16 @@ def test_malformed_prefect_client_settings_are_named(tmp_path, env, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_settings({}, {"PREFECT_HOME": str(tmp_path), **env})
     assert next(iter(env)) in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["42", "true", "[\"a.duckdb\"]"])
+def test_an_archive_path_that_is_not_a_string_is_refused_naming_the_key(tmp_path, value):
+    config = write(tmp_path, f"[archive]\npath = {value}\n")
+    result = subprocess.run([sys.executable, "-m", "archiver", "status", "--config", str(config)],
+                            capture_output=True, text=True, cwd=tmp_path, env={k: v for k, v in os.environ.items()
+                                                                                if k != "ARCHIVER_DB"})
+    assert result.returncode == 2
+    assert result.stderr.startswith('prefect-archiver: error: archive.path must be a file path in quotes, e.g. '
+                                    '"/data/archive.duckdb", not ')
+    assert result.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("4*")) and not list(tmp_path.glob("True*"))  # no archive made at "42"

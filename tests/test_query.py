@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import pty
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -11,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from archiver.errors import ArchiveError, BadInput, EventNotFound
+from archiver.errors import ApiUnavailable, ArchiveError, BadInput, EventNotFound
 from archiver.ingest import sync
 from archiver.models import format_timestamp
 from archiver.query import (
@@ -23,9 +28,28 @@ from archiver.query import (
     read_archived_event,
     search_events,
 )
+from archiver.sql import MAX_CELL
 from archiver.store import Archive
-from tests.prefect_server import PrefectServer, make_event, post_events, server_count, server_events, wait_until_stored
-from tests.support import archived_ids, cli_env, client_for_test, run_cli, settings_for, start_cli, write_config
+from tests.prefect_server import (
+    PrefectServer,
+    free_port,
+    make_event,
+    post_events,
+    server_count,
+    server_events,
+    wait_until_stored,
+)
+from tests.support import (
+    ROOT,
+    archived_ids,
+    cli_env,
+    client_for_test,
+    query,
+    run_cli,
+    settings_for,
+    start_cli,
+    write_config,
+)
 
 UTC = timezone.utc
 
@@ -252,3 +276,83 @@ def test_lookups_answer_while_a_sync_runs_in_another_process_and_the_sync_finish
     assert proc.returncode == 0, err
     assert answered >= 5, f"only {answered} lookups landed while the sync ran"
     assert archived_ids(db, history.since, history.until) == set(on_server)
+
+
+# -- a first day's rough edges (issue 11 §6) ------------------------------------------------------
+
+
+def test_sql_tables_cut_wide_cells_and_say_so_while_csv_and_json_stay_whole(history, history_archive, tmp_path):
+    settings, on_server = history_archive
+    env = cli_env(None, settings.db_path)
+    table = run_cli(["sql", "SELECT * FROM events ORDER BY occurred"], env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    columns = len(lines[0].split())
+    assert len(lines) == 2 + query(settings.db_path, "SELECT count(*) FROM events")[0][0]
+    # Bounded per cell off a terminal: the 600 kB payload no longer pads every line to its width.
+    assert max(len(line) for line in lines) <= columns * (MAX_CELL + 2)
+    big = next(line for line in lines if history.big_payload_id in line)
+    assert "…" in big and "x" * MAX_CELL not in big
+    cut = table.stderr.splitlines()[-1]
+    assert cut.endswith(" cells were cut to fit (…); --format csv or --format json prints every value whole")
+    assert int(cut.split()[0].replace(",", "")) >= len(on_server)  # every payload, resource and related cell at least
+    query_big = f"SELECT payload FROM events WHERE id = '{history.big_payload_id}'"
+    whole = run_cli(["sql", query_big, "--format", "json"], env)
+    assert json.loads(whole.stdout)[0]["payload"] == {"blob": "x" * 600_000}
+    csv_whole = run_cli(["sql", query_big, "--format", "csv"], env)
+    assert "x" * 600_000 in csv_whole.stdout and "cut to fit" not in csv_whole.stderr
+
+
+def test_sql_tables_on_a_terminal_fit_its_width(history_archive):
+    settings, _ = history_archive
+    primary, secondary = pty.openpty()
+    widest = "SELECT id, event, payload FROM events ORDER BY length(payload::VARCHAR) DESC LIMIT 20"
+    proc = subprocess.Popen([sys.executable, "-m", "archiver", "sql", widest],
+                            env={**cli_env(None, settings.db_path), "COLUMNS": "100"}, cwd=ROOT,
+                            stdout=secondary, stderr=subprocess.PIPE, text=True)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=60)
+    os.close(primary)
+    assert proc.returncode == 0
+    lines = seen.decode().splitlines()
+    assert len(lines) == 22 and max(len(line) for line in lines) <= 100
+    assert "cut to fit" in proc.stderr.read()
+
+
+def test_piping_events_or_sql_into_head_ends_quietly(history_archive):
+    settings, on_server = history_archive
+    env = cli_env(None, settings.db_path)
+    for command in ("events --json --limit 100000", "sql 'SELECT * FROM events' --format json",
+                    "sql 'SELECT * FROM range(1000000)'"):
+        piped = subprocess.run(f"{sys.executable} -m archiver {command} | head -n 1; echo \"exit ${{PIPESTATUS[0]}}\"",
+                               shell=True, executable="/bin/bash", env=env, cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+        first, status = piped.stdout.splitlines()
+        assert first and status == "exit 141", (command, piped.stdout[-200:], piped.stderr)  # as a SIGPIPE would
+        assert piped.stderr == "", (command, piped.stderr)
+
+
+def test_get_event_in_a_flow_says_it_asked_the_archive_before_the_api_failed(history_archive):
+    settings, _ = history_archive
+    down = f"http://127.0.0.1:{free_port()}/api"
+    secret = "pnu_flow-secret-0123456789"
+    in_flow = dataclasses.replace(settings, api_url=down, api_key=secret, max_retries=1,
+                                  max_retry_time=timedelta(seconds=2))
+    mark = archive_status(settings.db_path)["high_water_mark"]
+    missing = str(uuid.uuid4())
+    with pytest.raises(ApiUnavailable) as raised:
+        get_event(missing, settings=in_flow)
+    message = str(raised.value)
+    assert message.startswith(f"event {missing} is not in the archive at {settings.db_path} (archived up to {mark}), "
+                              f"and the Prefect API at {down} could not answer: the Prefect API at {down} kept failing "
+                              "(ConnectError) after 2 attempts")
+    assert secret not in message and "csrf" not in message.lower()

@@ -373,3 +373,35 @@ def test_metrics_without_prometheus_client_is_one_clear_line(prefect_server, tmp
     assert result.returncode == 2
     assert result.stderr.strip() == ("prefect-archiver: error: --metrics-port needs prometheus-client: pip install "
                                      "\"prefect-archiver[metrics]\" (or run without --metrics-port)")
+
+
+def test_status_tells_a_live_service_that_cannot_write_its_heartbeat_from_a_stopped_one(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    db = tmp_path / "beat.duckdb"
+    since = datetime.now(UTC) - timedelta(minutes=10)
+    config = write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(since)}"\n'
+                          '[schedule]\nreconcile_every = "0s"\nverify_every = "0s"\nmax_backoff = "1s"\n')
+    env = cli_env(api, db, config)
+    service = Service(["--every", "1s"], env, tmp_path / "run.log")
+
+    def status_line() -> str:
+        return next(line for line in run_cli(["status"], env).stdout.splitlines() if line.startswith("service:"))
+
+    try:
+        service.wait_for(lambda: (service_status(db) or {}).get("last_sync"), what="a first sync")
+        # The disk fills up: the service's files may not grow past 200 bytes (EFBIG, as ENOSPC on a full
+        # disk). Its heartbeat file, a new file each beat, can no longer be written; the process lives on.
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))
+        stuck = service.wait_for(lambda: "heartbeat could not be written" in (line := status_line()) and line,
+                                 what="status to notice the missing heartbeat")
+        last_beat = service_status(db)["heartbeat"]
+        assert stuck == (f"service:          running (pid {service.proc.pid}) but its heartbeat could not be written "
+                         f"since {last_beat}: File too large ({state_path(db)})")
+        resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        service.wait_for(lambda: status_line().startswith(f"service:          running, pid {service.proc.pid}"),
+                         what="the heartbeat back")
+    finally:
+        code, _ = service.stop()
+    assert code == 0  # (its own log file was over the limit too: what it logged meanwhile is lost, as on a full disk)
+    # Once it has stopped, it is not running, whatever its heartbeat file last said.
+    assert status_line().startswith("service:          not running (stopped at ")

@@ -18,6 +18,7 @@ import pytest
 
 from archiver.errors import ApiUnavailable
 from archiver.ingest import SyncReport, sync
+from archiver.models import format_timestamp
 from archiver.query import get_run_result, get_run_states
 from archiver.states import GIVE_UP_AFTER, refresh_states
 from archiver.store import Archive
@@ -247,8 +248,14 @@ def test_states_command_lists_states_messages_and_where_the_result_lives(states_
     assert task.returncode == 0, task.stderr
     assert task.stdout.startswith("task run fetch-") and "Retrying" in task.stdout
 
+    # A run the archive does not know yet (one newer than the last sync): the archive says where it ends.
     unknown = run_states_cli(w, "6b5e8f0e-0000-4000-8000-000000000000")
-    assert unknown.returncode == 1 and "no flow run or task run with id" in unknown.stderr
+    mark = query(w.db, "SELECT high_water_mark FROM archive_state")[0][0]
+    assert unknown.returncode == 1 and unknown.stderr == (
+        f"prefect-archiver: error: no flow run or task run with id 6b5e8f0e-0000-4000-8000-000000000000 in the archive "
+        f"at {w.db}, which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
+        "the next `prefect-archiver sync`\n")
+    assert document["archived_until"] == format_timestamp(mark)
     bad = run_states_cli(w, "not-a-uuid")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
@@ -413,3 +420,24 @@ def test_the_archive_answers_after_the_server_deletes_the_runs(states_workload, 
     no_result = run_states_cli(w, failing, "--show-result", db=db, api=offline)
     assert no_result.returncode == 1 and "only its state-change event was archived" in no_result.stderr
 
+
+
+def test_a_run_still_in_progress_at_the_mark_says_the_archive_ends_there(states_workload, tmp_path):
+    """As when a sync ran while the flow was running: its last archived state is Running."""
+    w = states_workload
+    db = tmp_path / "midrun.duckdb"
+    shutil.copy(w.db, db)
+    run_id = w.runs["json"]
+    with duckdb.connect(str(db)) as conn:
+        final = conn.execute("SELECT id FROM run_states WHERE run_id = $1 AND type = 'COMPLETED'", [run_id]).fetchall()
+        conn.execute("DELETE FROM run_states WHERE id IN (SELECT unnest($1::UUID[]))", [[str(i) for (i,) in final]])
+        conn.execute("DELETE FROM events WHERE id IN (SELECT unnest($1::UUID[]))", [[str(i) for (i,) in final]])
+        mark = conn.execute("SELECT high_water_mark FROM archive_state").fetchone()[0]
+    shown = run_states_cli(w, run_id, db=db)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[-3].split()[2] == "Running"
+    assert lines[-2] == (f"  (the archive ends at its high-water mark {format_timestamp(mark)}: later states come with "
+                         "the next sync)")
+    done = run_states_cli(w, run_id)  # the whole run, in the fixture's archive: no such note
+    assert "the archive ends at" not in done.stdout
