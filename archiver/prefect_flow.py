@@ -5,7 +5,8 @@
 
 The flow runs the same sync as `prefect-archiver sync`, under the same sync lock, with settings
 from the flow run's environment (PREFECT_API_URL is set there already; ARCHIVER_DB and
-ARCHIVER_CONFIG as for the CLI). Prefect is imported only here: the archiver does not need it.
+ARCHIVER_CONFIG as for the CLI). The archiver does not need Prefect: it is imported only here, and
+by results.py when installed (to read pickled results).
 """
 
 from __future__ import annotations
