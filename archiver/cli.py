@@ -21,6 +21,9 @@ from archiver.models import format_timestamp, parse_when
 
 log = logging.getLogger("archiver")
 
+# Prefect's terminal state types (prefect/client/schemas/objects.py, TERMINAL_STATES).
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -238,11 +241,13 @@ def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
             value = read_result(final_result(history))
         except ResultUnavailable as exc:
             problem = exc
-    # A pickled result can be any Python object: shown as its repr when JSON cannot hold it.
-    try:
-        shown, as_repr = json.dumps(value, indent=2, ensure_ascii=False), False
-    except (TypeError, ValueError):
-        shown, as_repr = repr(value), True
+    shown, as_repr = "", False
+    if args.show_result and problem is None:
+        # A pickled result can be any Python object: shown as its repr when JSON cannot hold it.
+        try:
+            shown = json.dumps(value, indent=2, ensure_ascii=False)
+        except (TypeError, ValueError):
+            shown, as_repr = repr(value), True
     if args.json:
         document = _history_json(history)
         if args.show_result and problem is None:
@@ -292,10 +297,6 @@ def _print_history(history: Any) -> None:
             print("result: unknown (only the final state's event was archived)")
         else:
             print("result: not persisted" if final.data_kind == "none" else "result: inline data (see run_states.state)")
-
-
-# Prefect's terminal state types (prefect/client/schemas/objects.py, TERMINAL_STATES).
-TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:

@@ -149,6 +149,12 @@ def find_event(
     raise EventNotFound(f"no event with id {event_id} in " + "; ".join(looked))
 
 
+def archived_until(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The archive's high-water mark (everything before it is archived), or None before a first sync."""
+    mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
+    return to_utc(mark) if mark else None
+
+
 def _archive_extent(settings: Settings) -> str:
     """"the archive at P (archived up to MARK)", as far as it can be read, for an error message."""
     where = f"the archive at {settings.db_path}"
@@ -159,10 +165,10 @@ def _archive_extent(settings: Settings) -> str:
     except ArchiveError as exc:
         return f"{where} (unreadable: {exc})"
     try:
-        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
+        mark = archived_until(conn)
     finally:
         conn.close()
-    return f"{where} (archived up to {format_timestamp(to_utc(mark)) if mark else 'nothing yet: no sync has run'})"
+    return f"{where} (archived up to {format_timestamp(mark) if mark else 'nothing yet: no sync has run'})"
 
 
 def get_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) -> dict[str, Any]:
@@ -272,7 +278,7 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
     conn = open_reader(path, timeout)
     try:
         events = scalar(conn, "SELECT count(*) FROM events")
-        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
+        mark = archived_until(conn)
         last = conn.execute(
             "SELECT id, started, finished, outcome, error, inserted, fetched FROM syncs "
             "WHERE kind = 'sync' ORDER BY started DESC LIMIT 1"
@@ -282,7 +288,6 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
         quarantined = scalar(conn, "SELECT count(*) FROM quarantine")
     finally:
         conn.close()
-    mark = to_utc(mark) if mark else None
 
     def ts(value: datetime | None) -> str | None:
         return format_timestamp(value) if value else None
@@ -368,8 +373,7 @@ def read_run_history(path: Path, run_id: str, timeout: timedelta = timedelta(sec
     wanted = str(parse_prefect_id(run_id, "run"))
     conn = open_reader(path, timeout)
     try:
-        mark = scalar(conn, "SELECT high_water_mark FROM archive_state WHERE id = 1")
-        mark = to_utc(mark) if mark else None
+        mark = archived_until(conn)
         for kind, table in (("flow_run", "flow_runs"), ("task_run", "task_runs")):
             try:
                 rows = conn.execute(_STATES_SQL.format(kind=kind), [wanted, kind]).fetchall()
