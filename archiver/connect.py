@@ -80,9 +80,10 @@ def _busy(path: Path, text: str) -> ArchiveBusy:
     if program:
         who += f", {program.group(1)}"
     return ArchiveBusy(
-        f"archive {path} is open in another process ({who}) that is not a prefect-archiver sync — a DuckDB "
-        "shell, a notebook or a script keeping a connection open; DuckDB lets no other process in while "
-        "it does: close that connection (or open it read-only, briefly) and try again"
+        f"archive {path} is open in another process ({who}) that is not a prefect-archiver sync — a reader "
+        "such as a long `prefect-archiver sql` query, a DuckDB shell or a notebook keeping a connection open; "
+        "DuckDB shares a file between processes only while none of them writes: close that connection (or "
+        "open it read-only, briefly) and try again"
     )
 
 
