@@ -16,12 +16,31 @@ from types import TracebackType
 
 from archiver.errors import ArchiveBusy
 
+# What the ledger says of a run left 'running' while no process holds the lock: its process died
+# without recording its end (SIGKILL, out of memory, the machine stopped).
+ORPHANED_RUN_ERROR = "the process ended without finishing this run (killed, or the machine stopped)"
+
 
 def lock_holder(text: str) -> tuple[int | None, str]:
     """(pid, holder) from a lock file's text "PID [HOLDER]"."""
     parts = text.split()
     pid = int(parts[0]) if parts and parts[0].isdigit() else None
     return pid, parts[1] if len(parts) > 1 else ""
+
+
+def lock_is_held(db_path: Path) -> bool:
+    """True while some process (this one included) holds the sync lock of this archive."""
+    try:
+        fd = os.open(db_path.with_name(db_path.name + ".lock"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
+    return False
 
 
 class SyncLock:

@@ -1,7 +1,8 @@
 """`prefect-archiver run`: sync on a schedule, for months, with one writer and a heartbeat.
 
-APScheduler (3.x) runs three interval jobs — sync (schedule.every), the trailing reconcile
-(schedule.reconcile_every) and a full verify --repair over the retained range
+APScheduler (3.x) runs interval jobs — sync (schedule.every, with the trailing reconcile inside
+it by default, so late events arrive within two intervals), the trailing reconcile on its own if
+schedule.reconcile_every is set, and a full verify --repair over the retained range
 (schedule.verify_every) — on ONE worker thread, so they never overlap each other; max_instances=1
 and coalesce=True turn runs missed while one was busy into a single later run, and
 misfire_grace_time=None keeps a late run instead of dropping it (APScheduler's default of 1 s
