@@ -211,8 +211,9 @@ def sync(
 ) -> SyncReport:
     """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
 
-    `reconcile_trailing=False` skips the reconcile, for the service that runs it on its own
-    slower interval (trailing_reconcile below). Setting `stop` ends the sync after the batch
+    `reconcile_trailing=False` skips the reconcile, for a service told to run it on its own
+    interval (schedule.reconcile_every; trailing_reconcile below). Before reading, a sync that
+    continues from the mark checks for a stretch the server trimmed first (gaps.py). Setting `stop` ends the sync after the batch
     in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
     filled as the sync goes, so a caller still has the counts when the sync raises.
     """
@@ -258,7 +259,7 @@ def trailing_reconcile(
     settings: Settings, client: PrefectClient, archive: Archive, *, stop: threading.Event | None = None,
     report: SyncReport | None = None,
 ) -> SyncReport:
-    """Reconcile ingest.reconcile_horizon behind the mark on its own (the service's slower job)."""
+    """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
     report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
     with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:

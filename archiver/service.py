@@ -255,6 +255,8 @@ class Service:
              retry: str) -> None:
         fields = {"event": job, "outcome": report.outcome, "windows": report.windows, "fetched": report.fetched,
                   "inserted": report.inserted, "reconciled": report.reconciled, "repaired": report.repaired,
+                  "reconcile_requests": report.reconcile_requests, "reconcile_seconds": report.reconcile_seconds,
+                  "gaps": report.gaps,
                   "objects_refreshed": report.objects_refreshed, "runs_states_read": report.runs_states_read,
                   "states_saved": report.states_saved,
                   "lag_seconds": lag, "seconds": round(seconds, 3), "high_water_mark": report.high_water_mark,

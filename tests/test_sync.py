@@ -372,9 +372,8 @@ def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the
 
 
 def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(prefect_server, history, backfilled, tmp_path):
-    import shutil
-
     import json as _json
+    import shutil
 
     db = tmp_path / "nogap.duckdb"
     shutil.copy(backfilled[0], db)
