@@ -66,6 +66,29 @@ def retention_gap(start: datetime, now: datetime, retention: timedelta) -> Gap |
     return (start, horizon) if start < horizon else None
 
 
+def find_gap(client: PrefectClient, archive: Archive, start: datetime | None, mark: datetime | None, now: datetime,
+             end: datetime, retention: timedelta, explicit_start: bool) -> tuple[Gap, str] | None:
+    """The stretch a sync from `start` may have lost, and why; None when there is no sign of one.
+
+    The server's evidence whenever there is a mark, whatever the settings say; the declared
+    retention too, except on a first sync from the oldest event held (it has nothing to miss).
+    `explicit_start`: ingest.start set, so a first sync may begin behind the retention.
+    """
+    found: list[tuple[Gap, str]] = []
+    if mark is not None:
+        gap = server_gap(client, archive, mark, end, retention)
+        if gap is not None:
+            found.append((gap, "the server no longer holds the newest archived event"))
+    if start is not None and (mark is not None or explicit_start):
+        gap = retention_gap(start, now, retention)
+        if gap is not None:
+            found.append((gap, f"the server keeps events for {retention} (ingest.retention)"))
+    if not found:
+        return None
+    # Both start where the sync does: one stretch, as long as the longer says, with every reason.
+    return (found[0][0][0], max(gap[1] for gap, _ in found)), "; ".join(why for _, why in found)
+
+
 def describe(since: str, until: str) -> str:
     """The words every command uses for a gap (sync's log and summary, status, verify)."""
     return (f"events that occurred between {since} and {until} may have been lost: the server no longer "

@@ -23,7 +23,7 @@ from archiver.client import PrefectClient
 from archiver.config import Settings
 from archiver.errors import ArchiveError, Stopped
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
-from archiver.gaps import Gap, describe, retention_gap, server_gap
+from archiver.gaps import describe, find_gap
 from archiver.models import format_timestamp
 from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
@@ -213,8 +213,8 @@ def sync(
 
     `reconcile_trailing=False` skips the reconcile, for a service told to run it on its own
     interval (schedule.reconcile_every; trailing_reconcile below). Before reading, a sync that
-    continues from the mark checks for a stretch the server trimmed first (gaps.py). Setting `stop` ends the sync after the batch
-    in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
+    continues from the mark looks for a stretch the server trimmed first (gaps.py). Setting
+    `stop` ends the sync after the batch in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
     filled as the sync goes, so a caller still has the counts when the sync raises.
     """
     now = now or datetime.now(timezone.utc)
@@ -325,25 +325,11 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archiv
 
 def _check_gaps(settings: Settings, client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID,
                 start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
-    """Record and say loudly any stretch the server may have trimmed before the archive reached it.
-
-    The server's evidence (gaps.server_gap, one request) whatever the settings say, and the
-    declared retention (ingest.retention). A first sync from the oldest event held has nothing to miss.
-    """
-    found: list[tuple[Gap, str]] = []
-    if mark is not None:
-        gap = server_gap(client, archive, mark, end, settings.retention)
-        if gap is not None:
-            found.append((gap, "the server no longer holds the newest archived event"))
-    if start is not None and (mark is not None or settings.start is not None):
-        gap = retention_gap(start, now, settings.retention)
-        if gap is not None:
-            found.append((gap, f"the server keeps events for {settings.retention} (ingest.retention)"))
-    if not found:
+    """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
+    found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)
+    if found is None:
         return
-    # Both start at the mark: one stretch, as long as the longer says, with every reason.
-    since, until = found[0][0][0], max(gap[1] for gap, _ in found)
-    why = "; ".join(reason for _, reason in found)
+    (since, until), why = found
     archive.record_gap(since, until, run_id)
     report.gaps.append({"since": format_timestamp(since), "until": format_timestamp(until), "why": why})
     log.error("GAP: %s (%s)", describe(format_timestamp(since), format_timestamp(until)), why)
