@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from archiver.connect import classify, with_lock_retry
-from archiver.errors import ArchiveError
+from archiver.errors import ArchiveError, BadInput
 from archiver.lock import ORPHANED_RUN_ERROR
 from archiver.migrate import migrate
-from archiver.models import PIVOT, Event, Malformed, to_utc
+from archiver.models import PIVOT, Event, Malformed, parse_event_id, to_utc
 from archiver.windows import UNITS
 
 log = logging.getLogger("archiver.store")
@@ -52,8 +52,8 @@ RETURNING raw_hash
 # sent it before): resolved (migration 0006). Ids in quarantine are the raw text the server sent.
 _RESOLVE_QUARANTINE = """
 UPDATE quarantine SET resolved = $2
-WHERE resolved IS NULL AND lower(event_id) IN (
-    SELECT id::VARCHAR FROM events WHERE id IN (SELECT unnest($1::UUID[])))
+WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
+    SELECT id FROM events WHERE id IN (SELECT unnest($1::UUID[])))
 RETURNING raw_hash
 """
 
@@ -129,9 +129,10 @@ def to_json(value: Any) -> str:
 
 
 def _uuid_text(value: str | None) -> str | None:
+    """A quarantined item's event id as the archive spells it, or None if it is no UUID."""
     try:
-        return str(uuid.UUID(value)) if value else None
-    except ValueError:
+        return str(parse_event_id(value)) if value else None
+    except BadInput:
         return None
 
 
