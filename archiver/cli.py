@@ -147,6 +147,7 @@ class _ProgressLine:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.errors import Stopped
+    from archiver.gaps import describe
     from archiver.ingest import SyncReport, sync
     from archiver.lock import SyncLock
     from archiver.query import client_for
@@ -175,13 +176,16 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(_public(report.__dict__)))
     else:
+        # fetched = inserted + already archived + quarantined, the reconcile's reads included.
+        quarantined = f", {report.quarantined:,} quarantined" if report.quarantined else ""
         print(
-            f"archived {report.inserted:,} new events ({report.fetched:,} fetched, {report.duplicates:,} "
-            f"already archived) in {report.windows:,} window{'' if report.windows == 1 else 's'}, {report.seconds:.1f}s; "
-            f"high-water mark {report.high_water_mark or 'not set'}"
+            f"archived {report.inserted:,} new events ({report.fetched:,} fetched: {report.duplicates:,} "
+            f"already archived{quarantined}) in {report.windows:,} window{'' if report.windows == 1 else 's'}, "
+            f"{report.seconds:.1f}s; high-water mark {report.high_water_mark or 'not set'}"
         )
         if report.reconciled:
-            print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired} late events added")
+            print(f"reconciled {report.reconciled} buckets behind the mark: {report.repaired:,} of the new events "
+                  "arrived late")
         if report.objects_refreshed:
             print(f"refreshed {report.objects_refreshed:,} flow runs, task runs, deployments, flows and work pools")
         if report.runs_states_read:
@@ -195,11 +199,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"events of the last {settings.settle.total_seconds():g}s (ingest.settle: the server may still be "
                   "storing them) are left for the next run")
     for gap in report.gaps:
-        print(
-            f"GAP: events that occurred between {gap['since']} and {gap['until']} may be lost: the server's "
-            "retention passed them before they were archived",
-            file=sys.stderr,
-        )
+        print(f"GAP: {describe(gap['since'], gap['until'])} ({gap['why']})", file=sys.stderr)
     return 0
 
 
@@ -215,7 +215,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _public(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
-            "repaired", "objects_refreshed", "runs_states_read", "states_saved", "pages", "counts",
+            "repaired", "reconcile_requests", "reconcile_seconds", "objects_refreshed", "runs_states_read",
+            "states_saved", "pages", "counts",
             "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
     return {k: report[k] for k in keys}
 
@@ -339,6 +340,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import describe_source
     from archiver.client import redact_url
+    from archiver.gaps import describe
     from archiver.heartbeat import service_status
     from archiver.query import archive_status
 
@@ -359,8 +361,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if last:
         print(f"last sync:        {last['started']} — {last['outcome']}" + (f": {last['error']}" if last["error"] else ""))
     print(f"last success:     {status['last_success'] or 'never'}")
-    if status["quarantined"]:
-        print(f"quarantined:      {status['quarantined']} malformed items")
+    if status["quarantined"] or status["quarantine_resolved"]:
+        print(f"quarantined:      {status['quarantined']} malformed items"
+              + (f" ({status['quarantine_resolved']} more resolved: their real event arrived later)"
+                 if status["quarantine_resolved"] else ""))
     service = status["service"]
     if service is None:
         print("service:          none has run on this archive (`prefect-archiver run`)")
@@ -375,7 +379,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"service:          not running ({service['why']})")
     for gap in status["gaps"]:
-        print(f"GAP:              events between {gap['since']} and {gap['until']} may be lost (retention passed them)")
+        print(f"GAP:              {describe(gap['since'], gap['until'])}")
     return 0
 
 
@@ -411,19 +415,26 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import nullcontext
 
     from archiver.connect import require_archive
+    from archiver.gaps import describe
     from archiver.lock import SyncLock
     from archiver.query import client_for
     from archiver.store import Archive
-    from archiver.verify import verify
+    from archiver.verify import gaps_seen, verify
 
     since, until = _range(args)
     require_archive(settings.db_path)
     lock = SyncLock(settings.db_path, settings.lock_timeout) if args.repair else nullcontext()
     with lock, client_for(settings, interactive=True) as client:
-        found = verify(settings, client, Archive(settings.db_path, settings.read_timeout),
-                       since=since, until=until, unit=args.unit, repair=args.repair)
+        archive = Archive(settings.db_path, settings.read_timeout)
+        found = verify(settings, client, archive, since=since, until=until, unit=args.unit, repair=args.repair)
+        gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, archive)]
+    # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
+    gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
     if found is None:
-        print("the server holds no events in that range; nothing to verify")
+        if args.json:
+            print(json.dumps({"differences": [], "remaining": 0, "gaps": [{"since": s, "until": u} for s, u in gaps]}))
+        else:
+            print("\n".join(["the server holds no events in that range; nothing to verify", *gap_lines]))
         return 0
     since, until, result, missing = found.since, found.until, found.result, found.missing
     if args.json:
@@ -436,6 +447,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             ],
             "repaired": result.inserted if args.repair else None,
             "remaining": len(missing),
+            "gaps": [{"since": s, "until": u} for s, u in gaps],
         }))
     else:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
@@ -447,6 +459,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"repaired: {result.inserted} events added; {len(missing)} buckets still lack events")
         elif not result.diffs:
             print("the archive holds every event the server holds in this range")
+        for line in gap_lines:
+            print(line)
     return 1 if missing else 0
 
 

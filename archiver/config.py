@@ -45,7 +45,8 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("ingest", "retention"): (timedelta(days=7), "duration"),
     ("ingest", "commit_every"): (2000, "int"),
     ("schedule", "every"): (timedelta(minutes=5), "duration"),
-    ("schedule", "reconcile_every"): (timedelta(hours=1), "duration"),
+    # 0: the trailing reconcile runs inside every sync, so late events arrive within two intervals.
+    ("schedule", "reconcile_every"): (timedelta(0), "duration"),
     ("schedule", "verify_every"): (timedelta(days=1), "duration"),
     ("schedule", "max_backoff"): (timedelta(minutes=30), "duration"),
 }
@@ -94,7 +95,7 @@ class Settings:
     retention: timedelta = timedelta(days=7)
     commit_every: int = 2000
     every: timedelta = timedelta(minutes=5)
-    reconcile_every: timedelta = timedelta(hours=1)
+    reconcile_every: timedelta = timedelta(0)
     verify_every: timedelta = timedelta(days=1)
     max_backoff: timedelta = timedelta(minutes=30)
     # Where each setting came from ("flag", "env", "config", "profile", "default"); never the value.

@@ -23,17 +23,20 @@ from archiver.client import PrefectClient
 from archiver.config import Settings
 from archiver.errors import ArchiveError, Stopped
 from archiver.fetch import Planner, WindowResult, fetch_window, first_event_time
+from archiver.gaps import describe, find_gap
 from archiver.models import format_timestamp
 from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
 from archiver.states import refresh_states
 from archiver.store import Archive
+from archiver.windows import Window
 
 log = logging.getLogger("archiver.ingest")
 
 # Commit at least this often during a long backfill, so a crash costs little and readers get in.
 COMMIT_SECONDS = 5.0
 
+# (events read so far, those plus what the server says is still to read)
 Progress = Callable[[int, int], None]
 
 
@@ -51,7 +54,9 @@ class SyncReport:
     conflicts: int = 0
     quarantined: int = 0
     reconciled: int = 0  # buckets behind the mark where server and archive differed
-    repaired: int = 0
+    repaired: int = 0  # of `inserted`, the late events the reconcile added
+    reconcile_requests: int = 0  # API requests of the trailing reconcile (count-by and pages)
+    reconcile_seconds: float = 0.0
     pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
     counts: int = 0  # /events/count-by requests
     objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
@@ -69,24 +74,56 @@ class SyncReport:
         return values
 
 
+class _Unread:
+    """How many events the server says are still to read in a range; progress shows read/read+this.
+
+    Planner.expected is the count taken before the first window, but dense windows are counted
+    again when refined and events keep arriving while a range is read (late arrivals, a client's
+    buffer flushed), so a fixed total is soon passed ("308/268"). Kept running instead: windows
+    planned and not read yet at their own count, plus what the first count has not planned yet.
+    It ends at 0, so the total ends equal to what was read, and what was read never passes it.
+    """
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.planned = 0
+        self.unread = 0
+        self.planning = True
+
+    def windows(self) -> Iterator[Window]:
+        for window in self.planner.windows():
+            self.planned += window.expected
+            self.unread += window.expected
+            yield window
+        self.planning = False
+
+    def read(self, window: Window) -> None:
+        self.unread -= window.expected
+
+    def __call__(self) -> int:
+        unplanned = max(self.planner.expected - self.planned, 0) if self.planning else 0
+        return max(self.unread, 0) + unplanned
+
+
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
     def __init__(self, archive: Archive, report: SyncReport, mark: datetime | None, commit_every: int,
-                 run_id: uuid.UUID, progress: Progress | None, expected: Callable[[], int]) -> None:
+                 run_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
         self.archive = archive
         self.report = report
         self.mark = mark
         self.commit_every = commit_every
         self.run_id = run_id
         self.progress = progress
-        self.expected = expected
+        self.unread = unread
         self.batch: list[WindowResult] = []
         self.batch_mark: datetime | None = None
         self.last_flush = time.monotonic()
 
     def add(self, result: WindowResult) -> None:
         self.batch.append(result)
+        self.unread.read(result.window)
         self.report.windows += 1
         self.report.fetched += len(result.events) + len(result.malformed)
         # Only a window that starts at or before the mark extends the contiguous archived range.
@@ -112,7 +149,7 @@ class _Committer:
         self.batch, self.batch_mark = [], None
         self.last_flush = time.monotonic()
         if self.progress:
-            self.progress(self.report.fetched, self.expected())
+            self.progress(self.report.fetched, self.report.fetched + self.unread())
 
 
 def ingest_range(
@@ -130,12 +167,12 @@ def ingest_range(
     stop: threading.Event | None = None,
 ) -> None:
     """Fetch and write every event with occurred in [since, end), moving the mark as it goes."""
-    planner = Planner(client, since, end)
-    committer = _Committer(archive, report, mark, commit_every, run_id, progress, lambda: planner.expected)
+    unread = _Unread(Planner(client, since, end))
+    committer = _Committer(archive, report, mark, commit_every, run_id, progress, unread)
     pending: deque[Future[WindowResult]] = deque()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
     try:
-        for window in planner.windows():
+        for window in unread.windows():
             if stop is not None and stop.is_set():
                 break
             pending.append(pool.submit(fetch_window, client, window))
@@ -174,9 +211,10 @@ def sync(
 ) -> SyncReport:
     """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
 
-    `reconcile_trailing=False` skips the reconcile, for the service that runs it on its own
-    slower interval (trailing_reconcile below). Setting `stop` ends the sync after the batch
-    in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
+    `reconcile_trailing=False` skips the reconcile, for a service told to run it on its own
+    interval (schedule.reconcile_every; trailing_reconcile below). Before reading, a sync that
+    continues from the mark looks for a stretch the server trimmed first (gaps.py). Setting
+    `stop` ends the sync after the batch in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
     filled as the sync goes, so a caller still has the counts when the sync raises.
     """
     now = now or datetime.now(timezone.utc)
@@ -193,7 +231,7 @@ def sync(
         if start is None:
             start = first_event_time(client, end, settings.retention)
         if since is None:
-            _check_retention(settings, archive, report, run_id, start, mark, now)
+            _check_gaps(settings, client, archive, report, run_id, start, mark, now, end)
         if start is not None and start < end:
             report.since, report.until = format_timestamp(start), format_timestamp(end)
             ingest_range(
@@ -206,7 +244,7 @@ def sync(
             archive.advance_mark(end)
         new_mark = archive.high_water_mark()
         if reconcile_trailing and new_mark is not None and not stopped():
-            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop)
+            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop, progress)
         if not stopped():
             report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
         if not stopped():
@@ -221,7 +259,7 @@ def trailing_reconcile(
     settings: Settings, client: PrefectClient, archive: Archive, *, stop: threading.Event | None = None,
     report: SyncReport | None = None,
 ) -> SyncReport:
-    """Reconcile ingest.reconcile_horizon behind the mark on its own (the service's slower job)."""
+    """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
     report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
     with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
@@ -260,28 +298,38 @@ def ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind
 
 
 def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archive, mark: datetime,
-                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None) -> None:
+                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None,
+                      progress: Progress | None = None) -> None:
+    """Reconcile ingest.reconcile_horizon behind the mark; its reads count in the report like the sync's."""
     floor = mark - settings.reconcile_horizon
     if settings.start:
         floor = max(floor, settings.start)
-    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop)
+    started, sent_before, read_before = time.monotonic(), client.sent.copy(), report.fetched
+
+    def show(read: int, left: int) -> None:
+        if progress is not None:
+            progress(read_before + read, read_before + read + left)
+
+    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop, progress=show)
     report.since, report.until = report.since or format_timestamp(floor), report.until or format_timestamp(mark)
     report.reconciled += rec.differing
     report.repaired += rec.inserted
+    report.fetched += rec.fetched
     report.inserted += rec.inserted
+    report.duplicates += rec.duplicates
+    report.conflicts += rec.conflicts
+    report.quarantined += rec.quarantined
+    report.reconcile_requests += (client.sent - sent_before).total()
+    report.reconcile_seconds = round(report.reconcile_seconds + time.monotonic() - started, 3)
 
 
-def _check_retention(settings: Settings, archive: Archive, report: SyncReport, run_id: uuid.UUID,
-                     start: datetime | None, mark: datetime | None, now: datetime) -> None:
-    """Say loudly when the range still to archive begins before the server's retention horizon."""
-    if start is None or (mark is None and settings.start is None):
-        return  # a first sync from the oldest retained event has nothing to miss
-    horizon = now - settings.retention
-    if start < horizon:
-        archive.record_gap(start, horizon, run_id)
-        report.gaps.append({"since": format_timestamp(start), "until": format_timestamp(horizon)})
-        log.error(
-            "GAP: events that occurred between %s and %s may be gone for good — the server keeps "
-            "events for %s (ingest.retention) and the archive had not reached them",
-            format_timestamp(start), format_timestamp(horizon), settings.retention,
-        )
+def _check_gaps(settings: Settings, client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID,
+                start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
+    """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
+    found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)
+    if found is None:
+        return
+    (since, until), why = found
+    archive.record_gap(since, until, run_id)
+    report.gaps.append({"since": format_timestamp(since), "until": format_timestamp(until), "why": why})
+    log.error("GAP: %s (%s)", describe(format_timestamp(since), format_timestamp(until)), why)

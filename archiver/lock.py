@@ -16,6 +16,10 @@ from types import TracebackType
 
 from archiver.errors import ArchiveBusy
 
+# What the ledger says of a run left 'running' while no process holds the lock: its process died
+# without recording its end (SIGKILL, out of memory, the machine stopped).
+ORPHANED_RUN_ERROR = "the process ended without finishing this run (killed, or the machine stopped)"
+
 
 def lock_path(db_path: Path) -> Path:
     """The sync lock's file beside the archive (its text: the holder's pid, and "run" for the service)."""
@@ -42,6 +46,21 @@ def read_lock(db_path: Path) -> str:
         return lock_path(db_path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def lock_is_held(db_path: Path) -> bool:
+    """True while some process (this one included) holds the sync lock of this archive."""
+    try:
+        fd = os.open(lock_path(db_path), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
+    return False
 
 
 class SyncLock:

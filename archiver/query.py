@@ -22,6 +22,7 @@ from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
 from archiver.errors import ApiError, ArchiveError, BadInput, EventNotFound, RunNotFound
+from archiver.lock import ORPHANED_RUN_ERROR, lock_is_held
 from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, parse_prefect_id, to_utc, uuid7_time
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
@@ -273,7 +274,11 @@ def events_of_flow_run(
 
 
 def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: datetime | None = None) -> dict[str, Any]:
-    """Events archived, the high-water mark and lag, the last sync, gaps and quarantine."""
+    """Events archived, the high-water mark and lag, the last sync, gaps and quarantine.
+
+    `quarantined` counts the items still unresolved; `quarantine_resolved` those whose real event
+    was archived later.
+    """
     now = now or datetime.now(timezone.utc)
     conn = open_reader(path, timeout)
     try:
@@ -285,9 +290,19 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
         ).fetchone()
         last_ok = scalar(conn, "SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'")
         gaps = conn.execute("SELECT since, until FROM gaps ORDER BY since").fetchall()
-        quarantined = scalar(conn, "SELECT count(*) FROM quarantine")
+        try:
+            quarantined, resolved = conn.execute(
+                "SELECT count(*) FILTER (resolved IS NULL), count(*) FILTER (resolved IS NOT NULL) FROM quarantine"
+            ).fetchone() or (0, 0)
+        except duckdb.BinderException:  # an archive from before migration 0006: no item resolved yet
+            quarantined, resolved = scalar(conn, "SELECT count(*) FROM quarantine"), 0
     finally:
         conn.close()
+    outcome, error = (last[3], last[4]) if last else (None, None)
+    if outcome == "running" and not lock_is_held(path):
+        # Every writer holds the sync lock while its run is 'running': with the lock free, the
+        # process is gone (the next writer marks the row so in the ledger).
+        outcome, error = "interrupted", ORPHANED_RUN_ERROR
 
     def ts(value: datetime | None) -> str | None:
         return format_timestamp(value) if value else None
@@ -301,15 +316,15 @@ def archive_status(path: Path, timeout: timedelta = timedelta(seconds=15), now: 
             "id": str(last[0]),
             "started": ts(last[1]),
             "finished": ts(last[2]),
-            # A run with no finish time died without recording one (killed, or the machine stopped).
-            "outcome": last[3] if last[3] != "running" or last[2] else "running or killed",
-            "error": last[4],
+            "outcome": outcome,
+            "error": error,
             "inserted": last[5],
             "fetched": last[6],
         } if last else None,
         "last_success": ts(last_ok),
         "gaps": [{"since": ts(s), "until": ts(u)} for s, u in gaps],
         "quarantined": quarantined,
+        "quarantine_resolved": resolved,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,12 +38,23 @@ class BucketDiff:
         return max(self.server - self.archive, 0)
 
 
+# Called after each window read again: (items read so far, items the differing buckets still
+# hold by the server's count) — the caller's progress display adds these to its own figures.
+ReadProgress = Callable[[int, int], None]
+
+
 @dataclass
 class ReconcileResult:
+    """What a reconcile compared and read; the counts add up as a sync's do (see WriteCounts)."""
+
     unit: str
     buckets: int = 0
     diffs: list[BucketDiff] = field(default_factory=list)
+    fetched: int = 0
     inserted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
 
     @property
     def differing(self) -> int:
@@ -76,6 +88,7 @@ def reconcile(
     repair: bool = False,
     run_id: uuid.UUID | None = None,
     stop: threading.Event | None = None,
+    progress: ReadProgress | None = None,
 ) -> ReconcileResult:
     """Compare [since, end) bucket by bucket; with `repair`, read again what the archive lacks."""
     unit = unit or choose_unit(since, end)
@@ -84,24 +97,39 @@ def reconcile(
         return result
     result.diffs = compare(client, archive, since, end, unit, result)
     if repair:
-        for diff in result.diffs:
+        todo = [d for d in result.diffs if d.missing]
+        # At most what the server counts in the buckets still to repair is read again.
+        left = sum(d.server for d in todo)
+
+        def read() -> None:
+            if progress is not None:
+                progress(result.fetched, left)
+
+        read()
+        for diff in todo:
             if stop is not None and stop.is_set():
                 break  # each repaired window is committed on its own: stopping here loses nothing
-            if diff.missing:
-                _repair(client, archive, diff, result, run_id)
+            left -= diff.server
+            _repair(client, archive, diff, result, run_id, read)
     return result
 
 
 def _repair(
-    client: PrefectClient, archive: Archive, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None
+    client: PrefectClient, archive: Archive, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None,
+    read: Callable[[], None],
 ) -> None:
     end = diff.until + TICK
     if diff.unit in FINER and diff.unit != REPAIR_UNIT and diff.unit != "second":
         for finer in compare(client, archive, diff.since, end, FINER[diff.unit], result):
             if finer.missing:
-                _repair(client, archive, finer, result, run_id)
+                _repair(client, archive, finer, result, run_id, read)
         return
     for window in plan_range(client, diff.since, end, diff.unit):
         fetched = fetch_window(client, window)
         counts = archive.write_batch(fetched.events, fetched.malformed, sync_id=run_id)
+        result.fetched += len(fetched.events) + len(fetched.malformed)
         result.inserted += counts.inserted
+        result.duplicates += counts.duplicates
+        result.conflicts += counts.conflicts
+        result.quarantined += counts.quarantined
+        read()

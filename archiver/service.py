@@ -1,7 +1,8 @@
 """`prefect-archiver run`: sync on a schedule, for months, with one writer and a heartbeat.
 
-APScheduler (3.x) runs three interval jobs — sync (schedule.every), the trailing reconcile
-(schedule.reconcile_every) and a full verify --repair over the retained range
+APScheduler (3.x) runs interval jobs — sync (schedule.every, with the trailing reconcile inside
+it by default, so late events arrive within two intervals), the trailing reconcile on its own if
+schedule.reconcile_every is set, and a full verify --repair over the retained range
 (schedule.verify_every) — on ONE worker thread, so they never overlap each other; max_instances=1
 and coalesce=True turn runs missed while one was busy into a single later run, and
 misfire_grace_time=None keeps a late run instead of dropping it (APScheduler's default of 1 s
@@ -259,6 +260,8 @@ class Service:
              retry: str) -> None:
         fields = {"event": job, "outcome": report.outcome, "windows": report.windows, "fetched": report.fetched,
                   "inserted": report.inserted, "reconciled": report.reconciled, "repaired": report.repaired,
+                  "reconcile_requests": report.reconcile_requests, "reconcile_seconds": report.reconcile_seconds,
+                  "gaps": report.gaps,
                   "objects_refreshed": report.objects_refreshed, "runs_states_read": report.runs_states_read,
                   "states_saved": report.states_saved,
                   "lag_seconds": lag, "seconds": round(seconds, 3), "high_water_mark": report.high_water_mark,

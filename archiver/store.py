@@ -22,9 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from archiver.connect import NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
-from archiver.errors import ArchiveError
+from archiver.errors import ArchiveError, BadInput
+from archiver.lock import ORPHANED_RUN_ERROR
 from archiver.migrate import migrate
-from archiver.models import PIVOT, Event, Malformed, to_utc
+from archiver.models import PIVOT, Event, Malformed, parse_event_id, to_utc
 from archiver.windows import UNITS
 
 log = logging.getLogger("archiver.store")
@@ -42,9 +43,17 @@ INSERT INTO event_resources
 SELECT * FROM (SELECT unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]))
 """
 _INSERT_QUARANTINE = """
-INSERT OR IGNORE INTO quarantine
+INSERT OR IGNORE INTO quarantine (raw_hash, raw, reason, event_id, first_seen, sync_id)
 SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
     unnest($4::VARCHAR[]), unnest($5::TIMESTAMPTZ[]), unnest($6::UUID[]))
+RETURNING raw_hash
+"""
+# Quarantined items whose event id is now archived (the server sent the real event later, or had
+# sent it before): resolved (migration 0006). Ids in quarantine are the raw text the server sent.
+_RESOLVE_QUARANTINE = """
+UPDATE quarantine SET resolved = $2
+WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
+    SELECT id FROM events WHERE id IN (SELECT unnest($1::UUID[])))
 RETURNING raw_hash
 """
 
@@ -110,12 +119,21 @@ class WriteCounts:
     duplicates: int = 0
     conflicts: int = 0
     quarantined: int = 0
+    resolved: int = 0  # quarantined items whose real event is now archived
     conflicting_ids: list[str] = field(default_factory=list)
 
 
 def to_json(value: Any) -> str:
     """A value as the compact JSON text the archive's JSON columns hold."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _uuid_text(value: str | None) -> str | None:
+    """A quarantined item's event id as the archive spells it, or None if it is no UUID."""
+    try:
+        return str(parse_event_id(value)) if value else None
+    except BadInput:
+        return None
 
 
 def _dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
@@ -211,10 +229,14 @@ class Archive:
                     ),
                 ).fetchall()
                 counts.quarantined = len(rows)
+            resolvable = [str(e.id) for e in unique] + [i for i in (_uuid_text(m.event_id) for m in malformed) if i]
+            if resolvable:
+                counts.resolved = len(conn.exec_driver_sql(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
             if mark is not None:
                 self._advance_mark(conn, mark)
         counts.inserted = len(new)
-        counts.duplicates += len(known)
+        # A malformed item quarantined before is a repeat too: fetched = inserted + duplicates + quarantined.
+        counts.duplicates += len(known) + len(malformed) - counts.quarantined
         counts.conflicts = len(conflicting)
         counts.conflicting_ids = [str(e.id) for e in conflicting]
         for event in conflicting:
@@ -250,6 +272,18 @@ class Archive:
                 (pivot_us, size_us, since, until),
             ).fetchall()
         return {PIVOT + UNITS[unit] * bucket: count for bucket, count in rows}
+
+    def newest_occurred_before(self, moment: datetime) -> datetime | None:
+        """When the newest archived event before `moment` occurred (None if there is none)."""
+        with self.transaction() as conn:
+            value = conn.exec_driver_sql("SELECT max(occurred) FROM events WHERE occurred < $1", (moment,)).scalar()
+        return to_utc(value) if value is not None else None
+
+    def gaps(self) -> list[tuple[datetime, datetime]]:
+        """The stretches recorded as possibly lost, oldest first."""
+        with self.transaction() as conn:
+            rows = conn.exec_driver_sql("SELECT since, until FROM gaps ORDER BY since").fetchall()
+        return [(to_utc(since), to_utc(until)) for since, until in rows]
 
     def record_gap(self, since: datetime, until: datetime, sync_id: uuid.UUID) -> None:
         with self.transaction() as conn:
@@ -300,8 +334,17 @@ class Archive:
     # -- ledger --------------------------------------------------------------------------------
 
     def start_run(self, kind: str, since: datetime | None, until: datetime | None) -> uuid.UUID:
+        """A new 'running' row in the ledger; rows still 'running' become 'interrupted'.
+
+        Every writer holds the sync lock (lock.py) from before this call to after finish_run, so
+        a row still 'running' here belongs to a process that died without finishing it.
+        """
         run_id = uuid.uuid4()
         with self.transaction() as conn:
+            conn.exec_driver_sql(
+                "UPDATE syncs SET outcome = 'interrupted', error = $1 WHERE outcome = 'running'",
+                (ORPHANED_RUN_ERROR,),
+            )
             conn.exec_driver_sql(
                 "INSERT INTO syncs (id, kind, started, since, until, outcome) VALUES ($1, $2, $3, $4, $5, 'running')",
                 (str(run_id), kind, datetime.now(timezone.utc), since, until),

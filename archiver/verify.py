@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from archiver.client import PrefectClient
 from archiver.config import Settings
 from archiver.fetch import first_event_time
+from archiver.gaps import Gap, server_gap
 from archiver.ingest import SyncReport, ledger_run
 from archiver.reconcile import BucketDiff, ReconcileResult, compare, reconcile
 from archiver.store import Archive
@@ -68,3 +69,19 @@ def verify(
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
     remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
     return Verification(since, until, result, repaired=True, remaining=remaining)
+
+
+def gaps_seen(settings: Settings, client: PrefectClient, archive: Archive) -> list[Gap]:
+    """The gaps syncs recorded, and the one the server shows now if it has trimmed past the mark.
+
+    Verify compares only what the server still holds, so a stretch it trimmed before the archive
+    reached it can only be told, not repaired.
+    """
+    gaps = archive.gaps()
+    mark = archive.high_water_mark()
+    if mark is not None:
+        settled = datetime.now(timezone.utc) - settings.settle
+        live = server_gap(client, archive, mark, max(settled, mark), settings.retention)
+        if live is not None and not any(since <= live[0] and live[1] <= until for since, until in gaps):
+            gaps.append(live)
+    return gaps

@@ -15,6 +15,7 @@ import pytest
 
 from archiver.connect import open_reader
 from archiver.errors import ArchiveError
+from archiver.lock import ORPHANED_RUN_ERROR
 from archiver.models import format_timestamp
 from archiver.query import archive_status
 from archiver.store import Archive
@@ -43,6 +44,7 @@ def read_mark(db):
 def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(prefect_server, history, slow_sync_env):
     db, env, args = slow_sync_env
     partial_marks = []
+    kills = 0
     for _ in range(3):
         proc = start_cli(args, env)
         # Kill as soon as a commit has moved the mark past where this run started.
@@ -56,8 +58,14 @@ def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(pref
             if mark is not None and mark != started_from:
                 break
             time.sleep(0.02)
+        killed = proc.poll() is None
         proc.kill()
         proc.wait()
+        if killed:
+            # Its row still says 'running', but no process holds the sync lock: status tells.
+            last = archive_status(db, timedelta(seconds=10))["last_sync"]
+            assert (last["outcome"], last["error"]) == ("interrupted", ORPHANED_RUN_ERROR)
+            kills += 1
         mark = read_mark(db)
         if mark and mark < format_timestamp(history.end):
             partial_marks.append(mark)
@@ -72,9 +80,11 @@ def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(pref
     expected_resources = sum(1 + len(e["related"]) for e in on_server)
     assert query(db, "SELECT count(*) FROM event_resources WHERE occurred BETWEEN $1 AND $2",
                  [history.since, history.until]) == [(expected_resources,)]
-    runs = query(db, "SELECT outcome, finished IS NULL FROM syncs ORDER BY started")
-    assert runs[-1] == ("ok", False)
-    assert ("running", True) in runs  # the killed runs are visible as unfinished in the ledger
+    runs = query(db, "SELECT outcome, finished IS NULL, error FROM syncs ORDER BY started")
+    assert runs[-1] == ("ok", False, None)
+    # The next writer marked each killed run interrupted in the ledger: none stays 'running' forever.
+    assert kills and runs.count(("interrupted", True, ORPHANED_RUN_ERROR)) == kills
+    assert not [r for r in runs if r[0] == "running"]
 
 
 def test_readers_answer_while_a_sync_runs(history, slow_sync_env):
@@ -234,6 +244,7 @@ def test_a_gap_behind_retention_is_loud_in_sync_and_status(prefect_server, histo
     result = run_cli(["sync", "--until", format_timestamp(first_until + timedelta(hours=1))], env_short)
     assert result.returncode == 0, result.stderr
     assert f"GAP: events that occurred between {format_timestamp(first_until)} and " in result.stderr
+    assert "may have been lost" in result.stderr and "(ingest.retention)" in result.stderr
     status = run_cli(["status"], env_short)
     assert "GAP:" in status.stdout
 

@@ -302,7 +302,9 @@ def create_archive_at_schema_1(path: Path, source: Path) -> None:
         conn.execute("INSERT INTO schema_migrations VALUES (1, $1, now())", [first.name])
         conn.execute(f"ATTACH '{source}' AS source (READ_ONLY)")
         for table in ("events", "event_resources", "syncs", "quarantine", "gaps"):
-            conn.execute(f"INSERT INTO {table} SELECT * FROM source.{table}")
+            # The columns schema 1 had: later migrations add some (e.g. quarantine.resolved, 0006).
+            columns = ", ".join(d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description)
+            conn.execute(f"INSERT INTO {table} SELECT {columns} FROM source.{table}")
         conn.execute("UPDATE archive_state SET high_water_mark = (SELECT high_water_mark FROM source.archive_state)")
 
 

@@ -183,6 +183,36 @@ def test_run_syncs_on_its_interval_one_run_at_a_time_and_tells_its_operator(pref
     assert "service:          not running (stopped at" in after
 
 
+def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_syncs(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    since = datetime.now(UTC) - timedelta(minutes=40)
+    post_and_wait(api, [make_event(since + timedelta(seconds=31 * i + 5), event="acme.every.seed") for i in range(40)],
+                  since, datetime.now(UTC))
+    db = tmp_path / "every.duckdb"
+    # No [schedule] reconcile_every: the default reconciles inside each sync.
+    config = write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(since)}"\nsettle = "2s"\n')
+    env = cli_env(api, db, config)
+    service = Service(["--every", "2s", "--log-format", "json"], env, tmp_path / "run.log")
+    try:
+        service.wait_for(lambda: (mark_of(db) or "") > format_timestamp(datetime.now(UTC) - timedelta(seconds=30)),
+                         what="the mark to reach the present")
+        late = make_event(datetime.now(UTC) - timedelta(minutes=10), event="acme.every.late")
+        post_and_wait(api, [late], since, datetime.now(UTC))
+        service.wait_for(lambda: read_live(db, "SELECT 1 FROM events WHERE id = $1", [late["id"]]),
+                         timeout=30, what="the late event")
+    finally:
+        code, _ = service.stop()
+    assert code == 0, service.text
+    kinds = {kind for (kind,) in query(db, "SELECT DISTINCT kind FROM syncs")}
+    assert kinds == {"sync"}, kinds  # no separate reconcile job
+    syncs = [json.loads(line) for line in service.lines() if json.loads(line).get("event") == "sync"]
+    repairing = [line for line in syncs if line["repaired"]]
+    assert [line["repaired"] for line in repairing] == [1], syncs
+    # Every sync compared the trailing horizon; a quiet one costs a count-by request or two.
+    assert all(line["reconcile_requests"] >= 1 for line in syncs if line["outcome"] == "ok")
+    assert query(db, "SELECT count(*) FROM syncs WHERE kind = 'sync' AND reconciled_buckets >= 1")[0][0] >= 1
+
+
 def history_config(tmp_path: Path, history: Any) -> Path:
     """A sync of the whole history that commits often, so it can be stopped part-way."""
     return write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(history.since)}"\n'

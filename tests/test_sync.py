@@ -308,3 +308,87 @@ def test_an_empty_stretch_moves_the_mark_with_no_events(prefect_server, history,
     assert report.outcome == "ok" and report.fetched == report.inserted == 0
     assert report.windows >= 1
     assert Archive(db).high_water_mark() == end
+
+
+def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the_reconcile(prefect_server, tmp_path):
+    """Events arriving while a range is read, late events behind the mark and a malformed one."""
+    import threading
+
+    import httpx
+
+    api = prefect_server.api_url
+    base = (datetime.now(UTC) - timedelta(hours=14)).replace(second=0, microsecond=0)
+    mark, until = base + timedelta(hours=1), base + timedelta(hours=2)
+    post_and_wait(api, [make_event(base + timedelta(minutes=i, seconds=7), event="acme.counts.seed") for i in range(120)],
+                  base, until)
+    db = tmp_path / "counts.duckdb"
+    # One window read at a time, each committed on its own: progress is shown after every window.
+    settings = settings_for(api, db, start=base, concurrency=1, commit_every=1)
+    with client_for_test(api) as client:
+        sync(settings, client, Archive(db), until=mark)
+
+    late = [make_event(base + timedelta(minutes=2 * i, seconds=31), event="acme.counts.late") for i in range(30)]
+    broken = make_event(base + timedelta(minutes=33, seconds=44), event="acme.counts.broken")
+    post_and_wait(api, [*late, broken], base, until)
+    # Posted while the sync reads its first window, into its last one: more than the plan counted.
+    during = [make_event(until - timedelta(minutes=8, seconds=i), event="acme.counts.during") for i in range(20)]
+    posted = threading.Event()
+
+    def after(n, request, response):
+        if request.url.path.endswith("/events/filter") and not posted.is_set():
+            posted.set()
+            post_and_wait(api, during, base, until)
+        if request.url.path.endswith("/events/filter") and broken["id"] in response.text:
+            body = response.json()
+            for event in body["events"]:
+                if event["id"] == broken["id"]:
+                    del event["occurred"]
+            return httpx.Response(200, json=body)
+        return None
+
+    shown: list[tuple[int, int]] = []
+    with client_for_test(api, Faults(after=after)) as client:
+        report = sync(settings, client, Archive(db), until=until, progress=lambda done, total: shown.append((done, total)))
+    assert posted.is_set() and report.outcome == "ok"
+    assert report.fetched == report.inserted + report.duplicates + report.quarantined, report
+    assert report.quarantined == 1 and report.repaired == len(late)
+    assert report.inserted == 60 + len(during) + len(late)
+    assert shown and all(done <= total for done, total in shown), shown
+    assert shown[-1] == (report.fetched, report.fetched)
+    row = query(db, "SELECT fetched, inserted, duplicates, quarantined FROM syncs WHERE id = $1", [report.run_id])
+    assert row == [(report.fetched, report.inserted, report.duplicates, report.quarantined)]
+    assert query(db, "SELECT event_id, resolved IS NULL FROM quarantine") == [(broken["id"], True)]
+
+    # The server sends the real event on the next read of its bucket: the quarantined item is resolved.
+    with client_for_test(api) as client:
+        report = sync(settings, client, Archive(db), until=until)
+    assert broken["id"] in archived_ids(db, base, until) and report.repaired == 1
+    assert query(db, "SELECT event_id, resolved IS NOT NULL FROM quarantine") == [(broken["id"], True)]
+    assert archived_ids(db, base, until) == server_event_ids(api, base, until)
+    from archiver.query import archive_status
+
+    status = archive_status(db)
+    assert (status["quarantined"], status["quarantine_resolved"]) == (0, 1)
+
+
+def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(prefect_server, history, backfilled, tmp_path):
+    import json as _json
+    import shutil
+
+    db = tmp_path / "nogap.duckdb"
+    shutil.copy(backfilled[0], db)
+    newest = format_timestamp(Archive(db).newest_occurred_before(history.end))
+    probes = []
+
+    def before(n, request):
+        if request.url.path.endswith("/events/filter"):
+            body = _json.loads(request.content)
+            if body["filter"]["occurred"]["since"] == newest:
+                probes.append(body)
+        return None
+
+    with client_for_test(prefect_server.api_url, Faults(before)) as client:
+        report = sync(settings_for(prefect_server.api_url, db), client, Archive(db), until=history.end + timedelta(hours=1))
+    assert report.gaps == [] and query(db, "SELECT count(*) FROM gaps") == [(0,)]
+    # The check costs one small request: the newest archived event's stretch, one event at most.
+    assert [(p["limit"], p["filter"]["occurred"]["until"]) for p in probes] == [(1, format_timestamp(history.end))]
