@@ -324,9 +324,10 @@ class PrefectClient:
                     except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
                         problem = "a body that is not JSON"
                     else:
-                        problem = expect(data) if expect else None
-                        if problem is None:
+                        found = expect(data) if expect else None
+                        if found is None:
                             return data
+                        problem = found
                     bad_body = True
                 elif response.status_code == 429 or response.status_code >= 500:
                     problem = f"HTTP {response.status_code}"
