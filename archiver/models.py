@@ -53,6 +53,10 @@ class Malformed:
         return hashlib.sha256(self.raw.encode("utf-8")).hexdigest()
 
 
+class TimestampOutOfRange(ValueError):
+    """A valid ISO 8601 time that has no UTC datetime (before year 1 or after 9999 once in UTC)."""
+
+
 def to_utc(value: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already.
 
@@ -65,7 +69,7 @@ def to_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 once converted to UTC") from None
+        raise TimestampOutOfRange(f"{value.isoformat()} is outside the years 1 to 9999 once converted to UTC") from None
 
 
 def parse_timestamp(value: Any) -> datetime:
