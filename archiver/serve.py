@@ -112,6 +112,22 @@ def bearer_credentials(authorization: str) -> str | None:
     return credentials.strip(" ") if scheme.lower() == "bearer" else None
 
 
+def _interrupt_after(conn: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
+    """Interrupt `conn`'s query once `seconds` have passed, and again until it has stopped.
+
+    DuckDB only sees an interrupt while a query is executing, and a request runs several queries:
+    one interrupt can land between them (or while one is still being planned) and be lost.
+    """
+    if done.wait(seconds):
+        return
+    while not done.is_set():
+        try:
+            conn.interrupt()
+        except duckdb.Error:  # the request ended and closed the connection meanwhile
+            return
+        done.wait(0.01)
+
+
 class _Reader:
     """Opens the archive read-only per request and lets go, so syncs elsewhere keep committing."""
 
@@ -159,10 +175,9 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     def answer(request: Request, f: EventFilter, limit: int, after: Any = None, total: int | None = None) -> dict[str, Any]:
         with archive.reader() as conn:
-            # A deadline per request: interrupt() stops the query from another thread.
-            timer = threading.Timer(time_limit, conn.interrupt) if time_limit > 0 else None
-            if timer:
-                timer.start()
+            done = threading.Event()
+            if time_limit > 0:
+                threading.Thread(target=_interrupt_after, args=(conn, time_limit, done), daemon=True).start()
             try:
                 page = read_page(conn, f, limit, after=after, total=total)
             except duckdb.InterruptException:
@@ -171,8 +186,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
                     "narrow the filter (a shorter occurred window, fewer related or any_resource filters, "
                     "exact ids instead of label patterns)")) from None
             finally:
-                if timer:
-                    timer.cancel()
+                done.set()
         return {"events": page.events, "total": page.total, "next_page": page_link(request, tokens.encode(f, limit, page))}
 
     router = APIRouter(dependencies=[Depends(require_token)])
