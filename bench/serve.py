@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,5 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    httpx  # noqa: B018 - TestClient needs httpx; fail early with a clear import error
     main()

@@ -25,8 +25,10 @@ def test_a_time_outside_utc_on_the_command_line_is_bad_input(args, tmp_path):
 
 
 def test_events_whose_times_overflow_utc_are_quarantined_and_the_sync_goes_on(prefect_server, history, tmp_path):
-    # The real server sets `received` itself, so these pages are rewritten on their way back (httpx
-    # transport over the real server): one event received "in year 10000", one occurred "in year 0".
+    # A real 3.8.8 server answers 204 to POST /events with such an `occurred` and never stores the
+    # event (tried: 0001-01-01T00:00:00+01:00, 9999-12-31T23:59:59-01:00), and it sets `received`
+    # itself; so the real pages are rewritten on their way back (an httpx transport over the real
+    # server): one event received "in year 10000", one occurred "in year 0".
     # A proxy's 200 {"detail": ...} is answered once for a page too; the client retries it.
     bad = {history.unicode_id: ("received", "9999-12-31T23:59:59-01:00"),
            history.big_payload_id: ("occurred", "0001-01-01T00:00:00+01:00")}
