@@ -102,6 +102,17 @@ class Bucket:
     count: int
 
 
+def _event_page_problem(data: Any) -> str | None:
+    """What keeps `data` from being an EventPage ({"events": [...], "total": n, ...}), or None."""
+    if isinstance(data, dict) and isinstance(data.get("detail"), str) and "events" not in data:
+        return f"a body that is not an EventPage but {{'detail': {data['detail'][:120]!r}}}"
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        return "a body that is not an EventPage (no 'events' list)"
+    if isinstance(data.get("total"), bool) or not isinstance(data.get("total"), int):
+        return "a body that is not an EventPage (no integer 'total')"
+    return None
+
+
 def redact_url(url: str | httpx.URL) -> str:
     """The URL without user:password and query, safe to show."""
     parts = urlsplit(str(url))
@@ -208,7 +219,10 @@ class PrefectClient:
 
     def read_events(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> dict[str, Any]:
         """POST /events/filter: the first EventPage for `filter` (keys go under "filter")."""
-        return self._page(self.request("POST", "events/filter", json={"filter": filter, "limit": limit}))
+        page: dict[str, Any] = self.request(
+            "POST", "events/filter", json={"filter": filter, "limit": limit}, expect=_event_page_problem
+        )
+        return page
 
     def read_next_page(self, next_page: str) -> dict[str, Any]:
         """The page after one whose `next_page` was given.
@@ -219,7 +233,10 @@ class PrefectClient:
         tokens = parse_qs(urlsplit(next_page).query).get("page-token")
         if not tokens:
             raise ApiBadResponse(f"next_page {redact_url(next_page)!r} carries no page-token")
-        return self._page(self.request("GET", "events/filter/next", params={"page-token": tokens[0]}))
+        page: dict[str, Any] = self.request(
+            "GET", "events/filter/next", params={"page-token": tokens[0]}, expect=_event_page_problem
+        )
+        return page
 
     def iter_pages(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Pages of one query, following next_page until the server says there are no more."""
@@ -284,16 +301,13 @@ class PrefectClient:
 
     # -- transport ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _page(data: Any) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("events"), list):
-            raise ApiBadResponse("the events answer is not an EventPage (no 'events' list)")
-        if not isinstance(data.get("total"), int):
-            raise ApiBadResponse("the events answer is not an EventPage (no integer 'total')")
-        return data
+    def request(self, method: str, path: str, *, expect: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+        """Send one request with retries; return its decoded JSON body (None for 204).
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send one request with retries; return its decoded JSON body (None for 204)."""
+        `expect` checks a 200's body and says what is wrong with it: such a body is retried like
+        one that is not JSON (proxies answer 200 with `{"detail": "upstream temporarily
+        unavailable"}`), and ApiBadResponse is raised when the retries run out.
+        """
         started = time.monotonic()
         attempt = 0
         csrf_refreshed = False
@@ -301,6 +315,7 @@ class PrefectClient:
             attempt += 1
             retry_after: float | None = None
             unreachable = False
+            bad_body = False
             headers = self._csrf_headers() if method in _CHANGES else {}
             with self._sent_lock:
                 self.sent[path] += 1
@@ -329,9 +344,15 @@ class PrefectClient:
                     if response.status_code == 204 or not response.content:
                         return None
                     try:
-                        return response.json()
-                    except ValueError:
+                        data = response.json()
+                    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
                         problem = "a body that is not JSON"
+                    else:
+                        found = expect(data) if expect else None
+                        if found is None:
+                            return data
+                        problem = found
+                    bad_body = True
                 elif response.status_code == 429 or response.status_code >= 500:
                     problem = f"HTTP {response.status_code}"
                     retry_after = _retry_after(response)
@@ -347,7 +368,7 @@ class PrefectClient:
             elapsed = time.monotonic() - started
             delay = self.retry.delay(attempt, retry_after)
             if attempt > self.retry.max_retries or elapsed + delay > self.retry.max_total.total_seconds():
-                error = ApiBadResponse if problem.startswith("a body") else ApiUnavailable
+                error = ApiBadResponse if bad_body else ApiUnavailable
                 what = f"the Prefect API at {self.shown_url}" if unreachable else f"{method} {redact_url(self.base_url + path)}"
                 raise error(
                     f"{what} kept failing ({problem}) after {attempt} attempts in {elapsed:.0f}s; "

@@ -49,6 +49,7 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("schedule", "reconcile_every"): (timedelta(0), "duration"),
     ("schedule", "verify_every"): (timedelta(days=1), "duration"),
     ("schedule", "max_backoff"): (timedelta(minutes=30), "duration"),
+    ("serve", "request_timeout"): (timedelta(seconds=10), "duration"),
 }
 
 # Settings Prefect itself has: read from the environment and, failing that, the active profile.
@@ -98,6 +99,8 @@ class Settings:
     reconcile_every: timedelta = timedelta(0)
     verify_every: timedelta = timedelta(days=1)
     max_backoff: timedelta = timedelta(minutes=30)
+    # How long `serve` lets one request's query run before interrupting it (HTTP 504).
+    request_timeout: timedelta = timedelta(seconds=10)
     # Where each setting came from ("flag", "env", "config", "profile", "default"); never the value.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     profile: Profile | None = field(default=None, compare=False)
@@ -264,6 +267,7 @@ def load_settings(
         reconcile_every=resolved["schedule.reconcile_every"],
         verify_every=resolved["schedule.verify_every"],
         max_backoff=resolved["schedule.max_backoff"],
+        request_timeout=resolved["serve.request_timeout"],
         sources=sources,
         profile=profile,
     )

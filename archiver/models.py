@@ -53,11 +53,23 @@ class Malformed:
         return hashlib.sha256(self.raw.encode("utf-8")).hexdigest()
 
 
+class TimestampOutOfRange(ValueError):
+    """A valid ISO 8601 time that has no UTC datetime (before year 1 or after 9999 once in UTC)."""
+
+
 def to_utc(value: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    """An aware UTC datetime; a naive one is taken to be UTC already.
+
+    ValueError (like any unparseable timestamp) when the instant has no UTC datetime: Python's
+    datetime stops at years 1 and 9999, so 9999-12-31T23:59:59-01:00 or 0001-01-01T00:00:00+01:00
+    overflow once converted (OverflowError from astimezone, which callers parsing input never expect).
+    """
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise TimestampOutOfRange(f"{value.isoformat()} is outside the years 1 to 9999 once converted to UTC") from None
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -76,13 +88,47 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+def _unarchivable(raw: Any) -> str | None:
+    """Why `raw` cannot be written as JSON text faithfully, or None when it can.
+
+    Python's json reads what no JSON column can hold: NaN and Infinity (DuckDB's JSON keeps them,
+    then serve cannot answer them) and lone surrogates (`"\\ud800"`, not encodable as UTF-8).
+    """
+    try:
+        json.dumps(raw, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "text that is not valid Unicode (a lone surrogate)"
+    except ValueError:
+        return "a number JSON cannot carry (NaN or Infinity)"
+    except RecursionError:
+        return "nested too deeply"
+    return None
+
+
+def _raw_text(raw: Any) -> str:
+    """The item as text for the quarantine, even when it holds what _unarchivable refuses."""
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        text = canonical_json(raw)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return json.dumps(raw, separators=(",", ":"), sort_keys=True)  # \\u escapes: the same JSON value
+    except RecursionError:
+        return repr(raw)[:100_000]
+
+
 def parse_event(raw: Any) -> Event | Malformed:
-    """Validate one item of an EventPage; anything we could not archive faithfully is Malformed."""
-    raw_text = raw if isinstance(raw, str) else canonical_json(raw)
+    """Validate one item of an EventPage; anything we could not archive faithfully is Malformed.
+
+    Never raises: an exception here would stop every later sync at the same page.
+    """
+    raw_text = _raw_text(raw)
     if not isinstance(raw, dict):
         return Malformed(raw_text, "not a JSON object", None)
     event_id = raw.get("id")
-    shown_id = str(event_id) if event_id is not None else None
+    shown_id = _raw_text(str(event_id))[:200] if event_id is not None else None
 
     def bad(reason: str) -> Malformed:
         return Malformed(raw_text, reason, shown_id)
@@ -116,6 +162,9 @@ def parse_event(raw: Any) -> Event | Malformed:
         follows = uuid.UUID(str(raw["follows"])) if raw.get("follows") is not None else None
     except ValueError:
         return bad(f"follows {raw['follows']!r} is not a UUID")
+    problem = _unarchivable(raw)
+    if problem:
+        return bad(f"holds {problem}")
     return Event(
         id=parsed_id,
         occurred=occurred,
@@ -201,13 +250,20 @@ def parse_when(value: str, *, name: str = "time", now: datetime | None = None) -
         return now
     match = _RELATIVE.match(text)
     if match:
-        return now - timedelta(seconds=float(match.group(1)) * _RELATIVE_SECONDS[match.group(2)])
+        try:
+            return now - timedelta(seconds=float(match.group(1)) * _RELATIVE_SECONDS[match.group(2)])
+        except OverflowError:  # timedelta or the subtraction: an age reaching back past year 1
+            raise BadInput(f"{name} {value!r} reaches back before the year 1: use a smaller age") from None
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-        return to_utc(datetime.fromisoformat(text))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise BadInput(
             f"{name} {value!r} is not a time: use an ISO 8601 date or datetime "
             "(2026-11-01, 2026-11-01T12:00:00Z), 'now', or an age such as 2h or 3d"
         ) from None
+    try:
+        return to_utc(parsed)
+    except ValueError as exc:
+        raise BadInput(f"{name} {value!r} is not a time Prefect can hold: {exc}") from None

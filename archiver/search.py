@@ -24,10 +24,15 @@ from typing import Any
 import duckdb
 
 from archiver.errors import BadInput
-from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_timestamp, to_utc
+from archiver.models import EVENT_COLUMNS, TimestampOutOfRange, event_to_api, format_timestamp, parse_timestamp, to_utc
 
 UTC = timezone.utc
 ORDERS = ("ASC", "DESC")
+# Sizes Prefect caps on events (server/events/schemas/events.py, settings server.events), so a
+# filter past them cannot mean more, only cost more: `related` / `any_resource` filters per request
+# (maximum_related_resources, default 100) and labels per resource filter (maximum_labels_per_resource).
+MAX_RESOURCE_FILTERS = 100
+MAX_LABELS = 500
 
 Labels = Mapping[str, tuple[str, ...]]
 
@@ -126,12 +131,21 @@ def _object(value: Any, where: str, allowed: Sequence[str]) -> dict[str, Any]:
     return value
 
 
+def _text(value: str, where: str) -> str:
+    # JSON may carry lone surrogates ("\\ud800") that no database string can hold.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{where} holds text that is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def _strings(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadInput(f"{where} must be a list of strings")
-    return tuple(value)
+    return tuple(_text(v, where) for v in value)
 
 
 def _labels(value: Any, where: str) -> Labels | None:
@@ -139,9 +153,13 @@ def _labels(value: Any, where: str) -> Labels | None:
         return None
     if not isinstance(value, dict):
         raise BadInput(f"{where} must be an object of label names to a value or a list of values")
+    if len(value) > MAX_LABELS:
+        raise BadInput(f"{where} has {len(value)} labels; at most {MAX_LABELS} (Prefect's "
+                       "PREFECT_SERVER_EVENTS_MAXIMUM_LABELS_PER_RESOURCE: no resource has more)")
     labels: dict[str, tuple[str, ...]] = {}
     for key, values in value.items():
-        labels[key] = (values,) if isinstance(values, str) else _strings(values, f"{where}.{key}")
+        where_key = f"{where}.{_text(key, where)}"
+        labels[key] = (_text(values, where_key),) if isinstance(values, str) else _strings(values, where_key)
     return labels
 
 
@@ -161,16 +179,23 @@ def _related(value: Any, where: str) -> RelatedMatch:
     ):
         raise BadInput(f"{where}.resources_in_roles must be a list of [resource id, role] pairs")
     return RelatedMatch(_strings(body.get("id"), f"{where}.id"), _strings(body.get("role"), f"{where}.role"),
-                        tuple((p[0], p[1]) for p in pairs or ()), _labels(body.get("labels"), f"{where}.labels"))
+                        tuple((_text(p[0], where), _text(p[1], where)) for p in pairs or ()),
+                        _labels(body.get("labels"), f"{where}.labels"))
 
 
-def _many(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [] if value is None else [value]
+def _many(value: Any, where: str) -> list[Any]:
+    many = value if isinstance(value, list) else [] if value is None else [value]
+    if len(many) > MAX_RESOURCE_FILTERS:
+        raise BadInput(f"{where} has {len(many)} filters; at most {MAX_RESOURCE_FILTERS} (Prefect's "
+                       "PREFECT_SERVER_EVENTS_MAXIMUM_RELATED_RESOURCES: no event has more related resources)")
+    return many
 
 
 def _when(value: Any, where: str) -> datetime:
     try:
         return parse_timestamp(value)
+    except TimestampOutOfRange as exc:
+        raise BadInput(f"{where}: {exc}") from None
     except ValueError:
         raise BadInput(f"{where} must be an ISO 8601 timestamp, not {value!r}") from None
 
@@ -205,8 +230,9 @@ def parse_filter(value: Any, now: datetime | None = None) -> EventFilter:
         exclude_names=_strings(names.get("exclude_name"), "filter.event.exclude_name"),
         exclude_prefixes=_strings(names.get("exclude_prefix"), "filter.event.exclude_prefix"),
         resource=_resource(body["resource"], "filter.resource") if body.get("resource") is not None else None,
-        related=tuple(_related(r, "filter.related") for r in _many(body.get("related"))),
-        any_resource=tuple(_resource(r, "filter.any_resource") for r in _many(body.get("any_resource"))),
+        related=tuple(_related(r, "filter.related") for r in _many(body.get("related"), "filter.related")),
+        any_resource=tuple(_resource(r, "filter.any_resource")
+                           for r in _many(body.get("any_resource"), "filter.any_resource")),
         ids=event_ids, order=order,
     )
 
@@ -232,9 +258,17 @@ class _Sql:
         return f"{column} IN (" + ", ".join(self.p(v) for v in values) + ")"
 
     def like(self, column: str, pattern: str) -> str:
-        # Prefect's _is_like_match_expression: * and ? are wildcards, a leading ! negates.
+        # Prefect's _is_like_match_expression: * and ? are wildcards, a leading ! negates. Patterns
+        # that are exact ids or end in their only `*` compile to = and starts_with, which DuckDB
+        # evaluates many times faster than LIKE (a request may carry hundreds of them).
         negated = pattern.startswith("!")
-        expr = f"{column} LIKE {self.p(pattern.removeprefix('!').translate(_LIKE))} ESCAPE '\\'"
+        body = pattern.removeprefix("!")
+        if not any(w in body for w in "*?"):
+            expr = f"{column} = {self.p(body)}"
+        elif body.endswith("*") and not any(w in body[:-1] for w in "*?"):
+            expr = f"starts_with({column}, {self.p(body[:-1])})"
+        else:
+            expr = f"{column} LIKE {self.p(body.translate(_LIKE))} ESCAPE '\\'"
         return f"NOT ({expr})" if negated else expr
 
     def labels(self, labels: Labels, id_column: str, role_column: str | None, json_column: str) -> list[str]:
@@ -251,7 +285,12 @@ class _Sql:
             else:
                 pointer = "/" + label.replace("~", "~0").replace("/", "~1")
                 column = f"json_extract_string({json_column}, {self.p(pointer)})"
-            clauses.append("(" + " OR ".join(self.like(column, v) for v in values) + ")")
+            # Exact values in one IN list; only the patterns need an expression each.
+            exact = [v for v in values if not v.startswith("!") and not any(w in v for w in "*?")]
+            parts = [self.like(column, v) for v in values if v not in exact]
+            if exact:
+                parts.append(f"{column} IN (" + ", ".join(self.p(v) for v in exact) + ")")
+            clauses.append("(" + " OR ".join(parts) + ")")
         return clauses
 
 
@@ -259,19 +298,68 @@ def _needs_json(labels: Labels | None) -> bool:
     return bool(labels) and any(k not in ("prefect.resource.id", "prefect.resource.role") for k in labels or {})
 
 
-def _resource_rows(sql: _Sql, f: EventFilter, conditions: list[str], related_only: bool, with_json: bool) -> str:
-    """EXISTS over the event's resources (primary with role '', then the related ones)."""
-    if not with_json:
-        scope = f"r.occurred BETWEEN {sql.p(f.since)} AND {sql.p(f.until)}"
-        return ("EXISTS (SELECT 1 FROM event_resources r WHERE r.event_id = e.id AND "
-                + " AND ".join([scope, *conditions]) + ")")
-    # Labels other than id and role live only in the JSON of the event's resources.
-    rows = ("SELECT json_extract_string(value, '/prefect.resource.id') AS resource_id, "
-            "coalesce(json_extract_string(value, '/prefect.resource.role'), '') AS role, value "
-            "FROM json_each(e.related)")
-    if not related_only:
-        rows = f"SELECT e.resource_id, '' AS role, e.resource AS value UNION ALL {rows}"
-    return f"EXISTS (SELECT 1 FROM ({rows}) r WHERE " + " AND ".join(conditions or ["true"]) + ")"
+def _related_conditions(sql: _Sql, related: RelatedMatch) -> list[str]:
+    """What one resource row (r) must satisfy for a `related` filter; [] when it filters nothing."""
+    conditions = []
+    if related.ids:
+        conditions.append(sql.any_of("r.resource_id", related.ids, "in"))
+    if related.roles:
+        conditions.append(sql.any_of("r.role", related.roles, "in"))
+    if related.resources_in_roles:
+        conditions.append("(" + " OR ".join(
+            f"(r.resource_id = {sql.p(rid)} AND r.role = {sql.p(role)})" for rid, role in related.resources_in_roles
+        ) + ")")
+    if related.labels is not None:
+        conditions += sql.labels(related.labels, "r.resource_id", "r.role", "r.value")
+    if conditions and not related.roles:
+        # Prefect: a related filter without a role never matches the event's own resource (role '').
+        conditions.append("r.role <> ''")
+    return conditions
+
+
+def _any_resource_conditions(sql: _Sql, match: ResourceMatch) -> list[str]:
+    conditions = []
+    if match.ids:
+        conditions.append(sql.any_of("r.resource_id", match.ids, "in"))
+    if match.id_prefixes:
+        conditions.append(sql.any_of("r.resource_id", match.id_prefixes, "prefix"))
+    if match.labels is not None:
+        conditions += sql.labels(match.labels, "r.resource_id", "r.role", "r.value")
+    return conditions
+
+
+# An event's resources as rows (resource_id, role, value): the primary with role '', then the
+# related ones, from the event's JSON (for labels other than id and role, which event_resources lacks).
+_JSON_RESOURCES = (
+    "(SELECT e.resource_id AS resource_id, '' AS role, e.resource AS value UNION ALL "
+    "SELECT json_extract_string(value, '/prefect.resource.id'), "
+    "coalesce(json_extract_string(value, '/prefect.resource.role'), ''), value FROM json_each(e.related)) r"
+)
+
+
+def _resources_clause(sql: _Sql, f: EventFilter) -> str | None:
+    """Every `related` and `any_resource` filter as one condition on the event's resources.
+
+    Each filter must be satisfied by one of the event's resources (Prefect ANDs them, each as its
+    own `id IN (SELECT event_id FROM event_resources WHERE …)`). One correlated EXISTS per filter
+    made DuckDB's plan grow with the square of their number (300 filters: 47 s); here they share
+    one pass over the resources — the rows any filter matches, grouped by event, keeping the events
+    where every filter matched some row (`bool_or` per filter).
+    """
+    matches = [c for c in (_related_conditions(sql, r) for r in f.related) if c]
+    matches += [c for c in (_any_resource_conditions(sql, m) for m in f.any_resource) if c]
+    if not matches:
+        return None
+    each = ["(" + " AND ".join(c) + ")" for c in matches]
+    # The same SQL text twice reuses the same $n parameters: no second copy of the values.
+    where = each[0] if len(each) == 1 else "(" + " OR ".join(each) + ")"
+    every = "" if len(each) == 1 else " HAVING " + " AND ".join(f"bool_or({c})" for c in each)
+    if any(_needs_json(r.labels) for r in f.related) or any(_needs_json(m.labels) for m in f.any_resource):
+        if len(each) == 1:
+            return f"EXISTS (SELECT 1 FROM {_JSON_RESOURCES} WHERE {where})"
+        return f"coalesce((SELECT {' AND '.join(f'bool_or({c})' for c in each)} FROM {_JSON_RESOURCES} WHERE {where}), false)"
+    scope = f"r.occurred BETWEEN {sql.p(f.since)} AND {sql.p(f.until)}"
+    return f"e.id IN (SELECT r.event_id FROM event_resources r WHERE {scope} AND {where} GROUP BY r.event_id{every})"
 
 
 def where_clause(f: EventFilter, sql: _Sql) -> str:
@@ -292,33 +380,9 @@ def where_clause(f: EventFilter, sql: _Sql) -> str:
             clauses.append(sql.any_of("e.resource_id", f.resource.id_prefixes, "prefix"))
         if f.resource.labels is not None:
             clauses += sql.labels(f.resource.labels, "e.resource_id", None, "e.resource") or ["true"]
-    for related in f.related:
-        conditions = []
-        if related.ids:
-            conditions.append(sql.any_of("r.resource_id", related.ids, "in"))
-        if related.roles:
-            conditions.append(sql.any_of("r.role", related.roles, "in"))
-        if related.resources_in_roles:
-            conditions.append("(" + " OR ".join(
-                f"(r.resource_id = {sql.p(rid)} AND r.role = {sql.p(role)})" for rid, role in related.resources_in_roles
-            ) + ")")
-        if related.labels is not None:
-            conditions += sql.labels(related.labels, "r.resource_id", "r.role", "r.value")
-        if not conditions:
-            continue  # Prefect: an empty related filter filters nothing
-        if not related.roles:
-            conditions.append("r.role <> ''")
-        clauses.append(_resource_rows(sql, f, conditions, related_only=True, with_json=_needs_json(related.labels)))
-    for match in f.any_resource:
-        conditions = []
-        if match.ids:
-            conditions.append(sql.any_of("r.resource_id", match.ids, "in"))
-        if match.id_prefixes:
-            conditions.append(sql.any_of("r.resource_id", match.id_prefixes, "prefix"))
-        if match.labels is not None:
-            conditions += sql.labels(match.labels, "r.resource_id", "r.role", "r.value")
-        if conditions:
-            clauses.append(_resource_rows(sql, f, conditions, related_only=False, with_json=_needs_json(match.labels)))
+    resources = _resources_clause(sql, f)
+    if resources:
+        clauses.append(resources)
     return " AND ".join(clauses)
 
 

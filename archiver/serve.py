@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import logging
 import os
+import secrets
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,25 +54,78 @@ _BODY_KEYS = ("filter", "limit")
 _WHOLE_BODY = Body(None)
 
 
-def _encode_token(f: EventFilter, limit: int, page: Page) -> str | None:
-    if page.after is None:
-        return None
-    occurred, last_id = page.after
-    state = {"filter": f.to_api(), "limit": limit, "total": page.total, "after": [occurred.isoformat(), str(last_id)]}
-    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode().rstrip("=")
+class PageTokens:
+    """Page tokens this server signs, so a client cannot forge one (`"total": -5`, another filter).
+
+    A token is the page state as base64 JSON plus an HMAC-SHA256 of it. The key comes from
+    ARCHIVER_SERVE_TOKEN when set, so every serve process sharing that token (behind a load
+    balancer, or across a restart) accepts the others' tokens; without it, a random key per
+    process (tokens then die with it). Like Prefect's, tokens carry no expiry.
+    """
+
+    def __init__(self, serve_token: str | None, max_limit: int) -> None:
+        if serve_token:
+            self._key = hashlib.sha256(b"prefect-archiver page tokens\0" + serve_token.encode()).digest()
+        else:
+            self._key = secrets.token_bytes(32)
+        self.max_limit = max_limit
+
+    def _sign(self, payload: bytes) -> str:
+        return _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
+
+    def encode(self, f: EventFilter, limit: int, page: Page) -> str | None:
+        if page.after is None:
+            return None
+        occurred, last_id = page.after
+        state = {"filter": f.to_api(), "limit": limit, "total": page.total, "after": [occurred.isoformat(), str(last_id)]}
+        payload = json.dumps(state, separators=(",", ":")).encode()
+        return f"{_b64(payload)}.{self._sign(payload)}"
+
+    def decode(self, token: str) -> tuple[EventFilter, int, int, tuple[datetime, uuid.UUID]]:
+        """The state a page token carries; BadInput for anything this server did not sign."""
+        encoded, _, signature = token.partition(".")
+        try:
+            payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError):
+            raise BadInput("not a page token from this server") from None
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode("utf-8", "replace")):
+            raise BadInput("not a page token from this server (bad signature)")
+        # Signed by us, but checked anyway: a bug or a changed key must not reach the SQL.
+        try:
+            state = json.loads(payload)
+            after = (parse_timestamp(state["after"][0]), uuid.UUID(state["after"][1]))
+            limit, total = state["limit"], state["total"]
+            if not all(type(v) is int for v in (limit, total)) or not 1 <= limit <= self.max_limit or total < 0:
+                raise ValueError("limit or total out of range")
+            return parse_filter(state["filter"]), limit, total, after
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, BadInput) as exc:
+            raise BadInput(f"not a page token from this server: {exc}") from None
 
 
-def _decode_token(token: str, max_limit: int) -> tuple[EventFilter, int, int, tuple[datetime, uuid.UUID]]:
-    """The state a page token carries; BadInput for anything we did not issue."""
-    try:
-        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after = (parse_timestamp(state["after"][0]), uuid.UUID(state["after"][1]))
-        limit, total = int(state["limit"]), int(state["total"])
-        if not 0 <= limit <= max_limit:
-            raise ValueError("limit out of range")
-        return parse_filter(state["filter"]), limit, total, after
-    except (binascii.Error, ValueError, KeyError, TypeError, IndexError, BadInput) as exc:
-        raise BadInput(f"not a page token from this server: {exc}") from None
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def bearer_credentials(authorization: str) -> str | None:
+    """The credentials of an `Authorization: Bearer …` header; the scheme in any case (RFC 9110 §11.1)."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip(" ") if scheme.lower() == "bearer" else None
+
+
+def _interrupt_after(conn: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
+    """Interrupt `conn`'s query once `seconds` have passed, and again until it has stopped.
+
+    DuckDB only sees an interrupt while a query is executing, and a request runs several queries:
+    one interrupt can land between them (or while one is still being planned) and be lost.
+    """
+    if done.wait(seconds):
+        return
+    while not done.is_set():
+        try:
+            conn.interrupt()
+        except duckdb.Error:  # the request ended and closed the connection meanwhile
+            return
+        done.wait(0.01)
 
 
 class _Reader:
@@ -93,14 +149,16 @@ class _Reader:
 def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None) -> FastAPI:
     """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set."""
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
     archive = _Reader(settings)
+    tokens = PageTokens(token, max_limit)
+    time_limit = settings.request_timeout.total_seconds()
 
     def authorized(request: Request) -> bool:
         if expected is None:
             return True
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+        given = bearer_credentials(request.headers.get("authorization", ""))
+        return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected)
 
     def require_token(request: Request) -> None:
         if not authorized(request):
@@ -117,8 +175,19 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     def answer(request: Request, f: EventFilter, limit: int, after: Any = None, total: int | None = None) -> dict[str, Any]:
         with archive.reader() as conn:
-            page = read_page(conn, f, limit, after=after, total=total)
-        return {"events": page.events, "total": page.total, "next_page": page_link(request, _encode_token(f, limit, page))}
+            done = threading.Event()
+            if time_limit > 0:
+                threading.Thread(target=_interrupt_after, args=(conn, time_limit, done), daemon=True).start()
+            try:
+                page = read_page(conn, f, limit, after=after, total=total)
+            except duckdb.InterruptException:
+                raise HTTPException(status_code=504, detail=(
+                    f"the query took longer than serve.request_timeout ({time_limit:g}s) and was stopped: "
+                    "narrow the filter (a shorter occurred window, fewer related or any_resource filters, "
+                    "exact ids instead of label patterns)")) from None
+            finally:
+                done.set()
+        return {"events": page.events, "total": page.total, "next_page": page_link(request, tokens.encode(f, limit, page))}
 
     router = APIRouter(dependencies=[Depends(require_token)])
 
@@ -143,7 +212,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
     @router.get("/events/filter/next")
     def read_next_page(request: Request, page_token: str = Query(..., alias="page-token")) -> dict[str, Any]:
         try:
-            f, limit, total, after = _decode_token(page_token, max_limit)
+            f, limit, total, after = tokens.decode(page_token)
         except BadInput:
             raise HTTPException(status_code=403, detail="Forbidden") from None  # as Prefect answers
         return answer(request, f, limit, after=after, total=total)
@@ -179,7 +248,8 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     @app.exception_handler(BadInput)
     def bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        # The message may quote the request, lone surrogates included: escape what UTF-8 cannot hold.
+        return JSONResponse({"detail": str(exc).encode("utf-8", "backslashreplace").decode()}, status_code=422)
 
     @app.exception_handler(ArchiverError)
     def archive_error(request: Request, exc: ArchiverError) -> JSONResponse:

@@ -98,9 +98,34 @@ def test_malformed_json_is_retried_then_reported():
         client_with(handler, retry=RetryPolicy(max_retries=2)).read_events({})
 
 
-def test_a_body_that_is_not_an_event_page_is_refused():
-    with pytest.raises(ApiBadResponse, match="EventPage"):
-        client_with(lambda r: httpx.Response(200, json={"detail": "hello"})).read_events({})
+@pytest.mark.parametrize("body", [{"detail": "upstream temporarily unavailable"}, [], {"events": [], "total": "7"},
+                                  {"events": None, "total": 0}, {"total": True, "events": []}])
+def test_a_200_that_is_not_an_event_page_is_retried_and_then_refused(body):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(200, json=body)
+
+    with pytest.raises(ApiBadResponse, match=r"not an EventPage.* after 3 attempts"):
+        client_with(handler, retry=RetryPolicy(max_retries=2)).read_events({})
+    assert len(calls) == 3
+
+
+def test_a_proxys_200_detail_body_is_retried_like_a_503_until_the_page_comes():
+    # Proxies and load balancers answer 200 {"detail": ...} while the upstream restarts.
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        if len(calls) < 3:
+            return httpx.Response(200, json={"detail": "upstream temporarily unavailable"})
+        return httpx.Response(200, json=PAGE)
+
+    client = client_with(handler)
+    assert client.read_events({}) == PAGE
+    assert client.read_next_page("http://x/api/events/filter/next?page-token=abc") == PAGE
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("status", [401, 403])

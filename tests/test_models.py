@@ -9,7 +9,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from archiver.errors import BadInput
-from archiver.models import Event, Malformed, event_to_api, format_timestamp, parse_event, parse_event_id, uuid7_time
+from archiver.models import (
+    Event,
+    Malformed,
+    event_to_api,
+    format_timestamp,
+    parse_event,
+    parse_event_id,
+    parse_when,
+    uuid7_time,
+)
 
 UTC = timezone.utc
 GOOD = {
@@ -46,6 +55,12 @@ def test_a_valid_event_round_trips_to_the_api_shape():
         ({"related": {"a": 1}}, "related is not a list"),
         ({"payload": [1, 2]}, "payload is not an object"),
         ({"follows": "nope"}, "follows"),
+        # Valid ISO 8601 that Python's datetime cannot hold in UTC (year 10000, year 0).
+        ({"received": "9999-12-31T23:59:59-01:00"}, "outside the years 1 to 9999"),
+        ({"occurred": "0001-01-01T00:00:00+01:00"}, "outside the years 1 to 9999"),
+        ({"occurred": 1732382636}, "not a timestamp"),
+        # What Python's json reads but no JSON column can hold.
+        ({"payload": {"ratio": float("inf")}}, "NaN or Infinity"),
     ],
 )
 def test_malformed_items_carry_their_reason_and_raw_text(change, reason):
@@ -53,6 +68,28 @@ def test_malformed_items_carry_their_reason_and_raw_text(change, reason):
     assert isinstance(item, Malformed)
     assert reason in item.reason
     assert json.loads(item.raw) == {**GOOD, **change}  # kept verbatim for the quarantine
+
+
+def test_lone_surrogates_are_malformed_and_quarantined_as_escaped_json():
+    item = parse_event({**GOOD, "payload": {"text": "\ud800"}})
+    assert isinstance(item, Malformed) and "lone surrogate" in item.reason
+    assert json.loads(item.raw)["payload"] == {"text": "\ud800"}  # the same JSON value, as \\u escapes
+    assert len(item.raw_hash) == 64  # storable: the raw text encodes as UTF-8
+
+
+def test_the_extremes_of_utc_are_valid_events():
+    for occurred in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59+01:00"):
+        event = parse_event({**GOOD, "occurred": occurred})
+        assert isinstance(event, Event), occurred
+
+
+def test_when_refuses_times_outside_utc_with_a_clear_error():
+    for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        with pytest.raises(BadInput, match="outside the years 1 to 9999"):
+            parse_when(value, name="--since")
+    with pytest.raises(BadInput, match="before the year 1"):
+        parse_when("99999999999d", name="--since")
+    assert parse_when("0001-01-01", name="--since") == datetime(1, 1, 1, tzinfo=UTC)
 
 
 def test_non_objects_are_malformed_not_crashes():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import threading
@@ -14,10 +16,11 @@ import httpx
 import pytest
 import uvicorn
 
-from archiver.models import format_timestamp
+from archiver.models import Event, format_timestamp, parse_event
 from archiver.query import find_event, search_events
 from archiver.serve import create_app
-from tests.prefect_server import free_port
+from archiver.store import Archive
+from tests.prefect_server import free_port, make_event
 from tests.support import ROOT, cli_env, settings_for, start_cli, write_config
 from tests.test_query import sync_range
 
@@ -109,6 +112,21 @@ def filter_bodies(history) -> list[dict]:
         {"filter": {"occurred": w, "related": {"labels": {"prefect.resource.role": ["role-1", "role-2"],
                                                           "prefect.resource.id": "acme.thing.?"}}}},
         {"filter": {"occurred": w, "id": {"id": sorted(history.ids)[:3]}}},
+        # Many related / any_resource filters at once: each must be matched by a resource of its own
+        # kind, all of them by the same event (serve compiles them into one pass; Prefect ANDs them).
+        {"filter": {"occurred": w, "related": [{"resources_in_roles": [[f"acme.thing.{i}", f"role-{i % 7}"]]}
+                                               for i in range(history.related_count)]}},
+        {"filter": {"occurred": w, "related": [{"id": ["prefect.flow.1"]}, {"role": ["tag"]},
+                                               {"labels": {"prefect.resource.id": "prefect.tag.*"}}],
+                    "any_resource": [{"id_prefix": ["prefect.flow-run."]}, {"labels": {"prefect.resource.role": "flow"}}]},
+         "limit": 50},
+        {"filter": {"occurred": w, "related": [{"role": ["tag"]}] * 100, "order": "ASC"}},
+        {"filter": {"occurred": w, "any_resource": [{"labels": {"prefect.resource.name": "café*"}},
+                                                    {"id_prefix": ["test.archiver.resource."]}]}},
+        {"filter": {"occurred": w, "related": [{"role": ["role-1"], "labels": {"prefect.resource.id": "acme.thing.*"}},
+                                               {"id": ["acme.thing.2"]}, {"labels": {"prefect.resource.role": "role-3"}}]}},
+        # A role of "" names the event's own resource, in Prefect's event_resources as here.
+        {"filter": {"occurred": w, "related": {"role": [""], "id": [run]}}},
         {"filter": {"occurred": {"since": w["since"], "until": format_timestamp(history.since + timedelta(hours=30, seconds=5))},
                     "order": "DESC"}, "limit": 13},
     ]
@@ -260,3 +278,92 @@ def test_serve_without_the_extra_says_how_to_install_it(tmp_path):
     other = subprocess.run([sys.executable, "-c", code], env=cli_env(None, tmp_path / "a.duckdb"),
                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert other.returncode == 1 and "no archive at" in other.stderr
+
+
+def forged(token: str, change) -> str:
+    """The token's state changed by `change`, re-encoded under the original signature."""
+    encoded, _, signature = token.partition(".")
+    state = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    change(state)
+    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode().rstrip("=") + "." + signature
+
+
+def test_page_tokens_are_signed_so_a_forged_one_gets_403(history, archived, serve_url):
+    body = {"filter": {"occurred": window(history)}, "limit": 5}
+    with httpx.Client(base_url=serve_url) as http:
+        token = page_token(http.post("/events/filter", json=body).json()["next_page"])
+        assert http.get("/events/filter/next", params={"page-token": token}).status_code == 200
+        for change in (lambda s: s.update(total=-5), lambda s: s.update(limit=1000),
+                       lambda s: s["filter"].update(order="ASC"),
+                       lambda s: s["after"].__setitem__(0, "9999-12-31T23:59:59-01:00")):
+            refused = http.get("/events/filter/next", params={"page-token": forged(token, change)})
+            assert refused.status_code == 403 and refused.json() == {"detail": "Forbidden"}
+        for bad in (token.partition(".")[0], token + "x", "." + token.partition(".")[2], "é" * 10):
+            assert http.get("/events/filter/next", params={"page-token": bad}).status_code == 403
+    # Another serve process has its own key, unless both share ARCHIVER_SERVE_TOKEN (behind one balancer).
+    with serving(create_app(archived, token="")) as other:
+        assert httpx.get(f"{other}/events/filter/next", params={"page-token": token}).status_code == 403
+    shared = uuid.uuid4().hex
+    with serving(create_app(archived, token=shared)) as one, serving(create_app(archived, token=shared)) as two:
+        auth = {"Authorization": f"Bearer {shared}"}
+        first = httpx.post(f"{one}/events/filter", json=body, headers=auth).json()
+        shared_token = page_token(first["next_page"])
+        mine = httpx.get(f"{one}/events/filter/next", params={"page-token": shared_token}, headers=auth)
+        theirs = httpx.get(f"{two}/events/filter/next", params={"page-token": shared_token}, headers=auth)
+        assert theirs.status_code == 200 and theirs.json()["events"] == mine.json()["events"] != first["events"]
+
+
+def test_the_bearer_scheme_is_accepted_in_any_case(archived):
+    token = uuid.uuid4().hex
+    with serving(create_app(archived, token=token)) as url:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            assert httpx.get(f"{url}/events/{uuid.uuid4()}", headers={"Authorization": f"{scheme} {token}"}).status_code == 404
+        for wrong in (f"Basic {token}", f"Bearer{token}", f"Bearer {token.upper()}", f"Token {token}"):
+            assert httpx.get(f"{url}/events/{uuid.uuid4()}", headers={"Authorization": wrong}).status_code == 401
+
+
+def test_filters_past_prefects_caps_are_refused_saying_which_limit(history, serve_url):
+    w = window(history)
+    cases = [
+        ({"related": [{"role": ["tag"]}] * 101}, "filter.related has 101 filters; at most 100",
+         "PREFECT_SERVER_EVENTS_MAXIMUM_RELATED_RESOURCES"),
+        ({"related": [{"role": ["tag"]}] * 300}, "filter.related has 300 filters; at most 100",
+         "PREFECT_SERVER_EVENTS_MAXIMUM_RELATED_RESOURCES"),
+        ({"any_resource": [{"id_prefix": ["prefect."]}] * 2000}, "filter.any_resource has 2000 filters; at most 100",
+         "PREFECT_SERVER_EVENTS_MAXIMUM_RELATED_RESOURCES"),
+        ({"resource": {"labels": {f"acme.l{i}": "x" for i in range(501)}}}, "has 501 labels; at most 500",
+         "PREFECT_SERVER_EVENTS_MAXIMUM_LABELS_PER_RESOURCE"),
+    ]
+    with httpx.Client(base_url=serve_url) as http:
+        for extra, message, setting in cases:
+            refused = http.post("/events/filter", json={"filter": {"occurred": w, **extra}})
+            detail = refused.json()["detail"]
+            assert refused.status_code == 422 and message in detail and setting in detail
+        for since in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+            refused = http.post("/events/filter", json={"filter": {"occurred": {"since": since}}})
+            assert refused.status_code == 422 and "outside the years 1 to 9999" in refused.json()["detail"]
+        # Long lists of values are not capped (Prefect caps none): they are one IN list, not an expression each.
+        flows = [f"prefect.flow.{i}" for i in range(5000)]
+        many = http.post("/events/filter", json={"filter": {"occurred": w, "related": {"id": flows}}})
+        every_flow = walk(serve_url, {"filter": {"occurred": w, "related": {"role": ["flow"]}}})[0]["total"]
+        assert many.status_code == 200 and many.json()["total"] == every_flow > 0
+
+
+def test_a_query_past_the_request_timeout_is_stopped_with_504(tmp_path):
+    # An archive big enough that a query on its events' JSON takes many DuckDB chunks (interrupt()
+    # is seen between chunks): 40k events, three resources each.
+    archive = Archive(tmp_path / "big.duckdb")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for batch in range(8):
+        items = [parse_event(make_event(start + timedelta(seconds=batch * 5000 + i), event="acme.load",
+                                        related=[(f"prefect.flow.{i % 50}", "flow"), ("prefect.tag.a", "tag")]))
+                 for i in range(5000)]
+        archive.write_batch([e for e in items if isinstance(e, Event)])
+    slow = settings_for("http://127.0.0.1:9/api", archive.path, request_timeout=timedelta(milliseconds=1))
+    body = {"filter": {"occurred": {"since": "2025-12-31T00:00:00Z"}, "any_resource": [
+        {"labels": {"prefect.resource.name": f"*{i}*", "acme.x": "!y*"}} for i in range(100)]}}
+    with serving(create_app(slow, token="")) as url:
+        stopped = httpx.post(f"{url}/events/filter", json=body, timeout=60)
+        assert stopped.status_code == 504 and "serve.request_timeout (0.001s)" in stopped.json()["detail"]
+        # The server goes on answering, and a cheap request still fits in the limit's place.
+        assert httpx.get(f"{url}/health").status_code == 200
