@@ -1,4 +1,5 @@
-"""Reading the archive: one event by id (falling back to the live API), searches, a run's states, status.
+"""Reading the archive: one event by id (falling back to the live API), a flow run's triggering event,
+searches, a run's states, status.
 
 Importable inside a flow without the CLI: it opens the archive read-only, briefly, retrying while
 a sync commits, and imports neither SQLAlchemy nor the ingest machinery.
@@ -21,8 +22,17 @@ import duckdb
 from archiver.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.config import Settings, load_settings
 from archiver.connect import open_reader, scalar
-from archiver.errors import ArchiveError, BadInput, EventNotFound, RunNotFound
-from archiver.models import EVENT_COLUMNS, event_to_api, format_timestamp, parse_event_id, parse_prefect_id, to_utc, uuid7_time
+from archiver.errors import ArchiveError, BadInput, EventNotFound, NoTriggeringEvent, RunNotFound
+from archiver.models import (
+    EVENT_COLUMNS,
+    event_to_api,
+    format_timestamp,
+    parse_event_id,
+    parse_prefect_id,
+    parse_timestamp,
+    to_utc,
+    uuid7_time,
+)
 from archiver.results import ResultReference, ResultUnavailable, StorageBlock, read_json_result
 from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.windows import MAX_QUERY_SPAN
@@ -150,6 +160,173 @@ def get_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) ->
 async def aget_event(event_id: str | uuid.UUID, *, settings: Settings | None = None) -> dict[str, Any]:
     """get_event for async flows; the blocking reads run in a worker thread."""
     return await asyncio.to_thread(get_event, event_id, settings=settings)
+
+
+# -- the event that made an automation start this flow run --------------------------------------
+
+# After a run-deployment action succeeds, Prefect emits `prefect.automation.action.triggered` and
+# `.executed` (server/events/actions.py, Action.succeed), both related to the flow run it created
+# (role "flow-run") and to the event that fired the trigger ("prefect.event.<id>", role
+# "triggering-event"). The flow run's own `created_by` only names the automation.
+ACTION_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.triggered")
+CREATED_RUN_ROLE = "flow-run"
+TRIGGERING_EVENT_ROLE = "triggering-event"
+EVENT_RESOURCE = "prefect.event."
+# `.triggered` occurs when the trigger fired (before the run exists; later if the action queue is
+# backed up), `.executed` just after the run was created: one window around the run's `created`.
+ACTION_BEFORE_RUN = timedelta(days=1)
+ACTION_AFTER_RUN = timedelta(hours=1)
+# The server emits the action events only after the flow run exists and stores them seconds later,
+# so a run that starts at once can look before they are there: ask again this often.
+ACTION_POLL = timedelta(seconds=1)
+
+
+def current_flow_run_id() -> str:
+    """The id of the flow run this code runs in, from Prefect's runtime; BadInput outside one."""
+    try:
+        from prefect.runtime import flow_run  # only inside a flow: the archiver does not need Prefect
+    except ImportError:
+        flow_run = None
+    run_id = flow_run.id if flow_run is not None else None
+    if not run_id:
+        raise BadInput("get_triggering_event() is not running inside a flow run: pass flow_run_id=")
+    return str(run_id)
+
+
+def triggering_event_id(action_event: dict[str, Any]) -> str | None:
+    """The id of the event an automation action event names as its trigger, or None."""
+    for related in action_event.get("related") or ():
+        if related.get("prefect.resource.role") == TRIGGERING_EVENT_ROLE:
+            return str(related["prefect.resource.id"]).removeprefix(EVENT_RESOURCE)
+    return None
+
+
+def _archived_action_event(run: str, settings: Settings) -> dict[str, Any] | None:
+    found = search_events(resource=run, role=CREATED_RUN_ROLE, event=ACTION_EVENTS, limit=1, settings=settings)
+    return found[0] if found else None
+
+
+def _archived_flow_run(run_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The flow run as last archived (its `object`), or None."""
+    conn = open_reader(settings.db_path, settings.read_timeout)
+    try:
+        value = scalar(conn, "SELECT object FROM flow_runs WHERE id = $1", [run_id])
+    except duckdb.CatalogException:  # an archive from before run metadata
+        return None
+    finally:
+        conn.close()
+    return json.loads(value) if value else None
+
+
+def _live_action_event(client: PrefectClient, run: str, created: datetime) -> dict[str, Any] | None:
+    page = client.read_events(
+        {
+            "event": {"name": list(ACTION_EVENTS)},
+            "related": {"id": [run], "role": [CREATED_RUN_ROLE]},
+            "occurred": {"since": format_timestamp(created - ACTION_BEFORE_RUN),
+                         "until": format_timestamp(created + ACTION_AFTER_RUN)},
+            "order": "DESC",
+        },
+        limit=1,
+    )
+    return page["events"][0] if page["events"] else None
+
+
+def _not_by_automation(run_id: str, flow_run: dict[str, Any]) -> NoTriggeringEvent | None:
+    """The error to raise when Prefect says an automation did not create this run, else None."""
+    created_by = flow_run.get("created_by") or {}
+    if created_by.get("type") == "AUTOMATION":
+        return None
+    by = (f"{created_by.get('type')} {created_by.get('display_value') or created_by.get('id')}" if created_by
+          else "no automation (Prefect records no creator: a schedule, the UI, `prefect deployment run` or an API call)")
+    return NoTriggeringEvent(
+        f"flow run {run_id} was not started by an automation: it was created by {by}. "
+        "Pass the event id to the flow as a parameter instead"
+    )
+
+
+def find_triggering_action(
+    flow_run_id: str | uuid.UUID, *, settings: Settings, wait: timedelta = timedelta(seconds=30)
+) -> dict[str, Any]:
+    """The `prefect.automation.action.*` event recording that an automation created this flow run.
+
+    The archive first, then the live API (asking again for up to `wait` while the server is still
+    storing the action's events). NoTriggeringEvent says what created the run when it was not an
+    automation, or that the link is not (yet) anywhere.
+    """
+    run = flow_run_resource(flow_run_id)
+    run_id = run.removeprefix(FLOW_RUN)
+    if settings.db_path.exists():
+        try:
+            action = _archived_action_event(run, settings)
+        except ArchiveError:
+            if not settings.api_url:
+                raise
+            action = None  # a busy or unreadable archive should not stop the flow: ask the API
+        if action is not None:
+            return action
+    if not settings.api_url:
+        archived = _archived_flow_run(run_id, settings) if settings.db_path.exists() else None
+        if archived is not None and (error := _not_by_automation(run_id, archived)):
+            raise error
+        raise NoTriggeringEvent(
+            f"no automation action event names flow run {run_id} in the archive at {settings.db_path}, and "
+            "PREFECT_API_URL is not set to ask the live API: sync the archive, or set PREFECT_API_URL"
+        )
+    deadline = time.monotonic() + wait.total_seconds()
+    with client_for(settings) as client:
+        runs = client.read_objects("flow_runs", [run_id])
+        if not runs:
+            raise RunNotFound(f"the Prefect API at {redact_url(settings.api_url)} has no flow run {run_id}")
+        if error := _not_by_automation(run_id, runs[0]):
+            raise error
+        created = parse_timestamp(runs[0]["created"])
+        while (action := _live_action_event(client, run, created)) is None and time.monotonic() < deadline:
+            time.sleep(ACTION_POLL.total_seconds())
+    if action is None:
+        automation = runs[0]["created_by"]
+        raise NoTriggeringEvent(
+            f"flow run {run_id} was created by automation {automation.get('display_value')!r} "
+            f"({automation.get('id')}), but no prefect.automation.action.executed event naming it reached "
+            f"the archive or the Prefect API within {wait.total_seconds():.0f}s; try again later"
+        )
+    return action
+
+
+def get_triggering_event(
+    flow_run_id: str | uuid.UUID | None = None,
+    *,
+    settings: Settings | None = None,
+    wait: timedelta = timedelta(seconds=30),
+) -> dict[str, Any]:
+    """The event that made an automation start this flow run, whole, from the archive or the API.
+
+    For a flow started by an automation's run-deployment action: no `{{ event.id }}` parameter
+    needed. Inside a flow run it finds its own id; elsewhere pass `flow_run_id`. Raises
+    NoTriggeringEvent (a LookupError) for a run no automation's event started, EventNotFound when
+    the event itself is gone from both, BadInput for an id that is no UUID.
+    """
+    settings = settings or load_settings()
+    run_id = current_flow_run_id() if flow_run_id is None else flow_run_id
+    action = find_triggering_action(run_id, settings=settings, wait=wait)
+    event_id = triggering_event_id(action)
+    if event_id is None:
+        raise NoTriggeringEvent(
+            f"flow run {run_id} was started by automation {action['resource'].get('prefect.resource.name')!r}, "
+            "whose trigger fired without an event (a proactive trigger fires when events do not happen)"
+        )
+    return get_event(event_id, settings=settings)
+
+
+async def aget_triggering_event(
+    flow_run_id: str | uuid.UUID | None = None,
+    *,
+    settings: Settings | None = None,
+    wait: timedelta = timedelta(seconds=30),
+) -> dict[str, Any]:
+    """get_triggering_event for async flows; the blocking reads run in a worker thread."""
+    # asyncio.to_thread copies the context, so Prefect's run context is there too.
+    return await asyncio.to_thread(get_triggering_event, flow_run_id, settings=settings, wait=wait)
 
 
 # -- searches over the archive ----------------------------------------------------------------

@@ -1,0 +1,325 @@
+"""The README's automation recipe end to end on a real server: event → automation → served flow → get_event.
+
+One chain, run once for the module on a server of its own (it is stopped half-way): two
+deployments served by `flow.serve()` in a subprocess, one automation each created from the YAML
+block in README.md, one 600 KB event (over Prefect's 512 KB parameter limit) that fires both. The
+flows (sync and async) fetch the whole payload by the id they are handed and by
+get_triggering_event(), and write what they got to files the test reads. Then the archive is
+synced, the server stopped, and the same lookups answer from the archive alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from archiver.errors import BadInput, NoTriggeringEvent
+from archiver.ingest import sync
+from archiver.query import ACTION_EVENTS, get_triggering_event
+from archiver.store import Archive
+from tests.prefect_server import PrefectServer, make_event, post_events, wait_until_quiet
+from tests.support import ROOT, client_for_test, settings_for
+
+UTC = timezone.utc
+README = ROOT / "README.md"
+# Prefect refuses flow run parameters over 512 KB; the event's payload is bigger than that.
+PARAMETER_LIMIT = 512 * 1024
+
+SERVED_FLOWS = '''
+"""The handler flows of the README's recipe, served; each writes what it got to PROOF_DIR."""
+import hashlib, json, os
+from pathlib import Path
+
+from prefect import flow, serve
+from prefect.runtime import flow_run
+
+from archiver.query import aget_event, aget_triggering_event, get_event, get_triggering_event
+
+
+def prove(kind, trigger_event_id, archive_existed, event, triggering):
+    def sha(e):
+        return hashlib.sha256(json.dumps(e["payload"], sort_keys=True).encode()).hexdigest()
+    record = {"flow": kind, "flow_run_id": flow_run.id, "trigger_event_id": trigger_event_id,
+              "archive_existed": archive_existed, "event_id": event["id"], "payload_sha256": sha(event),
+              "triggering_event_id": triggering["id"], "triggering_sha256": sha(triggering)}
+    Path(os.environ["PROOF_DIR"], f"{flow_run.id}.json").write_text(json.dumps(record))
+
+
+@flow(name="handle-order")
+def handle_order(trigger_event_id: str) -> None:
+    archived = Path(os.environ["ARCHIVER_DB"]).exists()
+    prove("sync", trigger_event_id, archived, get_event(trigger_event_id), get_triggering_event())
+
+
+@flow(name="ahandle-order")
+async def ahandle_order(trigger_event_id: str) -> None:
+    archived = Path(os.environ["ARCHIVER_DB"]).exists()
+    prove("async", trigger_event_id, archived, await aget_event(trigger_event_id), await aget_triggering_event())
+
+
+if __name__ == "__main__":
+    serve(handle_order.to_deployment(name="orders"), ahandle_order.to_deployment(name="orders"))
+'''
+
+# The same lookups in a fresh process configured like a flow run (environment only), server gone.
+FROM_THE_ARCHIVE = '''
+import asyncio, hashlib, json, sys
+from archiver.query import aget_event, aget_triggering_event, get_event, get_triggering_event
+
+def sha(e):
+    return hashlib.sha256(json.dumps(e["payload"], sort_keys=True).encode()).hexdigest()
+
+event_id, runs = sys.argv[1], sys.argv[2:]
+print(json.dumps({
+    "get_event": sha(get_event(event_id)),
+    "aget_event": sha(asyncio.run(aget_event(event_id))),
+    "triggering": {run: get_triggering_event(flow_run_id=run)["id"] for run in runs},
+    "atriggering": {run: asyncio.run(aget_triggering_event(run))["id"] for run in runs},
+}))
+'''
+
+
+def readme_automation_yaml() -> str:
+    """The YAML block of the README's "automation + flow pattern": the recipe as documented."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### The automation + flow pattern"):]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match, "README's automation section has no ```yaml block"
+    return match.group(1)
+
+
+def automation_body(text: str, deployment_id: str) -> dict[str, Any]:
+    """The POST /automations/ body `prefect automation create --from-file` sends for this YAML.
+
+    The CLI loads the file with yaml.safe_load, validates it as Prefect's AutomationCore and posts
+    `model_dump(mode="json")` (prefect/cli/automation.py); only the deployment id is filled in.
+    """
+    from prefect.events.schemas.automations import AutomationCore
+
+    data = yaml.safe_load(text)
+    (action,) = data["actions"]
+    assert action["deployment_id"].startswith("<"), "the README's YAML should show a placeholder id"
+    action["deployment_id"] = deployment_id
+    return AutomationCore.model_validate(data).model_dump(mode="json")
+
+
+def sha(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def wait_for(what: str, check: Any, timeout: float, diagnose: Any = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f} s\n{diagnose()}")
+        time.sleep(1)
+
+
+@dataclass
+class Chain:
+    event: dict[str, Any]
+    automation_name: str
+    automation_ids: dict[str, str]  # flow name -> automation id
+    flow_runs: dict[str, dict[str, Any]]  # flow name -> flow run as the API returned it
+    proofs: dict[str, dict[str, Any]]  # flow name -> what the flow wrote
+    action_events: list[dict[str, Any]]
+    db: Path
+    dead_api_url: str
+
+
+def start_serving(api_url: str, workdir: Path, env_extra: dict[str, str]) -> subprocess.Popen[str]:
+    script = workdir / "handler_flows.py"
+    script.write_text(SERVED_FLOWS, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    env.update({
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(workdir / "prefect-home"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PYTHONUNBUFFERED": "1",
+        **env_extra,
+    })
+    log = open(workdir / "serve.log", "w")  # noqa: SIM115 - closed with the process by stop_serving
+    return subprocess.Popen([sys.executable, str(script)], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def stop_serving(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the serve process group we started (its flow run subprocesses too), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    workdir = tmp_path_factory.mktemp("automation")
+    proof_dir = workdir / "proofs"
+    proof_dir.mkdir()
+    db = workdir / "archive.duckdb"  # does not exist while the flows run: their lookups go to the API
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    with PrefectServer() as server, httpx.Client(base_url=server.api_url + "/", timeout=60) as api:
+        serving = start_serving(server.api_url, workdir, {"PROOF_DIR": str(proof_dir), "ARCHIVER_DB": str(db)})
+        serve_log = (workdir / "serve.log").read_text
+        try:
+            def deployment(flow_name: str) -> str | None:
+                response = api.get(f"deployments/name/{flow_name}/orders")
+                return response.json()["id"] if response.status_code == 200 else None
+
+            deployments = {name: wait_for(f"deployment {name}/orders served", lambda n=name: deployment(n), 180,
+                                          serve_log) for name in ("handle-order", "ahandle-order")}
+            text = readme_automation_yaml()
+            automation_ids = {}
+            for name, deployment_id in deployments.items():
+                response = api.post("automations/", json=automation_body(text, deployment_id))
+                assert response.status_code == 201, response.text
+                automation_ids[name] = response.json()["id"]
+            # The trigger service loads a new automation just after the commit, on its own task
+            # (prefect/server/events/models/automations.py, _notify): give it a moment.
+            time.sleep(5)
+
+            payload = {"order": "A-1001", "lines": [{"sku": f"SKU-{i}", "note": secrets.token_hex(150)} for i in range(2000)]}
+            assert len(json.dumps(payload)) > PARAMETER_LIMIT
+            event = make_event(datetime.now(UTC), event="acme.order.placed", resource_id="acme.order.A-1001",
+                               payload=payload)
+            post_events(server.api_url, [event])
+
+            def finished_runs() -> dict[str, dict[str, Any]] | None:
+                body = {"deployments": {"id": {"any_": list(deployments.values())}}, "limit": 10}
+                runs = api.post("flow_runs/filter", json=body).json()
+                done = {r["name"]: r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")}
+                if len(done) < len(deployments):
+                    return None
+                by_flow = {name: r for name, d in deployments.items() for r in runs if r["deployment_id"] == d}
+                return by_flow
+
+            def diagnose() -> str:
+                failed = api.post("events/filter", json={"filter": {
+                    "event": {"prefix": ["prefect.automation."]},
+                    "occurred": {"since": started.isoformat(), "until": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()},
+                }, "limit": 50}).json()["events"]
+                return (f"automation events: {json.dumps([(e['event'], e['payload']) for e in failed])[:3000]}\n"
+                        f"serve log:\n{serve_log()[-3000:]}\nserver log:\n{server.log_text()[-3000:]}")
+
+            flow_runs = wait_for("both flow runs finished", finished_runs, 240, diagnose)
+            for name, run in flow_runs.items():
+                assert run["state_type"] == "COMPLETED", f"{name}: {run['state_name']}\n{diagnose()}"
+            proofs = {name: json.loads((proof_dir / f"{run['id']}.json").read_text()) for name, run in flow_runs.items()}
+
+            # Archive everything (the action events are stored a few seconds after they occur).
+            until = datetime.now(UTC) + timedelta(minutes=1)
+            wait_until_quiet(server.api_url, started, until, timeout=120)
+            settings = settings_for(server.api_url, db, settle=timedelta(0))
+            with client_for_test(server.api_url) as client:
+                sync(settings, client, Archive(db), since=started, until=until)
+            action_events = api.post("events/filter", json={"filter": {
+                "event": {"name": list(ACTION_EVENTS)},
+                "occurred": {"since": started.isoformat(), "until": until.isoformat()},
+            }, "limit": 50}).json()["events"]
+            dead_api_url = server.api_url
+        finally:
+            stop_serving(serving)
+    return Chain(event, yaml.safe_load(text)["name"], automation_ids, flow_runs, proofs, action_events, db, dead_api_url)
+
+
+def test_the_readme_automation_runs_both_flows_and_each_gets_the_whole_600kb_payload_from_the_live_api(chain):
+    for name in ("handle-order", "ahandle-order"):
+        proof = chain.proofs[name]
+        assert proof["flow"] == ("sync" if name == "handle-order" else "async")
+        # The automation handed over the id as a plain string, through `{{ event.id | string }}`.
+        assert proof["trigger_event_id"] == chain.event["id"]
+        assert chain.flow_runs[name]["parameters"] == {"trigger_event_id": chain.event["id"]}
+        # Nothing was archived yet: the whole payload came from the live API.
+        assert proof["archive_existed"] is False
+        assert proof["event_id"] == chain.event["id"]
+        assert proof["payload_sha256"] == sha(chain.event["payload"])
+
+
+def test_get_triggering_event_inside_the_flow_finds_the_event_without_being_told_its_id(chain):
+    for name in ("handle-order", "ahandle-order"):
+        proof = chain.proofs[name]
+        assert proof["triggering_event_id"] == chain.event["id"]
+        assert proof["triggering_sha256"] == sha(chain.event["payload"])
+
+
+def test_prefect_records_the_automation_as_creator_and_the_triggering_event_in_its_action_events(chain):
+    for name, run in chain.flow_runs.items():
+        assert run["created_by"]["type"] == "AUTOMATION"
+        assert run["created_by"]["id"] == chain.automation_ids[name]
+        assert run["created_by"]["display_value"] == chain.automation_name
+        naming_run = [e for e in chain.action_events
+                      if {"prefect.resource.id": f"prefect.flow-run.{run['id']}", "prefect.resource.role": "flow-run"}
+                      .items() <= next((r for r in e["related"] if r["prefect.resource.role"] == "flow-run"), {}).items()]
+        assert {e["event"] for e in naming_run} == set(ACTION_EVENTS)
+        for action in naming_run:
+            assert action["resource"]["prefect.resource.id"] == f"prefect.automation.{chain.automation_ids[name]}"
+            triggering = [r["prefect.resource.id"] for r in action["related"] if r["prefect.resource.role"] == "triggering-event"]
+            assert triggering == [f"prefect.event.{chain.event['id']}"]
+
+
+def test_with_the_server_stopped_a_flow_gets_the_event_and_its_triggering_event_from_the_archive(chain, tmp_path):
+    # The server is gone: nothing answers on its URL any more.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(chain.dead_api_url + "/health", timeout=5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    env.update({"PREFECT_API_URL": chain.dead_api_url, "ARCHIVER_DB": str(chain.db), "PREFECT_HOME": str(tmp_path)})
+    runs = [run["id"] for run in chain.flow_runs.values()]
+    result = subprocess.run([sys.executable, "-c", FROM_THE_ARCHIVE, chain.event["id"], *runs], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    assert found["get_event"] == found["aget_event"] == sha(chain.event["payload"])
+    assert found["triggering"] == found["atriggering"] == {run: chain.event["id"] for run in runs}
+
+
+def test_a_flow_run_no_automation_started_says_what_created_it(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    with httpx.Client(base_url=api + "/", timeout=30) as client:
+        flow_id = client.post("flows/", json={"name": "archiver-started-by-hand"}).json()["id"]
+        run = client.post("flow_runs/", json={"flow_id": flow_id, "state": {"type": "SCHEDULED"}}).json()
+    with pytest.raises(NoTriggeringEvent) as raised:
+        get_triggering_event(flow_run_id=run["id"], settings=settings_for(api, tmp_path / "none.duckdb"), wait=timedelta(0))
+    assert isinstance(raised.value, LookupError)
+    message = str(raised.value)
+    assert run["id"] in message and "not started by an automation" in message
+    assert "Pass the event id to the flow as a parameter" in message
+
+
+def test_get_triggering_event_outside_a_flow_run_needs_a_flow_run_id(tmp_path):
+    settings = settings_for("http://127.0.0.1:9/api", tmp_path / "none.duckdb")  # nothing listens: never asked
+    with pytest.raises(BadInput, match="not running inside a flow run: pass flow_run_id="):
+        get_triggering_event(settings=settings)
+    with pytest.raises(BadInput, match="is not a flow run id"):
+        get_triggering_event(flow_run_id="nope", settings=settings)
+
+
+def test_without_an_api_the_archive_alone_says_what_it_lacks(tmp_path):
+    settings = settings_for(None, tmp_path / "none.duckdb")
+    run_id = "0192f0c4-2f6b-7a51-9e4b-3c1f2d0e8a77"
+    with pytest.raises(NoTriggeringEvent, match="PREFECT_API_URL is not set") as raised:
+        get_triggering_event(flow_run_id=run_id, settings=settings)
+    assert run_id in str(raised.value) and str(settings.db_path) in str(raised.value)
