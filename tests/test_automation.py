@@ -30,7 +30,7 @@ import yaml
 
 from archiver.errors import BadInput, NoTriggeringEvent
 from archiver.ingest import sync
-from archiver.query import ACTION_EVENTS, get_triggering_event
+from archiver.query import get_triggering_event
 from archiver.store import Archive
 from tests.prefect_server import PrefectServer, make_event, post_events, wait_until_quiet
 from tests.support import ROOT, client_for_test, settings_for
@@ -39,6 +39,10 @@ UTC = timezone.utc
 README = ROOT / "README.md"
 # Prefect refuses flow run parameters over 512 KB; the event's payload is bigger than that.
 PARAMETER_LIMIT = 512 * 1024
+# What a successful run-deployment action emits (prefect/server/events/actions.py, Action.succeed).
+ACTION_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.triggered")
+# The served flows: by the id handed over (sync, async), and by get_triggering_event() alone.
+FLOWS = ("handle-order", "ahandle-order", "handle-order-by-trigger")
 
 SERVED_FLOWS = '''
 """The handler flows of the README's recipe, served; each writes what it got to PROOF_DIR."""
@@ -72,8 +76,15 @@ async def ahandle_order(trigger_event_id: str) -> None:
     prove("async", trigger_event_id, archived, await aget_event(trigger_event_id), await aget_triggering_event())
 
 
+@flow(name="handle-order-by-trigger")
+def handle_order_by_trigger() -> None:
+    archived = Path(os.environ["ARCHIVER_DB"]).exists()
+    event = get_triggering_event()
+    prove("no parameters", None, archived, event, event)
+
+
 if __name__ == "__main__":
-    serve(handle_order.to_deployment(name="orders"), ahandle_order.to_deployment(name="orders"))
+    serve(*(f.to_deployment(name="orders") for f in (handle_order, ahandle_order, handle_order_by_trigger)))
 '''
 
 # The same lookups in a fresh process configured like a flow run (environment only), server gone.
@@ -103,11 +114,12 @@ def readme_automation_yaml() -> str:
     return match.group(1)
 
 
-def automation_body(text: str, deployment_id: str) -> dict[str, Any]:
+def automation_body(text: str, deployment_id: str, parameters: bool = True) -> dict[str, Any]:
     """The POST /automations/ body `prefect automation create --from-file` sends for this YAML.
 
     The CLI loads the file with yaml.safe_load, validates it as Prefect's AutomationCore and posts
-    `model_dump(mode="json")` (prefect/cli/automation.py); only the deployment id is filled in.
+    `model_dump(mode="json")` (prefect/cli/automation.py); only the deployment id is filled in
+    (and, for a flow that uses get_triggering_event(), `parameters` dropped as the README says).
     """
     from prefect.events.schemas.automations import AutomationCore
 
@@ -115,7 +127,13 @@ def automation_body(text: str, deployment_id: str) -> dict[str, Any]:
     (action,) = data["actions"]
     assert action["deployment_id"].startswith("<"), "the README's YAML should show a placeholder id"
     action["deployment_id"] = deployment_id
+    if not parameters:
+        del action["parameters"]
     return AutomationCore.model_validate(data).model_dump(mode="json")
+
+
+def related(event: dict[str, Any], role: str) -> list[str]:
+    return [r["prefect.resource.id"] for r in event["related"] if r["prefect.resource.role"] == role]
 
 
 def sha(payload: Any) -> str:
@@ -191,11 +209,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
                 return response.json()["id"] if response.status_code == 200 else None
 
             deployments = {name: wait_for(f"deployment {name}/orders served", lambda n=name: deployment(n), 180,
-                                          serve_log) for name in ("handle-order", "ahandle-order")}
+                                          serve_log) for name in FLOWS}
             text = readme_automation_yaml()
             automation_ids = {}
             for name, deployment_id in deployments.items():
-                response = api.post("automations/", json=automation_body(text, deployment_id))
+                body = automation_body(text, deployment_id, parameters=name != "handle-order-by-trigger")
+                response = api.post("automations/", json=body)
                 assert response.status_code == 201, response.text
                 automation_ids[name] = response.json()["id"]
             # The trigger service loads a new automation just after the commit, on its own task
@@ -208,22 +227,25 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
                                payload=payload)
             post_events(server.api_url, [event])
 
-            def finished_runs() -> dict[str, dict[str, Any]] | None:
-                body = {"deployments": {"id": {"any_": list(deployments.values())}}, "limit": 10}
-                runs = api.post("flow_runs/filter", json=body).json()
-                done = {r["name"]: r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")}
-                if len(done) < len(deployments):
-                    return None
-                by_flow = {name: r for name, d in deployments.items() for r in runs if r["deployment_id"] == d}
-                return by_flow
-
-            def diagnose() -> str:
-                failed = api.post("events/filter", json={"filter": {
+            def automation_events() -> list[dict[str, Any]]:
+                return api.post("events/filter", json={"filter": {
                     "event": {"prefix": ["prefect.automation."]},
                     "occurred": {"since": started.isoformat(), "until": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()},
                 }, "limit": 50}).json()["events"]
-                return (f"automation events: {json.dumps([(e['event'], e['payload']) for e in failed])[:3000]}\n"
+
+            def diagnose() -> str:
+                return (f"automation events: {json.dumps([(e['event'], e['payload']) for e in automation_events()])[:3000]}\n"
                         f"serve log:\n{serve_log()[-3000:]}\nserver log:\n{server.log_text()[-3000:]}")
+
+            def finished_runs() -> dict[str, dict[str, Any]] | None:
+                # A failed action never creates a run (e.g. InvalidJinja): say why at once.
+                failed = [e["payload"] for e in automation_events() if e["event"] == "prefect.automation.action.failed"]
+                assert not failed, f"the automation's action failed: {failed}\n{diagnose()}"
+                body = {"deployments": {"id": {"any_": list(deployments.values())}}, "limit": 10}
+                runs = {r["deployment_id"]: r for r in api.post("flow_runs/filter", json=body).json()}
+                by_flow = {name: runs[d] for name, d in deployments.items() if d in runs}
+                finished = all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in by_flow.values())
+                return by_flow if len(by_flow) == len(deployments) and finished else None
 
             flow_runs = wait_for("both flow runs finished", finished_runs, 240, diagnose)
             for name, run in flow_runs.items():
@@ -260,7 +282,10 @@ def test_the_readme_automation_runs_both_flows_and_each_gets_the_whole_600kb_pay
 
 
 def test_get_triggering_event_inside_the_flow_finds_the_event_without_being_told_its_id(chain):
-    for name in ("handle-order", "ahandle-order"):
+    # handle-order-by-trigger takes no parameters at all: its automation passes none.
+    assert chain.flow_runs["handle-order-by-trigger"]["parameters"] == {}
+    assert chain.proofs["handle-order-by-trigger"]["archive_existed"] is False
+    for name in FLOWS:
         proof = chain.proofs[name]
         assert proof["triggering_event_id"] == chain.event["id"]
         assert proof["triggering_sha256"] == sha(chain.event["payload"])
@@ -271,14 +296,11 @@ def test_prefect_records_the_automation_as_creator_and_the_triggering_event_in_i
         assert run["created_by"]["type"] == "AUTOMATION"
         assert run["created_by"]["id"] == chain.automation_ids[name]
         assert run["created_by"]["display_value"] == chain.automation_name
-        naming_run = [e for e in chain.action_events
-                      if {"prefect.resource.id": f"prefect.flow-run.{run['id']}", "prefect.resource.role": "flow-run"}
-                      .items() <= next((r for r in e["related"] if r["prefect.resource.role"] == "flow-run"), {}).items()]
+        naming_run = [e for e in chain.action_events if f"prefect.flow-run.{run['id']}" in related(e, "flow-run")]
         assert {e["event"] for e in naming_run} == set(ACTION_EVENTS)
         for action in naming_run:
             assert action["resource"]["prefect.resource.id"] == f"prefect.automation.{chain.automation_ids[name]}"
-            triggering = [r["prefect.resource.id"] for r in action["related"] if r["prefect.resource.role"] == "triggering-event"]
-            assert triggering == [f"prefect.event.{chain.event['id']}"]
+            assert related(action, "triggering-event") == [f"prefect.event.{chain.event['id']}"]
 
 
 def test_with_the_server_stopped_a_flow_gets_the_event_and_its_triggering_event_from_the_archive(chain, tmp_path):
