@@ -165,10 +165,15 @@ async def aget_event(event_id: str | uuid.UUID, *, settings: Settings | None = N
 # -- the event that made an automation start this flow run --------------------------------------
 
 # After a run-deployment action succeeds, Prefect emits `prefect.automation.action.triggered` and
-# `.executed` (server/events/actions.py, Action.succeed), both related to the flow run it created
-# (role "flow-run") and to the event that fired the trigger ("prefect.event.<id>", role
-# "triggering-event"). The flow run's own `created_by` only names the automation.
-ACTION_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.triggered")
+# `.executed`, both related to the flow run it created (role "flow-run"); newer servers (3.8.8,
+# 3.9.1) also relate the event that fired the trigger ("prefect.event.<id>", role
+# "triggering-event"; server/events/actions.py, Action.succeed). Older ones (3.4.18) name that
+# event only on the automation's own `prefect.automation.triggered`, which occurred at the same
+# instant as the action's `.triggered` (both are the firing's `triggered` time;
+# server/events/schemas/automations.py). The flow run's `created_by` names only the automation.
+ACTION_TRIGGERED = "prefect.automation.action.triggered"
+ACTION_EVENTS = ("prefect.automation.action.executed", ACTION_TRIGGERED)
+AUTOMATION_TRIGGERED = "prefect.automation.triggered"
 CREATED_RUN_ROLE = "flow-run"
 TRIGGERING_EVENT_ROLE = "triggering-event"
 EVENT_RESOURCE = "prefect.event."
@@ -180,30 +185,72 @@ ACTION_AFTER_RUN = timedelta(hours=1)
 # so a run that starts at once can look before they are there: ask again this often.
 ACTION_POLL = timedelta(seconds=1)
 
+# find(names, resource, role, since, until): events with one of these names where `resource` plays
+# `role` ("" for the event's own resource), in the archive or the live API.
+EventFinder = Callable[[Sequence[str], str, str, datetime, datetime], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class TriggerLink:
+    """What the events say about the automation that created a flow run."""
+
+    action: dict[str, Any] | None  # an action event naming the run; None: none found (yet)
+    event_id: str | None  # the triggering event's id, when recorded
+    settled: bool  # True when no later look can add the event id (found, or a proactive trigger)
+
 
 def current_flow_run_id() -> str:
     """The id of the flow run this code runs in, from Prefect's runtime; BadInput outside one."""
+    outside = BadInput("get_triggering_event() is not running inside a flow run: pass flow_run_id=")
     try:
         from prefect.runtime import flow_run  # only inside a flow: the archiver does not need Prefect
     except ImportError:
-        flow_run = None
-    run_id = flow_run.id if flow_run is not None else None
-    if not run_id:
-        raise BadInput("get_triggering_event() is not running inside a flow run: pass flow_run_id=")
-    return str(run_id)
+        raise outside from None
+    if not flow_run.id:
+        raise outside
+    return str(flow_run.id)
 
 
-def triggering_event_id(action_event: dict[str, Any]) -> str | None:
-    """The id of the event an automation action event names as its trigger, or None."""
-    for related in action_event.get("related") or ():
+def triggering_event_id(event: dict[str, Any]) -> str | None:
+    """The id of the event an automation's event names as its trigger, or None."""
+    for related in event.get("related") or ():
         if related.get("prefect.resource.role") == TRIGGERING_EVENT_ROLE:
             return str(related["prefect.resource.id"]).removeprefix(EVENT_RESOURCE)
     return None
 
 
-def _archived_action_event(run: str, settings: Settings) -> dict[str, Any] | None:
-    found = search_events(resource=run, role=CREATED_RUN_ROLE, event=ACTION_EVENTS, limit=1, settings=settings)
-    return found[0] if found else None
+def trigger_link(find: EventFinder, run: str, since: datetime, until: datetime) -> TriggerLink:
+    """Follow the automation's events from flow run resource `run` to the event that fired it."""
+    actions = find(ACTION_EVENTS, run, CREATED_RUN_ROLE, since, until)
+    if not actions:
+        return TriggerLink(None, None, settled=False)
+    for action in actions:
+        if event_id := triggering_event_id(action):
+            return TriggerLink(action, event_id, settled=True)
+    triggered = next((a for a in actions if a["event"] == ACTION_TRIGGERED), None)
+    if triggered is None:
+        return TriggerLink(actions[0], None, settled=False)
+    at = parse_timestamp(triggered["occurred"])
+    fired = find((AUTOMATION_TRIGGERED,), triggered["resource"]["prefect.resource.id"], "", at, at)
+    event_id = next((i for i in map(triggering_event_id, fired) if i), None)
+    # The automation's firing is recorded without an event: a proactive trigger.
+    return TriggerLink(triggered, event_id, settled=bool(fired))
+
+
+def _find_archived(settings: Settings) -> EventFinder:
+    def find(names: Sequence[str], resource: str, role: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        return search_events(resource=resource, role=role, event=names, since=since, until=until, limit=10,
+                             settings=settings)
+    return find
+
+
+def _find_live(client: PrefectClient) -> EventFinder:
+    def find(names: Sequence[str], resource: str, role: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        where = {"resource": {"id": [resource]}} if role == "" else {"related": {"id": [resource], "role": [role]}}
+        occurred = {"since": format_timestamp(since), "until": format_timestamp(until)}
+        page = client.read_events({"event": {"name": list(names)}, **where, "occurred": occurred, "order": "DESC"}, limit=10)
+        return list(page["events"])
+    return find
 
 
 def _archived_flow_run(run_id: str, settings: Settings) -> dict[str, Any] | None:
@@ -216,20 +263,6 @@ def _archived_flow_run(run_id: str, settings: Settings) -> dict[str, Any] | None
     finally:
         conn.close()
     return json.loads(value) if value else None
-
-
-def _live_action_event(client: PrefectClient, run: str, created: datetime) -> dict[str, Any] | None:
-    page = client.read_events(
-        {
-            "event": {"name": list(ACTION_EVENTS)},
-            "related": {"id": [run], "role": [CREATED_RUN_ROLE]},
-            "occurred": {"since": format_timestamp(created - ACTION_BEFORE_RUN),
-                         "until": format_timestamp(created + ACTION_AFTER_RUN)},
-            "order": "DESC",
-        },
-        limit=1,
-    )
-    return page["events"][0] if page["events"] else None
 
 
 def _not_by_automation(run_id: str, flow_run: dict[str, Any]) -> NoTriggeringEvent | None:
@@ -245,32 +278,31 @@ def _not_by_automation(run_id: str, flow_run: dict[str, Any]) -> NoTriggeringEve
     )
 
 
-def find_triggering_action(
+def find_trigger_link(
     flow_run_id: str | uuid.UUID, *, settings: Settings, wait: timedelta = timedelta(seconds=30)
-) -> dict[str, Any]:
-    """The `prefect.automation.action.*` event recording that an automation created this flow run.
+) -> TriggerLink:
+    """The automation events behind this flow run: the archive first, then the live API.
 
-    The archive first, then the live API (asking again for up to `wait` while the server is still
-    storing the action's events). NoTriggeringEvent says what created the run when it was not an
-    automation, or that the link is not (yet) anywhere.
+    The API is asked again for up to `wait` while the server is still storing the action's events.
+    NoTriggeringEvent when Prefect says no automation created the run, or nothing names it anywhere.
     """
     run = flow_run_resource(flow_run_id)
     run_id = run.removeprefix(FLOW_RUN)
     if settings.db_path.exists():
         try:
-            action = _archived_action_event(run, settings)
+            link = trigger_link(_find_archived(settings), run, EARLIEST, LATEST)
         except ArchiveError:
             if not settings.api_url:
                 raise
-            action = None  # a busy or unreadable archive should not stop the flow: ask the API
-        if action is not None:
-            return action
+            link = TriggerLink(None, None, settled=False)  # a busy or unreadable archive: ask the API
+        if link.settled:
+            return link
     if not settings.api_url:
         archived = _archived_flow_run(run_id, settings) if settings.db_path.exists() else None
         if archived is not None and (error := _not_by_automation(run_id, archived)):
             raise error
         raise NoTriggeringEvent(
-            f"no automation action event names flow run {run_id} in the archive at {settings.db_path}, and "
+            f"no automation event names flow run {run_id} in the archive at {settings.db_path}, and "
             "PREFECT_API_URL is not set to ask the live API: sync the archive, or set PREFECT_API_URL"
         )
     deadline = time.monotonic() + wait.total_seconds()
@@ -281,16 +313,19 @@ def find_triggering_action(
         if error := _not_by_automation(run_id, runs[0]):
             raise error
         created = parse_timestamp(runs[0]["created"])
-        while (action := _live_action_event(client, run, created)) is None and time.monotonic() < deadline:
+        find = _find_live(client)
+        while not (link := trigger_link(find, run, created - ACTION_BEFORE_RUN, created + ACTION_AFTER_RUN)).settled:
+            if time.monotonic() >= deadline:
+                break
             time.sleep(ACTION_POLL.total_seconds())
-    if action is None:
+    if link.action is None:
         automation = runs[0]["created_by"]
         raise NoTriggeringEvent(
             f"flow run {run_id} was created by automation {automation.get('display_value')!r} "
-            f"({automation.get('id')}), but no prefect.automation.action.executed event naming it reached "
+            f"({automation.get('id')}), but no prefect.automation.action event naming it reached "
             f"the archive or the Prefect API within {wait.total_seconds():.0f}s; try again later"
         )
-    return action
+    return link
 
 
 def get_triggering_event(
@@ -308,14 +343,14 @@ def get_triggering_event(
     """
     settings = settings or load_settings()
     run_id = current_flow_run_id() if flow_run_id is None else flow_run_id
-    action = find_triggering_action(run_id, settings=settings, wait=wait)
-    event_id = triggering_event_id(action)
-    if event_id is None:
+    link = find_trigger_link(run_id, settings=settings, wait=wait)
+    if link.event_id is None:
+        name = (link.action or {}).get("resource", {}).get("prefect.resource.name")
         raise NoTriggeringEvent(
-            f"flow run {run_id} was started by automation {action['resource'].get('prefect.resource.name')!r}, "
-            "whose trigger fired without an event (a proactive trigger fires when events do not happen)"
+            f"flow run {run_id} was started by automation {name!r}, but its events name no triggering "
+            "event: its trigger fired without one (a proactive trigger fires when events do not happen)"
         )
-    return get_event(event_id, settings=settings)
+    return get_event(link.event_id, settings=settings)
 
 
 async def aget_triggering_event(

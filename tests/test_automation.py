@@ -158,7 +158,7 @@ class Chain:
     automation_ids: dict[str, str]  # flow name -> automation id
     flow_runs: dict[str, dict[str, Any]]  # flow name -> flow run as the API returned it
     proofs: dict[str, dict[str, Any]]  # flow name -> what the flow wrote
-    action_events: list[dict[str, Any]]
+    automation_events: list[dict[str, Any]]  # every prefect.automation.* event of the chain
     db: Path
     dead_api_url: str
 
@@ -258,14 +258,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
             settings = settings_for(server.api_url, db, settle=timedelta(0))
             with client_for_test(server.api_url) as client:
                 sync(settings, client, Archive(db), since=started, until=until)
-            action_events = api.post("events/filter", json={"filter": {
-                "event": {"name": list(ACTION_EVENTS)},
+            automation_events = api.post("events/filter", json={"filter": {
+                "event": {"prefix": ["prefect.automation."]},
                 "occurred": {"since": started.isoformat(), "until": until.isoformat()},
             }, "limit": 50}).json()["events"]
             dead_api_url = server.api_url
         finally:
             stop_serving(serving)
-    return Chain(event, yaml.safe_load(text)["name"], automation_ids, flow_runs, proofs, action_events, db, dead_api_url)
+    return Chain(event, yaml.safe_load(text)["name"], automation_ids, flow_runs, proofs, automation_events, db, dead_api_url)
 
 
 def test_the_readme_automation_runs_both_flows_and_each_gets_the_whole_600kb_payload_from_the_live_api(chain):
@@ -291,16 +291,24 @@ def test_get_triggering_event_inside_the_flow_finds_the_event_without_being_told
         assert proof["triggering_sha256"] == sha(chain.event["payload"])
 
 
-def test_prefect_records_the_automation_as_creator_and_the_triggering_event_in_its_action_events(chain):
+def test_prefect_records_the_automation_as_creator_and_its_events_lead_to_the_triggering_event(chain):
     for name, run in chain.flow_runs.items():
+        automation = f"prefect.automation.{chain.automation_ids[name]}"
         assert run["created_by"]["type"] == "AUTOMATION"
         assert run["created_by"]["id"] == chain.automation_ids[name]
         assert run["created_by"]["display_value"] == chain.automation_name
-        naming_run = [e for e in chain.action_events if f"prefect.flow-run.{run['id']}" in related(e, "flow-run")]
+        naming_run = [e for e in chain.automation_events if f"prefect.flow-run.{run['id']}" in related(e, "flow-run")]
         assert {e["event"] for e in naming_run} == set(ACTION_EVENTS)
-        for action in naming_run:
-            assert action["resource"]["prefect.resource.id"] == f"prefect.automation.{chain.automation_ids[name]}"
-            assert related(action, "triggering-event") == [f"prefect.event.{chain.event['id']}"]
+        assert {e["resource"]["prefect.resource.id"] for e in naming_run} == {automation}
+        # 3.8.8 and 3.9.1 name the triggering event on the action events themselves; 3.4.18 only on
+        # the automation's `prefect.automation.triggered` of the same firing (the same `occurred`).
+        (action_triggered,) = [e for e in naming_run if e["event"] == "prefect.automation.action.triggered"]
+        fired = [e for e in chain.automation_events if e["event"] == "prefect.automation.triggered"
+                 and e["resource"]["prefect.resource.id"] == automation and e["occurred"] == action_triggered["occurred"]]
+        assert len(fired) == 1
+        named = {tuple(related(e, "triggering-event")) for e in [*naming_run, *fired]} - {()}
+        assert named == {(f"prefect.event.{chain.event['id']}",)}
+        assert related(fired[0], "triggering-event") == [f"prefect.event.{chain.event['id']}"]
 
 
 def test_with_the_server_stopped_a_flow_gets_the_event_and_its_triggering_event_from_the_archive(chain, tmp_path):
