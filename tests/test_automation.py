@@ -10,6 +10,7 @@ synced, the server stopped, and the same lookups answer from the archive alone.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,7 +34,7 @@ from archiver.errors import BadInput, NoTriggeringEvent
 from archiver.ingest import sync
 from archiver.query import get_triggering_event
 from archiver.store import Archive
-from tests.prefect_server import PrefectServer, make_event, post_events, wait_until_quiet
+from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_quiet, wait_until_stored
 from tests.support import ROOT, client_for_test, settings_for
 
 UTC = timezone.utc
@@ -136,6 +138,17 @@ def related(event: dict[str, Any], role: str) -> list[str]:
     return [r["prefect.resource.id"] for r in event["related"] if r["prefect.resource.role"] == role]
 
 
+def post_ok(client: httpx.Client, path: str, **kwargs: Any) -> Any:
+    """POST and return the answer; a busy SQLite server answers 503 (Prefect's client retries it too)."""
+    for _ in range(20):
+        response = client.post(path, **kwargs)
+        if response.status_code != 503:
+            break
+        time.sleep(0.5)
+    assert response.status_code in (200, 201), f"{path}: {response.status_code} {response.text[:500]}"
+    return response.json()
+
+
 def sha(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -214,9 +227,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
             automation_ids = {}
             for name, deployment_id in deployments.items():
                 body = automation_body(text, deployment_id, parameters=name != "handle-order-by-trigger")
-                response = api.post("automations/", json=body)
-                assert response.status_code == 201, response.text
-                automation_ids[name] = response.json()["id"]
+                automation_ids[name] = post_ok(api, "automations/", json=body)["id"]
             # The trigger service loads a new automation just after the commit, on its own task
             # (prefect/server/events/models/automations.py, _notify): give it a moment.
             time.sleep(5)
@@ -228,10 +239,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
             post_events(server.api_url, [event])
 
             def automation_events() -> list[dict[str, Any]]:
-                return api.post("events/filter", json={"filter": {
+                return post_ok(api, "events/filter", json={"filter": {
                     "event": {"prefix": ["prefect.automation."]},
                     "occurred": {"since": started.isoformat(), "until": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()},
-                }, "limit": 50}).json()["events"]
+                }, "limit": 50})["events"]
 
             def diagnose() -> str:
                 return (f"automation events: {json.dumps([(e['event'], e['payload']) for e in automation_events()])[:3000]}\n"
@@ -242,7 +253,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
                 failed = [e["payload"] for e in automation_events() if e["event"] == "prefect.automation.action.failed"]
                 assert not failed, f"the automation's action failed: {failed}\n{diagnose()}"
                 body = {"deployments": {"id": {"any_": list(deployments.values())}}, "limit": 10}
-                runs = {r["deployment_id"]: r for r in api.post("flow_runs/filter", json=body).json()}
+                runs = {r["deployment_id"]: r for r in post_ok(api, "flow_runs/filter", json=body)}
                 by_flow = {name: runs[d] for name, d in deployments.items() if d in runs}
                 finished = all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for r in by_flow.values())
                 return by_flow if len(by_flow) == len(deployments) and finished else None
@@ -258,14 +269,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
             settings = settings_for(server.api_url, db, settle=timedelta(0))
             with client_for_test(server.api_url) as client:
                 sync(settings, client, Archive(db), since=started, until=until)
-            automation_events = api.post("events/filter", json={"filter": {
-                "event": {"prefix": ["prefect.automation."]},
-                "occurred": {"since": started.isoformat(), "until": until.isoformat()},
-            }, "limit": 50}).json()["events"]
+            recorded = automation_events()
             dead_api_url = server.api_url
         finally:
             stop_serving(serving)
-    return Chain(event, yaml.safe_load(text)["name"], automation_ids, flow_runs, proofs, automation_events, db, dead_api_url)
+    return Chain(event, yaml.safe_load(text)["name"], automation_ids, flow_runs, proofs, recorded, db, dead_api_url)
 
 
 def test_the_readme_automation_runs_both_flows_and_each_gets_the_whole_600kb_payload_from_the_live_api(chain):
@@ -329,8 +337,8 @@ def test_with_the_server_stopped_a_flow_gets_the_event_and_its_triggering_event_
 def test_a_flow_run_no_automation_started_says_what_created_it(prefect_server, tmp_path):
     api = prefect_server.api_url
     with httpx.Client(base_url=api + "/", timeout=30) as client:
-        flow_id = client.post("flows/", json={"name": "archiver-started-by-hand"}).json()["id"]
-        run = client.post("flow_runs/", json={"flow_id": flow_id, "state": {"type": "SCHEDULED"}}).json()
+        flow_id = post_ok(client, "flows/", json={"name": "archiver-started-by-hand"})["id"]
+        run = post_ok(client, "flow_runs/", json={"flow_id": flow_id, "state": {"type": "SCHEDULED"}})
     with pytest.raises(NoTriggeringEvent) as raised:
         get_triggering_event(flow_run_id=run["id"], settings=settings_for(api, tmp_path / "none.duckdb"), wait=timedelta(0))
     assert isinstance(raised.value, LookupError)
@@ -353,3 +361,62 @@ def test_without_an_api_the_archive_alone_says_what_it_lacks(tmp_path):
     with pytest.raises(NoTriggeringEvent, match="PREFECT_API_URL is not set") as raised:
         get_triggering_event(flow_run_id=run_id, settings=settings)
     assert run_id in str(raised.value) and str(settings.db_path) in str(raised.value)
+
+
+def test_a_run_created_as_an_automation_whose_action_events_never_came_says_so(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    automation_id = "0192f0c4-2f6b-7a51-9e4b-3c1f2d0e8a77"
+    # What an automation's orchestration client sends (prefect/server/events/actions.py,
+    # orchestration_client): the server records the automation as the run's creator.
+    headers = {"Prefect-Automation-ID": automation_id, "Prefect-Automation-Name": base64.b64encode(b"nightly-fix").decode()}
+    with httpx.Client(base_url=api + "/", timeout=30) as client:
+        flow_id = post_ok(client, "flows/", json={"name": "archiver-by-automation-headers"})["id"]
+        run = post_ok(client, "flow_runs/", json={"flow_id": flow_id, "state": {"type": "SCHEDULED"}}, headers=headers)
+    assert run["created_by"] == {"id": automation_id, "type": "AUTOMATION", "display_value": "nightly-fix"}
+    with pytest.raises(NoTriggeringEvent) as raised:
+        get_triggering_event(flow_run_id=run["id"], settings=settings_for(api, tmp_path / "none.duckdb"), wait=timedelta(0))
+    message = str(raised.value)
+    assert f"created by automation 'nightly-fix' ({automation_id})" in message and "try again later" in message
+
+
+def automation_events_as_prefect_3_4_emits_them(
+    fired_at: datetime, run_id: str, triggering_id: str | None
+) -> list[dict[str, Any]]:
+    """A run-deployment firing as Prefect 3.4.18 records it (server/events/schemas/automations.py and
+    actions.py there): the action events relate only the flow run; the automation's own
+    `prefect.automation.triggered`, at the same instant, relates the triggering event (none if proactive)."""
+    automation = {"prefect.resource.id": "prefect.automation.0192f0c4-0000-7000-8000-000000000034",
+                  "prefect.resource.name": "handle-orders"}
+    action = {**automation, "prefect.trigger-type": "event"}
+    run = [(f"prefect.flow-run.{run_id}", "flow-run")]
+    return [
+        make_event(fired_at, event="prefect.automation.triggered", resource_id=automation["prefect.resource.id"],
+                   resource_extra={"prefect.resource.name": "handle-orders", "prefect.posture": "Reactive"},
+                   related=[(f"prefect.event.{triggering_id}", "triggering-event")] if triggering_id else []),
+        make_event(fired_at, event="prefect.automation.action.triggered", resource_id=action["prefect.resource.id"],
+                   resource_extra={k: v for k, v in action.items() if k != "prefect.resource.id"}, related=run),
+        make_event(fired_at + timedelta(milliseconds=40), event="prefect.automation.action.executed",
+                   resource_id=action["prefect.resource.id"],
+                   resource_extra={k: v for k, v in action.items() if k != "prefect.resource.id"}, related=run),
+    ]
+
+
+def test_on_prefect_3_4_the_archive_leads_from_the_run_to_its_event_through_the_automations_firing(prefect_server, tmp_path):
+    api = prefect_server.api_url
+    fired_at = datetime.now(UTC) - timedelta(days=3, seconds=2)
+    order = make_event(fired_at - timedelta(milliseconds=300), event="acme.order.placed", payload={"order": "B-7"})
+    triggered_run, proactive_run = str(uuid.uuid4()), str(uuid.uuid4())
+    events = [order, *automation_events_as_prefect_3_4_emits_them(fired_at, triggered_run, order["id"]),
+              # Another firing a second later, by a proactive trigger: no event behind it.
+              *automation_events_as_prefect_3_4_emits_them(fired_at + timedelta(seconds=1), proactive_run, None)]
+    since, until = fired_at - timedelta(minutes=1), fired_at + timedelta(minutes=1)
+    before = server_count(api, since, until)
+    post_events(api, events)
+    wait_until_stored(api, since, until, before + len(events))
+    db = tmp_path / "archive.duckdb"
+    with client_for_test(api) as client:
+        sync(settings_for(api, db, settle=timedelta(0)), client, Archive(db), since=since, until=until)
+    archive_only = settings_for(None, db)
+    assert get_triggering_event(flow_run_id=triggered_run, settings=archive_only)["payload"] == {"order": "B-7"}
+    with pytest.raises(NoTriggeringEvent, match="fired without one"):
+        get_triggering_event(flow_run_id=proactive_run, settings=archive_only)
