@@ -288,16 +288,19 @@ def find_trigger_link(
     """
     run = flow_run_resource(flow_run_id)
     run_id = run.removeprefix(FLOW_RUN)
+    link = TriggerLink(None, None, settled=False)
     if settings.db_path.exists():
         try:
             link = trigger_link(_find_archived(settings), run, EARLIEST, LATEST)
         except ArchiveError:
             if not settings.api_url:
                 raise
-            link = TriggerLink(None, None, settled=False)  # a busy or unreadable archive: ask the API
+            pass  # a busy or unreadable archive should not stop the flow: ask the API
         if link.settled:
             return link
     if not settings.api_url:
+        if link.action is not None:
+            return link
         archived = _archived_flow_run(run_id, settings) if settings.db_path.exists() else None
         if archived is not None and (error := _not_by_automation(run_id, archived)):
             raise error
@@ -346,6 +349,11 @@ def get_triggering_event(
     link = find_trigger_link(run_id, settings=settings, wait=wait)
     if link.event_id is None:
         name = (link.action or {}).get("resource", {}).get("prefect.resource.name")
+        if not link.settled:
+            raise NoTriggeringEvent(
+                f"flow run {run_id} was started by automation {name!r}, but the {AUTOMATION_TRIGGERED} event "
+                "that names its triggering event was not found (yet): sync the archive or try again later"
+            )
         raise NoTriggeringEvent(
             f"flow run {run_id} was started by automation {name!r}, but its events name no triggering "
             "event: its trigger fired without one (a proactive trigger fires when events do not happen)"

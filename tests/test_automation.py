@@ -405,10 +405,12 @@ def test_on_prefect_3_4_the_archive_leads_from_the_run_to_its_event_through_the_
     api = prefect_server.api_url
     fired_at = datetime.now(UTC) - timedelta(days=3, seconds=2)
     order = make_event(fired_at - timedelta(milliseconds=300), event="acme.order.placed", payload={"order": "B-7"})
-    triggered_run, proactive_run = str(uuid.uuid4()), str(uuid.uuid4())
+    triggered_run, proactive_run, unlinked_run = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     events = [order, *automation_events_as_prefect_3_4_emits_them(fired_at, triggered_run, order["id"]),
               # Another firing a second later, by a proactive trigger: no event behind it.
-              *automation_events_as_prefect_3_4_emits_them(fired_at + timedelta(seconds=1), proactive_run, None)]
+              *automation_events_as_prefect_3_4_emits_them(fired_at + timedelta(seconds=1), proactive_run, None),
+              # And one whose prefect.automation.triggered never reached the server.
+              *automation_events_as_prefect_3_4_emits_them(fired_at + timedelta(seconds=2), unlinked_run, order["id"])[1:]]
     since, until = fired_at - timedelta(minutes=1), fired_at + timedelta(minutes=1)
     before = server_count(api, since, until)
     post_events(api, events)
@@ -420,3 +422,5 @@ def test_on_prefect_3_4_the_archive_leads_from_the_run_to_its_event_through_the_
     assert get_triggering_event(flow_run_id=triggered_run, settings=archive_only)["payload"] == {"order": "B-7"}
     with pytest.raises(NoTriggeringEvent, match="fired without one"):
         get_triggering_event(flow_run_id=proactive_run, settings=archive_only)
+    with pytest.raises(NoTriggeringEvent, match=r"prefect\.automation\.triggered event .* was not found \(yet\)"):
+        get_triggering_event(flow_run_id=unlinked_run, settings=archive_only)
