@@ -233,7 +233,7 @@ def trigger_link(find: EventFinder, run: str, since: datetime, until: datetime) 
     at = parse_timestamp(triggered["occurred"])
     fired = find((AUTOMATION_TRIGGERED,), triggered["resource"]["prefect.resource.id"], "", at, at)
     event_id = next((i for i in map(triggering_event_id, fired) if i), None)
-    # The automation's firing is recorded without an event: a proactive trigger.
+    # A firing that names no event is a proactive trigger's (settled); no firing: not stored or synced yet.
     return TriggerLink(triggered, event_id, settled=bool(fired))
 
 
