@@ -20,6 +20,7 @@
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
     ├── EventNotFound          also a LookupError: no event with that id where we looked
     ├── RunNotFound            also a LookupError: the archive knows no run with that id
+    ├── NoTriggeringEvent      also a LookupError: no automation's event started this flow run
     └── ResultUnavailable      (results.py) a run's result cannot be read from this machine
 
 Domain modules raise these; only the CLI turns them into exit codes and one-line messages.
@@ -122,3 +123,7 @@ class EventNotFound(ArchiverError, LookupError):
 
 class RunNotFound(ArchiverError, LookupError):
     """The archive holds no state of a flow run or task run with that id."""
+
+
+class NoTriggeringEvent(ArchiverError, LookupError):
+    """No automation's triggering event is recorded for that flow run (or not yet)."""
