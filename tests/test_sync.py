@@ -195,7 +195,8 @@ def test_total_changing_between_reads_makes_the_window_be_read_again(prefect_ser
     def after(n, request, response):
         if request.url.path.endswith("/events/filter") and not bumped:
             body = response.json()
-            if body["total"] > 0:
+            # Below a page, so the bumped total still fits one (a full window would be split instead).
+            if 0 < body["total"] < 50:
                 bumped.append(n)
                 body["total"] += 1  # as if an event arrived inside the window meanwhile
                 return httpx.Response(200, json=body)
