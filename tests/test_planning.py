@@ -197,7 +197,7 @@ def test_refine_plan_covers_the_range_in_order_within_one_request_each(counts, s
 
 
 @given(st.integers(min_value=SPARSE_BUCKET + 1, max_value=5_000), sizes)
-def test_a_dense_bucket_is_refined_to_about_two_events_a_bucket(count, size):
+def test_a_dense_bucket_is_refined_to_about_the_target_events_a_bucket(count, size):
     bucket = Bucket(T0, T0 + size - TICK, count)
     plan = list(refine_plan([bucket], T0, bucket.end))
     if size == SIZES[0]:
