@@ -78,6 +78,7 @@ def canonical_json(value: Any) -> str:
 
 def parse_event(raw: Any) -> Event | Malformed:
     """Validate one item of an EventPage; anything we could not archive faithfully is Malformed."""
+    # Serialized once: the quarantine keeps this text, an Event hashes it (content_hash).
     raw_text = raw if isinstance(raw, str) else canonical_json(raw)
     if not isinstance(raw, dict):
         return Malformed(raw_text, "not a JSON object", None)
@@ -125,7 +126,7 @@ def parse_event(raw: Any) -> Event | Malformed:
         payload=payload,
         received=received,
         follows=follows,
-        content_hash=hashlib.sha256(canonical_json(raw).encode("utf-8")).hexdigest()[:32],
+        content_hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest()[:32],
     )
 
 

@@ -13,7 +13,7 @@ windows of up to a page (pack), across bucket and refinement boundaries alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -146,40 +146,63 @@ def refine_plan(
     buckets: Iterable[Bucket], since: datetime, until: datetime, dense: int = SPARSE_BUCKET
 ) -> Iterator[Bucket | Refine]:
     """Buckets clipped to [since, until], with runs of those holding more than `dense` events
-    replaced by a Refine at the size their density calls for.
+    replaced by a Refine at the size their density calls for, where counting again pays.
 
-    Neighbouring dense buckets share one Refine (at the finest size any of them needs) while it
-    stays within one count-by request, so a uniformly dense range costs a request per 1,000
-    fine buckets. A bucket within one whole second cannot be counted finer and is kept.
+    Neighbouring dense buckets share one Refine while it stays within one count-by request, so
+    a uniformly dense range costs a request per 1,000 fine buckets. A run is refined when one of
+    its buckets holds more than a page, or when packing it as it is would waste at least a page
+    more than packing it finer (worth_refining). A bucket within one whole second cannot be
+    counted finer and is kept.
     """
+    run: list[Bucket] = []
     group: Refine | None = None
-    group_count = 0
     # The finest size any bucket of the group needs at twice the target: a group is counted at
     # its average density, but a bucket much denser than its neighbours still gets fine buckets.
     group_floor = SIZES[-1]
+
+    def close() -> Iterator[Bucket | Refine]:
+        if group is not None and worth_refining(run):
+            yield group
+        else:
+            yield from run
+
     for bucket in buckets:
         b_since, b_until = max(bucket.start, since), min(bucket.end, until)
         if b_since > b_until:
             continue
         clipped = Bucket(b_since, b_until, bucket.count)
         if bucket.count <= dense or align(b_since, SIZES[0]) == align(b_until, SIZES[0]):
-            if group is not None:
-                yield group
-                group = None
+            yield from close()
+            run, group = [], None
             yield clipped
             continue
         span = b_until + TICK - b_since
         floor = fine_size(bucket.count, span, 2 * TARGET_PER_BUCKET)
         if group is not None:
-            count, lowest = group_count + bucket.count, min(group_floor, floor)
+            lowest = min(group_floor, floor)
+            count = sum(b.count for b in run) + bucket.count
             merged = Refine(group.since, b_until, min(fine_size(count, b_until + TICK - group.since), lowest))
             if len(list(merged.spans())) == 1:
-                group, group_count, group_floor = merged, count, lowest
+                run.append(clipped)
+                group, group_floor = merged, lowest
                 continue
-            yield group
-        group, group_count, group_floor = Refine(b_since, b_until, min(fine_size(bucket.count, span), floor)), bucket.count, floor
-    if group is not None:
-        yield group
+            yield from close()
+        run, group, group_floor = [clipped], Refine(b_since, b_until, min(fine_size(bucket.count, span), floor)), floor
+    yield from close()
+
+
+def worth_refining(run: Sequence[Bucket]) -> bool:
+    """Whether counting these buckets again saves at least the request it costs.
+
+    Greedy packing leaves about half a bucket of room in each window, so packing C events from
+    buckets of mean m wastes about (C / PAGE_SIZE) · (m / 2) events: C·m / (2·PAGE_SIZE²) pages.
+    Refining brings m down to TARGET_PER_BUCKET. A bucket over a page must be refined anyway.
+    """
+    if any(b.count > PAGE_SIZE for b in run):
+        return True
+    total = sum(b.count for b in run)
+    mean = total / len(run) if run else 0.0
+    return total * (mean - TARGET_PER_BUCKET) / (2 * PAGE_SIZE**2) >= 1
 
 
 def choose_unit(since: datetime, end: datetime) -> str:
