@@ -98,8 +98,8 @@ class Planner:
                 yield item
                 continue
             fine = [b for s, u in item.spans() for b in self._count(s, u, item.size)]
-            # Only buckets that still hold more than a page (a burst inside one) are counted again.
-            yield from self._buckets(refine_plan(fine, item.since, item.until, dense=PAGE_SIZE))
+            # A burst inside a stretch counted at its average density is counted again, finer.
+            yield from self._buckets(refine_plan(fine, item.since, item.until))
 
     def _count(self, since: datetime, until: datetime, size: timedelta) -> list[Bucket]:
         return self.client.count_by_time(since, until, "second", size.total_seconds())
