@@ -20,6 +20,12 @@ from archiver.models import format_timestamp, parse_when
 
 log = logging.getLogger("archiver")
 
+# httpx imports its own command-line client (click, rich, pygments) whenever those are installed,
+# as they are beside Prefect (httpx/__init__.py: `try: from ._main import main`): about half of
+# httpx's import time, spent before the first request. The archiver never runs it, so the CLI
+# marks it absent before anything imports httpx; a process that already imported it is unchanged.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)

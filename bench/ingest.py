@@ -72,14 +72,14 @@ def seed(api_url: str, events: int, days: int, per_second: float, since: datetim
     return since, until
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any], float, float]:
+def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[dict[str, Any], float, float]:
     """Run one contender; its JSON line, wall seconds from spawn to exit, and its peak RSS in MB.
 
     Output goes to files, not pipes: wait4 must reap the child itself to read its rusage.
     """
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=err, text=True)
+        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.monotonic() - started
         out.seek(0)
@@ -89,7 +89,7 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[dic
         return json.loads(out.read().strip().splitlines()[-1]), wall, usage.ru_maxrss / 1024
 
 
-def archiver(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict[str, Any]:
+def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     config = home / "archiver.toml"
     config.write_text(f'[ingest]\nconcurrency = {concurrency}\nretention = "3650d"\n')
@@ -97,7 +97,7 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int) -
     env.update(PREFECT_API_URL=api_url, ARCHIVER_DB=str(home / "archive.duckdb"), ARCHIVER_CONFIG=str(config))
     report, wall, rss = measured(
         [sys.executable, "-m", "archiver", "sync", "--json",
-         "--since", format_timestamp(since), "--until", format_timestamp(until)], env)
+         "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
     return {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
             "inner": report["seconds"], "rss": rss, "detail": f"{report['pages']} pages + {report['counts']} count-by"}
 
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--per-second", type=float, default=300, help="posting pace while seeding")
     parser.add_argument("--api-url", help="use this server instead of starting one")
     parser.add_argument("--dlt-python", default=sys.executable, help="a Python with dlt[duckdb] installed")
+    parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
+                        "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
 
     server = None if args.api_url else PrefectServer().start()
@@ -142,6 +144,8 @@ def main() -> None:
         "archiver": lambda: archiver(api_url, since, until, args.concurrency),
         "reference": lambda: reference(api_url, since, until, args.concurrency),
     }
+    if args.baseline:
+        contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline)
     if has_dlt(args.dlt_python):
         contenders["dlt"] = lambda: dlt(api_url, since, until, args.dlt_python)
     else:
@@ -170,7 +174,7 @@ def main() -> None:
     for name, results in runs.items():
         last = results[-1]
         vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
-        inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name == "archiver" else ""
+        inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
         print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
               f"{wall['reference'] / wall[name]:.2f}x | {vs_dlt} | {max(r['rss'] for r in results):.0f} | {last['detail']} |")
 
