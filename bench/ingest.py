@@ -14,7 +14,8 @@ three alike:
   (a Python with `dlt[duckdb]`, which is no dependency of the project; without it dlt is left out
   and the table says so).
 Prints requests, requests per 1,000 events, wall seconds (process start included; median of the
-rounds), the ratio of each contender's speed to the reference's and dlt's, and peak RSS.
+rounds), the ratio of each contender's speed to the reference's and dlt's, the CPU seconds each
+client process used (less noisy than wall time on a shared machine) and peak RSS.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def seed(api_url: str, events: int, days: int, per_second: float, since: datetim
 
 
 def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[dict[str, Any], float, float]:
-    """Run one contender; its JSON line, wall seconds from spawn to exit, and its peak RSS in MB.
+    """Run one contender; its JSON line (with its CPU seconds added), wall seconds from spawn to
+    exit, and its peak RSS in MB.
 
     Output goes to files, not pipes: wait4 must reap the child itself to read its rusage.
     """
@@ -86,7 +88,9 @@ def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = 
         err.seek(0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"{' '.join(command[:3])} failed: {err.read()[-2000:]}")
-        return json.loads(out.read().strip().splitlines()[-1]), wall, usage.ru_maxrss / 1024
+        report = json.loads(out.read().strip().splitlines()[-1])
+        report["cpu"] = usage.ru_utime + usage.ru_stime
+        return report, wall, usage.ru_maxrss / 1024
 
 
 def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT) -> dict[str, Any]:
@@ -99,14 +103,15 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, r
         [sys.executable, "-m", "archiver", "sync", "--json",
          "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
     return {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
-            "inner": report["seconds"], "rss": rss, "detail": f"{report['pages']} pages + {report['counts']} count-by"}
+            "inner": report["seconds"], "rss": rss, "cpu": report["cpu"],
+            "detail": f"{report['pages']} pages + {report['counts']} count-by"}
 
 
 def reference(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict[str, Any]:
     report, wall, rss = measured([sys.executable, str(ROOT / "bench" / "reference_fetch.py"), api_url,
                                   since.isoformat(), (until - TICK).isoformat(), "--concurrency", str(concurrency)])
     return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
-            "rss": rss, "detail": f"{report['windows']} windows"}
+            "rss": rss, "cpu": report["cpu"], "detail": f"{report['windows']} windows"}
 
 
 def dlt(api_url: str, since: datetime, until: datetime, python: str) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def dlt(api_url: str, since: datetime, until: datetime, python: str) -> dict[str
     report, wall, rss = measured([python, str(ROOT / "bench" / "dlt_fetch.py"), api_url, format_timestamp(since),
                                   format_timestamp(until - TICK), str(home / "events.duckdb")], env)
     return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
-            "rss": rss, "detail": "offset paging"}
+            "rss": rss, "cpu": report["cpu"], "detail": "offset paging"}
 
 
 def has_dlt(python: str) -> bool:
@@ -169,14 +174,16 @@ def main() -> None:
 
     wall = {name: statistics.median(r["wall"] for r in results) for name, results in runs.items()}
     print(f"\n{args.events:,} events over {args.days} days, first sync, median of {args.rounds} interleaved rounds")
-    print("| contender | requests | per 1,000 events | seconds | speed vs reference | speed vs dlt | peak RSS MB | notes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| contender | requests | per 1,000 events | seconds | speed vs reference | speed vs dlt | client CPU s "
+          "| peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         last = results[-1]
         vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
         inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
         print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
-              f"{wall['reference'] / wall[name]:.2f}x | {vs_dlt} | {max(r['rss'] for r in results):.0f} | {last['detail']} |")
+              f"{wall['reference'] / wall[name]:.2f}x | {vs_dlt} | {statistics.median(r['cpu'] for r in results):.1f} | "
+              f"{max(r['rss'] for r in results):.0f} | {last['detail']} |")
 
 
 if __name__ == "__main__":
