@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,9 +100,12 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, r
     config.write_text(f'[ingest]\nconcurrency = {concurrency}\nretention = "3650d"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     env.update(PREFECT_API_URL=api_url, ARCHIVER_DB=str(home / "archive.duckdb"), ARCHIVER_CONFIG=str(config))
-    report, wall, rss = measured(
-        [sys.executable, "-m", "archiver", "sync", "--json",
-         "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
+    try:
+        report, wall, rss = measured(
+            [sys.executable, "-m", "archiver", "sync", "--json",
+             "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     return {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
             "inner": report["seconds"], "rss": rss, "cpu": report["cpu"],
             "detail": f"{report['pages']} pages + {report['counts']} count-by"}
@@ -119,8 +123,11 @@ def dlt(api_url: str, since: datetime, until: datetime, python: str) -> dict[str
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     env["DLT_DATA_DIR"] = str(home / "dlt")
     env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
-    report, wall, rss = measured([python, str(ROOT / "bench" / "dlt_fetch.py"), api_url, format_timestamp(since),
-                                  format_timestamp(until - TICK), str(home / "events.duckdb")], env)
+    try:
+        report, wall, rss = measured([python, str(ROOT / "bench" / "dlt_fetch.py"), api_url, format_timestamp(since),
+                                      format_timestamp(until - TICK), str(home / "events.duckdb")], env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
             "rss": rss, "cpu": report["cpu"], "detail": "offset paging"}
 
