@@ -23,6 +23,11 @@ log = logging.getLogger("archiver")
 
 # Prefect's terminal state types (prefect/client/schemas/objects.py, TERMINAL_STATES).
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+# httpx imports its own command-line client (click, rich, pygments) whenever those are installed,
+# as they are beside Prefect (httpx/__init__.py: `try: from ._main import main`): about half of
+# httpx's import time, spent before the first request. The archiver never runs it, so the CLI
+# marks it absent before anything imports httpx; a process that already imported it is unchanged.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -93,6 +93,32 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
+class Pacer:
+    """Spaces requests evenly to stay under a requests-per-minute limit, across threads.
+
+    Prefect Cloud meters API requests per minute by plan (625 / 1,250 / 2,500 / 5,000, event
+    reads included) and answers 429 past it; sending at an even pace never trips the limit,
+    where collecting 429s and backing off would stall the whole pool.
+    """
+
+    def __init__(self, per_minute: int, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 60.0 / per_minute
+        self._sleep = sleep
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until this caller's turn: each turn comes `interval` seconds after the last."""
+        with self._lock:
+            now = self._clock()
+            turn = max(now, self._next)
+            self._next = turn + self.interval
+        if turn > now:
+            self._sleep(turn - now)
+
+
 @dataclass(frozen=True)
 class Bucket:
     """One count-by/time bucket: events with occurred in [start, end] (both inclusive)."""
@@ -162,6 +188,7 @@ class PrefectClient:
         custom_headers: Mapping[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
         csrf_support: bool = True,
+        max_requests_per_minute: int | None = None,
     ) -> None:
         parts = urlsplit(api_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -197,6 +224,8 @@ class PrefectClient:
         self._csrf_expiration: datetime | None = None
         self._csrf_lock = threading.Lock()
         self._sleep = sleep
+        # Off by default: a self-hosted server has no such limit (api.max_requests_per_minute).
+        self._pacer = Pacer(max_requests_per_minute, sleep) if max_requests_per_minute else None
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -317,6 +346,8 @@ class PrefectClient:
             unreachable = False
             bad_body = False
             headers = self._csrf_headers() if method in _CHANGES else {}
+            if self._pacer is not None:
+                self._pacer.wait()
             with self._sent_lock:
                 self.sent[path] += 1
             try:

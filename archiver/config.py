@@ -35,6 +35,7 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("api", "ssl_cert_file"): (None, "path"),
     ("api", "tls_insecure_skip_verify"): (False, "bool"),
     ("api", "csrf_support"): (True, "bool"),
+    ("api", "max_requests_per_minute"): (None, "int"),
     ("archive", "path"): (None, "path"),
     ("archive", "read_timeout"): (timedelta(seconds=15), "duration"),
     ("archive", "lock_timeout"): (timedelta(0), "duration"),
@@ -87,6 +88,8 @@ class Settings:
     ssl_cert_file: Path | None = None
     tls_insecure_skip_verify: bool = False
     csrf_support: bool = True
+    # None: unpaced (self-hosted). Set it to the Prefect Cloud plan's limit to pace requests.
+    max_requests_per_minute: int | None = None
     read_timeout: timedelta = timedelta(seconds=15)
     lock_timeout: timedelta = timedelta(0)
     start: datetime | None = None
@@ -255,6 +258,7 @@ def load_settings(
         ssl_cert_file=resolved["api.ssl_cert_file"],
         tls_insecure_skip_verify=resolved["api.tls_insecure_skip_verify"],
         csrf_support=resolved["api.csrf_support"],
+        max_requests_per_minute=resolved["api.max_requests_per_minute"],
         read_timeout=resolved["archive.read_timeout"],
         lock_timeout=resolved["archive.lock_timeout"],
         start=resolved["ingest.start"],

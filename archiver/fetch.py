@@ -2,9 +2,10 @@
 
 Deep `next_page` chains are offset paging (their cost grows with depth, and rows inserted or
 trimmed meanwhile shift the offsets), so windows are sized with /events/count-by/time to fit one
-page, drilling down day → hour → minute → second where a bucket is dense. Only a single second
-holding more than a page is read by following next_page, and every window is checked: the
-distinct items read must equal the server's `total`, or the window is read again.
+page: one coarse count, then one count at the resolution each dense stretch needs (see
+windows.refine_plan), packed into windows of up to a page. Only a single second holding more than
+a page is read by following next_page, and every window is checked: the distinct items read must
+equal the server's `total`, or the window is read again (or split, when it grew denser).
 """
 
 from __future__ import annotations
@@ -17,11 +18,26 @@ from datetime import datetime, timedelta, timezone
 from archiver.client import PAGE_SIZE, Bucket, PrefectClient
 from archiver.errors import ApiRejected, IncompleteWindow, PageTokenRejected
 from archiver.models import Event, Malformed, format_timestamp, parse_event
-from archiver.windows import FINER, MAX_QUERY_SPAN, TICK, Window, choose_unit, count_spans, group_buckets
+from archiver.windows import (
+    FINER,
+    MAX_QUERY_SPAN,
+    TICK,
+    Refine,
+    Window,
+    coarse_size,
+    count_spans,
+    group_buckets,
+    pack,
+    refine_plan,
+    size_spans,
+)
 
 log = logging.getLogger("archiver.fetch")
 
 READS_PER_WINDOW = 3
+# A range this short is read with one page request and no count-by: when it holds at most a page
+# (an incremental sync, usually) that page is the whole plan; otherwise its `total` plans it.
+PROBE_SPAN = timedelta(minutes=10)
 
 
 @dataclass
@@ -46,23 +62,47 @@ def count_buckets(
 
 
 class Planner:
-    """Tiles [since, end) into windows; `expected` is the server's count once planning began."""
+    """Tiles [since, end) into windows; `expected` is the server's count once planning began.
 
-    def __init__(self, client: PrefectClient, since: datetime, end: datetime) -> None:
+    Windows come lazily: the coarse count is made up front (a request per 1,000 buckets, so
+    progress has a total), each refinement only when packing reaches it, so the first window is
+    fetched while the rest is still being planned.
+    """
+
+    def __init__(self, client: PrefectClient, since: datetime, end: datetime, total: int | None = None) -> None:
         self.client = client
         self.since = since
         self.end = end
-        self.expected = 0
+        self.expected = total or 0
+        self.total = total
 
     def windows(self) -> Iterator[Window]:
         if self.since >= self.end:
             return
-        unit = choose_unit(self.since, self.end)
-        # The top level is counted up front (a request per 14 days) so progress has a total.
-        top = list(count_buckets(self.client, self.since, self.end, unit))
-        self.expected = sum(b.count for _, _, buckets in top for b in buckets)
-        for span_since, span_until, buckets in top:
-            yield from _refine(self.client, group_buckets(buckets, unit, span_since, span_until))
+        until = self.end - TICK
+        if self.total is None and self.end - self.since <= PROBE_SPAN:
+            # fetch_window splits it (through a Planner given the page's total) if it is dense.
+            yield Window(self.since, until, 0, "second")
+            return
+        if self.total is None:
+            size = coarse_size(self.since, self.end)
+            top = [b for s, u in size_spans(self.since, self.end, size) for b in self._count(s, u, size)]
+            self.expected = sum(b.count for b in top)
+        else:
+            top = [Bucket(self.since, until, self.total)]
+        yield from pack(self._buckets(refine_plan(top, self.since, until)), self.since, until)
+
+    def _buckets(self, plan: Iterator[Bucket | Refine]) -> Iterator[Bucket]:
+        for item in plan:
+            if isinstance(item, Bucket):
+                yield item
+                continue
+            fine = [b for s, u in item.spans() for b in self._count(s, u, item.size)]
+            # A burst inside a stretch counted at its average density is counted again, finer.
+            yield from self._buckets(refine_plan(fine, item.since, item.until))
+
+    def _count(self, since: datetime, until: datetime, size: timedelta) -> list[Bucket]:
+        return self.client.count_by_time(since, until, "second", size.total_seconds())
 
 
 def plan_range(client: PrefectClient, since: datetime, end: datetime, unit: str) -> Iterator[Window]:
@@ -85,8 +125,11 @@ def _item_key(item: Event | Malformed) -> str:
     return item.event_id or item.raw_hash
 
 
-def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
-    """Every event in `window`, verified against the server's total; split if denser than a page."""
+def fetch_window(client: PrefectClient, window: Window, *, split: bool = True) -> WindowResult:
+    """Every event in `window`, verified against the server's total; split if denser than a page.
+
+    `split=False` reads the window by following next_page however dense it is.
+    """
     occurred = window.occurred_filter()
     query = {"occurred": occurred, "order": "ASC"}
     last_problem = ""
@@ -98,9 +141,12 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
             for page in client.iter_pages(query):
                 if total < 0:
                     total = page["total"]
-                    if total > PAGE_SIZE and not window.finest:
-                        # More than count-by promised (late arrivals): split rather than page deep.
-                        return _fetch_split(client, window)
+                    if total > PAGE_SIZE and split and not window.finest:
+                        # More than count-by promised (late arrivals, or an unplanned probe):
+                        # split rather than page deep.
+                        log.info("window %s..%s holds %d events, more than a page: splitting it",
+                                 occurred["since"], occurred["until"], total)
+                        return _fetch_split(client, window, total)
                 for raw in page["events"]:
                     item = parse_event(raw)
                     items.setdefault(_item_key(item), item)
@@ -124,10 +170,13 @@ def fetch_window(client: PrefectClient, window: Window) -> WindowResult:
     )
 
 
-def _fetch_split(client: PrefectClient, window: Window) -> WindowResult:
+def _fetch_split(client: PrefectClient, window: Window, total: int) -> WindowResult:
     result = WindowResult(window)
-    for sub in plan_range(client, window.since, window.end, FINER[window.unit]):
-        result.extend(fetch_window(client, sub))
+    for sub in Planner(client, window.since, window.end, total).windows():
+        # A count that still puts everything in one window disagrees with the page's total (a
+        # race with storage): page through it rather than split it again and again.
+        whole = sub.since == window.since and sub.until == window.until
+        result.extend(fetch_window(client, sub, split=not whole))
     return result
 
 

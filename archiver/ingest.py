@@ -9,10 +9,10 @@ now − settle: the server stores events asynchronously and the newest seconds a
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +35,9 @@ log = logging.getLogger("archiver.ingest")
 
 # Commit at least this often during a long backfill, so a crash costs little and readers get in.
 COMMIT_SECONDS = 5.0
+# Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
+# fetch pool to keep going while a batch of ingest.commit_every events is written.
+WINDOWS_AHEAD = 64
 
 # (events read so far, those plus what the server says is still to read)
 Progress = Callable[[int, int], None]
@@ -89,20 +92,26 @@ class _Unread:
         self.planned = 0
         self.unread = 0
         self.planning = True
+        # windows() runs in the planning thread, read() and the total in the writer's.
+        self._lock = threading.Lock()
 
     def windows(self) -> Iterator[Window]:
         for window in self.planner.windows():
-            self.planned += window.expected
-            self.unread += window.expected
+            with self._lock:
+                self.planned += window.expected
+                self.unread += window.expected
             yield window
-        self.planning = False
+        with self._lock:
+            self.planning = False
 
     def read(self, window: Window) -> None:
-        self.unread -= window.expected
+        with self._lock:
+            self.unread -= window.expected
 
     def __call__(self) -> int:
-        unplanned = max(self.planner.expected - self.planned, 0) if self.planning else 0
-        return max(self.unread, 0) + unplanned
+        with self._lock:
+            unplanned = max(self.planner.expected - self.planned, 0) if self.planning else 0
+            return max(self.unread, 0) + unplanned
 
 
 class _Committer:
@@ -166,23 +175,53 @@ def ingest_range(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Fetch and write every event with occurred in [since, end), moving the mark as it goes."""
+    """Fetch and write every event with occurred in [since, end), moving the mark as it goes.
+
+    Three stages run at once: a planning thread counts and submits windows to the fetch pool in
+    plan order (count-by requests never hold up fetching), the pool reads them, and this thread
+    writes the results in that same order. Up to WINDOWS_AHEAD windows are in flight, enough to
+    keep the pool busy while a batch is being written.
+    """
     unread = _Unread(Planner(client, since, end))
     committer = _Committer(archive, report, mark, commit_every, run_id, progress, unread)
-    pending: deque[Future[WindowResult]] = deque()
+    pending: queue.Queue[Future[WindowResult] | BaseException | None] = queue.Queue(maxsize=WINDOWS_AHEAD)
+    closing = threading.Event()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
+
+    def offer(item: Future[WindowResult] | BaseException | None) -> bool:
+        while not closing.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def plan() -> None:
+        try:
+            for window in unread.windows():
+                if closing.is_set() or (stop is not None and stop.is_set()):
+                    break
+                if not offer(pool.submit(fetch_window, client, window)):
+                    return
+            offer(None)
+        except BaseException as exc:  # handed to the writer, which raises it in order
+            offer(exc)
+
+    planning = threading.Thread(target=plan, name="plan", daemon=True)
+    planning.start()
     try:
-        for window in unread.windows():
-            if stop is not None and stop.is_set():
+        while not (stop is not None and stop.is_set()):
+            item = pending.get()
+            if item is None:
                 break
-            pending.append(pool.submit(fetch_window, client, window))
-            while pending and (len(pending) >= 2 * concurrency or pending[0].done()):
-                committer.add(pending.popleft().result())
-        while pending and not (stop is not None and stop.is_set()):
-            committer.add(pending.popleft().result())
+            if isinstance(item, BaseException):
+                raise item
+            committer.add(item.result())
     except BaseException as failure:
         # Keep the complete windows already fetched in order, then report the original error
         # (unless writing was what failed: then trying again now would only fail again).
+        closing.set()
         pool.shutdown(wait=False, cancel_futures=True)
         if not isinstance(failure, ArchiveError):
             try:
@@ -193,6 +232,15 @@ def ingest_range(
     else:
         committer.flush()
     finally:
+        closing.set()
+        while True:  # cancel what was submitted but will not be written
+            try:
+                item = pending.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Future):
+                item.cancel()
+        planning.join()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

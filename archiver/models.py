@@ -119,12 +119,28 @@ def _raw_text(raw: Any) -> str:
         return repr(raw)[:100_000]
 
 
+def _archivable_text(raw: Any) -> tuple[str, str | None]:
+    """(the item's canonical JSON text, why it cannot be archived faithfully or None).
+
+    Serialized once on the common path: the quarantine keeps this text, an Event hashes it
+    (content_hash). Only an item the fast path refuses is looked at again, to say why.
+    """
+    if isinstance(raw, str):
+        return _raw_text(raw), None
+    try:
+        text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        text.encode("utf-8")
+        return text, None
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _raw_text(raw), _unarchivable(raw)
+
+
 def parse_event(raw: Any) -> Event | Malformed:
     """Validate one item of an EventPage; anything we could not archive faithfully is Malformed.
 
     Never raises: an exception here would stop every later sync at the same page.
     """
-    raw_text = _raw_text(raw)
+    raw_text, problem = _archivable_text(raw)
     if not isinstance(raw, dict):
         return Malformed(raw_text, "not a JSON object", None)
     event_id = raw.get("id")
@@ -162,7 +178,6 @@ def parse_event(raw: Any) -> Event | Malformed:
         follows = uuid.UUID(str(raw["follows"])) if raw.get("follows") is not None else None
     except ValueError:
         return bad(f"follows {raw['follows']!r} is not a UUID")
-    problem = _unarchivable(raw)
     if problem:
         return bad(f"holds {problem}")
     return Event(
@@ -174,7 +189,7 @@ def parse_event(raw: Any) -> Event | Malformed:
         payload=payload,
         received=received,
         follows=follows,
-        content_hash=hashlib.sha256(canonical_json(raw).encode("utf-8")).hexdigest()[:32],
+        content_hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest()[:32],
     )
 
 

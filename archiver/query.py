@@ -114,6 +114,7 @@ def client_for(
         custom_headers=settings.custom_headers,
         verify=tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
         csrf_support=settings.csrf_support,
+        max_requests_per_minute=settings.max_requests_per_minute,
     )
 
 

@@ -1,14 +1,21 @@
-"""Backfill speed: N events from a local Prefect server into a fresh archive, against a ceiling.
+"""Backfill cost: N events from a real Prefect server, by the archiver, a reference fetcher and dlt.
 
-    python bench/ingest.py [--events 20000] [--days 3] [--concurrency 4] [--api-url URL]
+    python bench/ingest.py [--events 12000] [--days 5] [--rounds 3] [--dlt-python PYTHON] [--api-url URL]
 
 Starts a real Prefect server on 127.0.0.1 (unless --api-url is given), posts N events spread over
---days days (paced: the server's queue drops a fast burst), then:
-1. runs `prefect-archiver sync` in a child process over that range into a fresh archive and prints
-   events/s, pages/s and the child's peak RSS;
-2. reads the same range with a raw concurrent loop that stores nothing — the same count-by planned
-   windows, httpx and a thread pool, no parsing, no DuckDB — and prints its events/s: the ceiling;
-3. prints the ratio.
+--days days from --start (paced: the server's queue drops a fast burst; a server that already
+holds them is not posted to again), then runs three contenders over the same range, each in its
+own child process, interleaved round by round in a rotating order so a noisy machine hurts all
+three alike:
+- `prefect-archiver sync --json` into a fresh archive (requests = its event pages + count-by);
+- bench/reference_fetch.py: count-by planning at minute resolution, adjacent buckets merged up to
+  50, 4 concurrent fetches, nothing stored — the issue's yardstick;
+- bench/dlt_fetch.py: dlt with an incremental `occurred` cursor into DuckDB, run by --dlt-python
+  (a Python with `dlt[duckdb]`, which is no dependency of the project; without it dlt is left out
+  and the table says so).
+Prints requests, requests per 1,000 events, wall seconds (process start included; median of the
+rounds), the ratio of each contender's speed to the reference's and dlt's, the CPU seconds each
+client process used (less noisy than wall time on a shared machine) and peak RSS.
 """
 
 from __future__ import annotations
@@ -17,30 +24,30 @@ import argparse
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archiver.client import PrefectClient  # noqa: E402
-from archiver.fetch import Planner  # noqa: E402
 from archiver.models import format_timestamp  # noqa: E402
+from archiver.windows import TICK  # noqa: E402
 from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_stored  # noqa: E402
 
 UTC = timezone.utc
 
 
-def seed(api_url: str, events: int, days: int, per_second: float) -> tuple[datetime, datetime]:
+def seed(api_url: str, events: int, days: int, per_second: float, since: datetime | None = None) -> tuple[datetime, datetime]:
     rng = random.Random(1)
-    since = (datetime.now(UTC) - timedelta(days=days + 2)).replace(minute=0, second=0, microsecond=0)
+    if since is None:
+        since = (datetime.now(UTC) - timedelta(days=days + 2)).replace(hour=0, minute=0, second=0, microsecond=0)
     until = since + timedelta(days=days)
     if server_count(api_url, since, until) >= events:
         return since, until  # already seeded (--api-url against a server used before)
@@ -67,82 +74,123 @@ def seed(api_url: str, events: int, days: int, per_second: float) -> tuple[datet
     return since, until
 
 
-def archiver_backfill(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict:
+def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[dict[str, Any], float, float]:
+    """Run one contender; its JSON line (with its CPU seconds added), wall seconds from spawn to
+    exit, and its peak RSS in MB.
+
+    Output goes to files, not pipes: wait4 must reap the child itself to read its rusage.
+    """
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{' '.join(command[:3])} failed: {err.read()[-2000:]}")
+        report = json.loads(out.read().strip().splitlines()[-1])
+        report["cpu"] = usage.ru_utime + usage.ru_stime
+        return report, wall, usage.ru_maxrss / 1024
+
+
+def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     config = home / "archiver.toml"
     config.write_text(f'[ingest]\nconcurrency = {concurrency}\nretention = "3650d"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     env.update(PREFECT_API_URL=api_url, ARCHIVER_DB=str(home / "archive.duckdb"), ARCHIVER_CONFIG=str(config))
-    started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "archiver", "sync", "--json",
-         "--since", format_timestamp(since), "--until", format_timestamp(until)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    out, err = child.stdout.read(), child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"sync failed: {err}")
-    report = json.loads(out)
-    report["wall"] = wall
-    report["peak_rss_mb"] = usage.ru_maxrss / 1024
-    report["archive_mb"] = (home / "archive.duckdb").stat().st_size / 2**20
-    return report
+    try:
+        report, wall, rss = measured(
+            [sys.executable, "-m", "archiver", "sync", "--json",
+             "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
+            "inner": report["seconds"], "rss": rss, "cpu": report["cpu"],
+            "detail": f"{report['pages']} pages + {report['counts']} count-by"}
 
 
-def ceiling(api_url: str, since: datetime, until: datetime, concurrency: int) -> tuple[int, int, float]:
-    """The same windows, fetched as fast as httpx allows, stored nowhere."""
-    started = time.monotonic()
-    with PrefectClient(api_url) as planner_client:
-        windows = list(Planner(planner_client, since, until).windows())
-    http = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=60)
+def reference(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict[str, Any]:
+    report, wall, rss = measured([sys.executable, str(ROOT / "bench" / "reference_fetch.py"), api_url,
+                                  since.isoformat(), (until - TICK).isoformat(), "--concurrency", str(concurrency)])
+    return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
+            "rss": rss, "cpu": report["cpu"], "detail": f"{report['windows']} windows"}
 
-    def read(window) -> tuple[int, int]:
-        body = {"filter": {"occurred": window.occurred_filter(), "order": "ASC"}, "limit": 50}
-        page = http.post("events/filter", json=body).json()
-        count, pages = len(page["events"]), 1
-        while page.get("next_page"):
-            token = httpx.URL(page["next_page"]).params["page-token"]
-            page = http.get("events/filter/next", params={"page-token": token}).json()
-            count, pages = count + len(page["events"]), pages + 1
-        return count, pages
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(read, windows))
-    http.close()
-    return sum(c for c, _ in results), sum(p for _, p in results), time.monotonic() - started
+def dlt(api_url: str, since: datetime, until: datetime, python: str) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="bench-dlt-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    env["DLT_DATA_DIR"] = str(home / "dlt")
+    env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    try:
+        report, wall, rss = measured([python, str(ROOT / "bench" / "dlt_fetch.py"), api_url, format_timestamp(since),
+                                      format_timestamp(until - TICK), str(home / "events.duckdb")], env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
+            "rss": rss, "cpu": report["cpu"], "detail": "offset paging"}
+
+
+def has_dlt(python: str) -> bool:
+    return subprocess.run([python, "-c", "import dlt, duckdb"], capture_output=True).returncode == 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--events", type=int, default=12_000)
+    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--start", type=datetime.fromisoformat, help="when the seeded history begins (ISO 8601, UTC)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, interleaved")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--per-second", type=float, default=300, help="posting pace while seeding")
     parser.add_argument("--api-url", help="use this server instead of starting one")
+    parser.add_argument("--dlt-python", default=sys.executable, help="a Python with dlt[duckdb] installed")
+    parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
+                        "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
 
     server = None if args.api_url else PrefectServer().start()
     api_url = args.api_url or server.api_url
+    contenders = {
+        "archiver": lambda: archiver(api_url, since, until, args.concurrency),
+        "reference": lambda: reference(api_url, since, until, args.concurrency),
+    }
+    if args.baseline:
+        contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline)
+    if has_dlt(args.dlt_python):
+        contenders["dlt"] = lambda: dlt(api_url, since, until, args.dlt_python)
+    else:
+        print(f"dlt: not run — {args.dlt_python} cannot import dlt and duckdb (pip install 'dlt[duckdb]' into "
+              "a separate venv and pass its python as --dlt-python)", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     try:
-        since, until = seed(api_url, args.events, args.days, args.per_second)
-        report = archiver_backfill(api_url, since, until, args.concurrency)
-        raw_events, raw_pages, raw_seconds = ceiling(api_url, since, until, args.concurrency)
+        start = args.start.replace(tzinfo=UTC) if args.start and args.start.tzinfo is None else args.start
+        since, until = seed(api_url, args.events, args.days, args.per_second, start)
+        names = list(contenders)
+        for round_ in range(args.rounds):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                result = contenders[name]()
+                if result["events"] != args.events:
+                    raise SystemExit(f"{name} read {result['events']:,} events, not {args.events:,}")
+                runs[name].append(result)
+                print(f"round {round_ + 1} {name}: {result['wall']:.2f}s, {result['requests']} requests", flush=True)
     finally:
         if server:
             server.stop()
 
-    events_s = report["fetched"] / report["seconds"]
-    ceiling_s = raw_events / raw_seconds
-    print(f"archiver: {report['inserted']:,} events archived in {report['seconds']:.2f}s of sync "
-          f"({report['wall']:.2f}s wall with process start): {events_s:,.0f} events/s, "
-          f"{report['pages'] / report['seconds']:,.1f} pages/s ({report['pages']} pages, {report['counts']} count-by "
-          f"requests, {report['windows']} windows), peak RSS {report['peak_rss_mb']:.0f} MB, "
-          f"archive {report['archive_mb']:.1f} MB")
-    print(f"ceiling:  {raw_events:,} events read in {raw_seconds:.2f}s with nothing stored: "
-          f"{ceiling_s:,.0f} events/s, {raw_pages / raw_seconds:,.1f} pages/s")
-    print(f"ratio:    archiver / ceiling = {events_s / ceiling_s:.2f}")
+    wall = {name: statistics.median(r["wall"] for r in results) for name, results in runs.items()}
+    print(f"\n{args.events:,} events over {args.days} days, first sync, median of {args.rounds} interleaved rounds")
+    print("| contender | requests | per 1,000 events | seconds | speed vs reference | speed vs dlt | client CPU s "
+          "| peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, results in runs.items():
+        last = results[-1]
+        vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
+        inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
+        print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
+              f"{wall['reference'] / wall[name]:.2f}x | {vs_dlt} | {statistics.median(r['cpu'] for r in results):.1f} | "
+              f"{max(r['rss'] for r in results):.0f} | {last['detail']} |")
 
 
 if __name__ == "__main__":

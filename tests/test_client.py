@@ -12,7 +12,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from archiver.client import PrefectClient, RetryPolicy
+from archiver.client import Pacer, PrefectClient, RetryPolicy
 from archiver.errors import (
     ApiAuthError,
     ApiBadResponse,
@@ -332,4 +332,64 @@ def test_a_refused_connection_names_the_api_url_not_the_endpoint_and_fails_fast_
     interactive = PrefectClient(url, retry=RetryPolicy(retry_refused=False), sleep=sleeps.append)
     with pytest.raises(ApiUnavailable, match=rf"^nothing is listening at {shown} \(connection refused\)"):
         interactive.read_events({})
+    assert sleeps == []
+
+
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+def test_pacing_spaces_requests_evenly_at_the_plans_rate():
+    clock = FakeClock()
+    pacer = Pacer(1250, sleep=clock.sleep, clock=clock)
+    sent_at = []
+    for _ in range(50):
+        pacer.wait()
+        sent_at.append(clock.now)
+    gaps = [b - a for a, b in zip(sent_at, sent_at[1:], strict=False)]
+    assert min(gaps) == pytest.approx(60 / 1250)
+    # 1,250 a minute means no 60-second stretch ever holds more than 1,250 requests.
+    assert sent_at[-1] - sent_at[0] == pytest.approx(49 * 60 / 1250)
+
+
+def test_pacing_does_not_delay_requests_that_are_already_spaced():
+    clock = FakeClock()
+    pacer = Pacer(600, sleep=clock.sleep, clock=clock)
+    pacer.wait()
+    clock.now += 5  # longer than the 0.1 s interval
+    before = clock.now
+    pacer.wait()
+    assert clock.now == before
+
+
+def test_a_paced_client_waits_before_every_request_retries_included():
+    sleeps, calls = [], []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(503) if len(calls) == 1 else httpx.Response(200, json=PAGE)
+
+    client = client_with(handler, sleeps, max_requests_per_minute=60, retry=RetryPolicy(base_delay=0.0))
+    client.read_events({})
+    client.read_events({})
+    # Three requests at one a second: the retry and the second read each waited for their turn.
+    assert len(calls) == 3
+    assert sum(s for s in sleeps if s > 0.5) >= 1.5
+
+
+def test_unpaced_client_never_waits():
+    sleeps = []
+    client = client_with(lambda request: httpx.Response(200, json=PAGE), sleeps)
+    for _ in range(5):
+        client.read_events({})
     assert sleeps == []
