@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -140,6 +141,13 @@ def result_reference(data: Any) -> dict[str, Any] | None:
     }
 
 
+def _timestamp_or_none(value: Any) -> datetime | None:
+    try:
+        return parse_timestamp(value) if value else None
+    except ValueError:
+        return None
+
+
 def state_columns(run_kind: str, run_id: str, states: list[dict[str, Any]], now: datetime) -> tuple[list[Any], ...]:
     """The run_states columns for these state records, in table order."""
     columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
@@ -153,12 +161,34 @@ def state_columns(run_kind: str, run_id: str, states: list[dict[str, Any]], now:
             parse_timestamp(state["timestamp"]), state.get("message") or None,
             to_json(state.get("state_details")), kind,
             reference and reference["storage_key"], reference and reference["storage_block_id"],
-            reference and reference["serializer_type"], parse_timestamp(expiration) if expiration else None,
+            reference and reference["serializer_type"], _timestamp_or_none(expiration),
             reference and reference["prefect_version"], to_json(state), now,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
+
+
+def _archivable(run: PendingRun, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The state records that can be archived as they are; the others are logged and left out.
+
+    A record without an id or type, or with a time outside the years 1-9999, must not fail the
+    pass on every later sync. The run's state-change events (archived already) still tell its story;
+    a result's unreadable `expiration` only leaves that column empty (state_columns).
+    """
+    usable = []
+    for state in states:
+        try:
+            uuid.UUID(str(state["id"]))
+            if not isinstance(state["type"], str):
+                raise TypeError(f"type {state['type']!r} is not a state type")
+            parse_timestamp(state["timestamp"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("left out a state record of %s %s that cannot be archived (%s: %s)",
+                        run.run_kind.replace("_", " "), run.run_id, type(exc).__name__, exc)
+            continue
+        usable.append(state)
+    return usable
 
 
 def pending_runs(archive: Archive, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
@@ -191,8 +221,8 @@ def save_states(
     report = StatesReport(runs_read=len(read))
     columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
     ledger: tuple[list[Any], ...] = tuple([] for _ in range(7))
-    for run, states in read:
-        states = states or []
+    for run, answered in read:
+        states = _archivable(run, answered or [])
         for column, values in zip(columns, state_columns(run.run_kind, run.run_id, states, now), strict=True):
             column.extend(values)
         newest = max((parse_timestamp(s["timestamp"]) for s in states), default=None)

@@ -66,40 +66,50 @@ FROM (SELECT unnest($1::VARCHAR[]) AS r)
 WHERE object_kind(r) <> ''
 """
 
-# Typed columns of each metadata table, taken from the object as the API returned it (`o`).
-_T = "::TIMESTAMPTZ"
+# Typed columns of each metadata table, taken from the object as the API returned it (`o`). Every
+# cast is a TRY_CAST: a value the server sent that has no such type (a count that is not a number,
+# a time outside the years 1-9999, which DuckDB would store but Python cannot read back) leaves
+# that column NULL and the whole object in `object`, instead of failing the refresh on every sync.
+_TIMESTAMP_RANGE = "BETWEEN -62135596800 AND 253402300799.999999"  # epoch seconds of 0001-01-01 .. 9999-12-31Z
+
+
+def _as(expr: str, sql_type: str) -> str:
+    cast = f"TRY_CAST({expr} AS {sql_type})"
+    return f"CASE WHEN epoch({cast}) {_TIMESTAMP_RANGE} THEN {cast} END" if sql_type == "TIMESTAMPTZ" else cast
+
+
 # What flow runs and task runs both have (Prefect's shared run fields).
 _RUN_COLUMNS = {
     "name": "o->>'name'", "state_type": "o->>'state_type'", "state_name": "o->>'state_name'",
-    "state_timestamp": f"(o->'state'->>'timestamp'){_T}", "run_count": "(o->>'run_count')::INTEGER",
-    "expected_start_time": f"(o->>'expected_start_time'){_T}", "start_time": f"(o->>'start_time'){_T}",
-    "end_time": f"(o->>'end_time'){_T}", "total_run_time": "(o->>'total_run_time')::DOUBLE",
-    "tags": "(o->'tags')::VARCHAR[]",
+    "state_timestamp": _as("o->'state'->>'timestamp'", "TIMESTAMPTZ"), "run_count": _as("o->>'run_count'", "INTEGER"),
+    "expected_start_time": _as("o->>'expected_start_time'", "TIMESTAMPTZ"),
+    "start_time": _as("o->>'start_time'", "TIMESTAMPTZ"), "end_time": _as("o->>'end_time'", "TIMESTAMPTZ"),
+    "total_run_time": _as("o->>'total_run_time'", "DOUBLE"), "tags": _as("o->'tags'", "VARCHAR[]"),
 }
 OBJECT_COLUMNS: dict[str, dict[str, str]] = {
-    "flows": {"name": "o->>'name'", "tags": "(o->'tags')::VARCHAR[]"},
+    "flows": {"name": "o->>'name'", "tags": _as("o->'tags'", "VARCHAR[]")},
     "deployments": {
-        "name": "o->>'name'", "flow_id": "(o->>'flow_id')::UUID", "work_pool_name": "o->>'work_pool_name'",
-        "work_queue_name": "o->>'work_queue_name'", "paused": "(o->>'paused')::BOOLEAN", "status": "o->>'status'",
-        "tags": "(o->'tags')::VARCHAR[]",
+        "name": "o->>'name'", "flow_id": _as("o->>'flow_id'", "UUID"), "work_pool_name": "o->>'work_pool_name'",
+        "work_queue_name": "o->>'work_queue_name'", "paused": _as("o->>'paused'", "BOOLEAN"), "status": "o->>'status'",
+        "tags": _as("o->'tags'", "VARCHAR[]"),
     },
     "work_pools": {
-        "name": "o->>'name'", "type": "o->>'type'", "status": "o->>'status'", "is_paused": "(o->>'is_paused')::BOOLEAN",
+        "name": "o->>'name'", "type": "o->>'type'", "status": "o->>'status'", "is_paused": _as("o->>'is_paused'", "BOOLEAN"),
     },
     "flow_runs": {
         **_RUN_COLUMNS,
-        "flow_id": "(o->>'flow_id')::UUID", "deployment_id": "(o->>'deployment_id')::UUID",
-        "work_pool_id": "(o->>'work_pool_id')::UUID", "work_pool_name": "o->>'work_pool_name'",
-        "work_queue_name": "o->>'work_queue_name'", "parent_task_run_id": "(o->>'parent_task_run_id')::UUID",
+        "flow_id": _as("o->>'flow_id'", "UUID"), "deployment_id": _as("o->>'deployment_id'", "UUID"),
+        "work_pool_id": _as("o->>'work_pool_id'", "UUID"), "work_pool_name": "o->>'work_pool_name'",
+        "work_queue_name": "o->>'work_queue_name'", "parent_task_run_id": _as("o->>'parent_task_run_id'", "UUID"),
         "parameters": "o->'parameters'",
     },
-    "task_runs": {**_RUN_COLUMNS, "flow_run_id": "(o->>'flow_run_id')::UUID", "task_key": "o->>'task_key'"},
+    "task_runs": {**_RUN_COLUMNS, "flow_run_id": _as("o->>'flow_run_id'", "UUID"), "task_key": "o->>'task_key'"},
 }
 
 
 def _save_objects_sql(kind: str) -> str:
-    columns = {"id": "(o->>'id')::UUID", **OBJECT_COLUMNS[kind], "created": f"(o->>'created'){_T}",
-               "updated": f"(o->>'updated'){_T}", "object": "o", "archived_at": "$2"}
+    columns = {"id": "(o->>'id')::UUID", **OBJECT_COLUMNS[kind], "created": _as("o->>'created'", "TIMESTAMPTZ"),
+               "updated": _as("o->>'updated'", "TIMESTAMPTZ"), "object": "o", "archived_at": "$2"}
     return (
         f"INSERT INTO {kind} ({', '.join(columns)}) "
         f"SELECT {', '.join(columns.values())} FROM (SELECT unnest($1::JSON[]) AS o)"

@@ -387,3 +387,45 @@ def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, t
                    [deployed[0]])
     assert [s for _, s in states][-1] in ("Completed", "Failed") and len(states) >= 3
 
+
+
+def test_run_metadata_and_states_the_archive_cannot_type_do_not_stop_later_syncs(workload, tmp_path):
+    """Times outside the years 1-9999 and counts that are no numbers, as a broken proxy or server
+    could send them: the objects are archived whole with those columns empty, the bad state
+    record is left out, and every sync ends ok."""
+    broken_runs: set[str] = set()
+    broken_states: set[str] = set()
+
+    def after(_: int, request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+        path = request.url.path
+        if path.endswith("/flow_runs/filter"):
+            runs = response.json()
+            for run in runs:
+                run["start_time"] = "9999-12-31T23:59:59-01:00"
+                run["run_count"] = "lots"
+                broken_runs.add(run["id"])
+            return httpx.Response(200, json=runs)
+        if path.endswith("/flow_run_states/") and not broken_states and response.json():
+            states = response.json()
+            states[0]["timestamp"] = "0001-01-01T00:00:00+01:00"
+            broken_states.add(states[0]["id"])
+            return httpx.Response(200, json=states)
+        return None
+
+    db = tmp_path / "untyped.duckdb"
+    settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
+    with client_for_test(workload.api, Faults(after=after)) as client:
+        first = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+        again = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+    assert first.outcome == again.outcome == "ok"
+    assert broken_runs and broken_states
+    rows = query(db, "SELECT id, start_time, run_count, object FROM flow_runs")
+    assert {str(r[0]) for r in rows} == broken_runs
+    for _, start_time, run_count, obj in rows:
+        assert start_time is None and run_count is None
+        assert json.loads(obj)["start_time"] == "9999-12-31T23:59:59-01:00"  # kept whole, as sent
+    saved = {str(r[0]) for r in query(db, "SELECT id FROM run_states")}
+    assert saved and not saved & broken_states
+    # Every other state record the server holds of these runs is here.
+    on_server = {s["id"] for run_id in broken_runs for s in server_states(workload.api, "flow", run_id)}
+    assert on_server - broken_states <= saved
