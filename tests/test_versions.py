@@ -7,6 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,15 @@ def server_flow_run(api_url: str, run_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("name", list(SERVERS))
 def test_sync_verify_and_get_on_the_servers_people_run(name, fed, request, tmp_path):
     server, started, until, custom = fed[name].server, fed[name].since, fed[name].until, fed[name].custom
-    if name == "prefect-3.4.18":
-        assert server.version() == "3.4.18"
     since_text, until_text = format_timestamp(started), format_timestamp(until)
     db = tmp_path / "archive.duckdb"
     env = cli_env(server.api_url, db, write_config(tmp_path / "archiver.toml", 'settle = "0s"\n'))
+
+    # `check` names the release it talks to: the one this server was really started from.
+    checked = run_cli(["check"], env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    expected = "3.4.18" if name == "prefect-3.4.18" else version("prefect")
+    assert [line.split()[-1] for line in checked.stdout.splitlines() if line.startswith("server:")] == [expected]
 
     synced = run_cli(["sync", "--since", since_text, "--until", until_text, "--json"], env)
     assert synced.returncode == 0, synced.stderr
