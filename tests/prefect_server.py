@@ -61,12 +61,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _prefect_command() -> list[str]:
-    """The `prefect` CLI of the interpreter running us, so the server matches our venv."""
-    script = Path(sys.executable).with_name("prefect")
+def _prefect_command(python: str | Path | None = None) -> list[str]:
+    """The `prefect` CLI beside `python` (default: the interpreter running us, so the server matches our venv).
+
+    Another venv's interpreter runs another Prefect version (tests/servers.py builds those).
+    """
+    interpreter = Path(python) if python is not None else Path(sys.executable)
+    script = interpreter.with_name("prefect")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "prefect"]
+    return [str(interpreter), "-m", "prefect"]
 
 
 def _clean_env() -> dict[str, str]:
@@ -82,6 +86,8 @@ class PrefectServer:
     """A real `prefect server start` subprocess on 127.0.0.1 with a throw-away home.
 
     Use as a context manager; `api_url` is ready once `__enter__`/`start()` returns.
+    `python` runs the server from another venv's interpreter (another Prefect version);
+    `env` adds server settings, e.g. PREFECT_API_DATABASE_CONNECTION_URL for PostgreSQL.
     """
 
     def __init__(
@@ -89,11 +95,13 @@ class PrefectServer:
         retention_period: str = "P3650D",
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
+        python: str | Path | None = None,
     ) -> None:
         # P3650D: tests back-date events by days/months and must not see them trimmed.
         self.retention_period = retention_period
         self.extra_env: dict[str, str] = dict(env or {})
         self.startup_timeout = startup_timeout
+        self.python = python
         self.port: int = 0
         self.home: Path | None = None
         self.log_path: Path | None = None
@@ -107,6 +115,11 @@ class PrefectServer:
         if not self.port:
             raise RuntimeError("PrefectServer is not started")
         return f"http://127.0.0.1:{self.port}/api"
+
+    def version(self) -> str:
+        """The server's Prefect version, as GET /admin/version reports it."""
+        with httpx.Client(timeout=10.0) as client:
+            return str(_check(client.get(f"{self.api_url}/admin/version")).json())
 
     def log_text(self) -> str:
         """Everything the server wrote to stdout/stderr so far."""
@@ -155,7 +168,7 @@ class PrefectServer:
         self._log_file = open(self.log_path, "wb")
         self._proc = subprocess.Popen(
             [
-                *_prefect_command(),
+                *_prefect_command(self.python),
                 "server",
                 "start",
                 "--host",
@@ -591,11 +604,14 @@ def run_flows_script(
     script: str,
     timeout: float = 180,
     env: Mapping[str, str] | None = None,
+    python: str | Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run Python source in a fresh interpreter pointed at `api_url`.
 
     A temporary PREFECT_HOME keeps the developer's profiles out; `env` adds
-    client settings (e.g. PREFECT_API_AUTH_STRING). check=False: the caller asserts.
+    client settings (e.g. PREFECT_API_AUTH_STRING); `python` is another venv's
+    interpreter (a client of the same Prefect release as the server it talks to).
+    check=False: the caller asserts.
     """
     home = Path(tempfile.mkdtemp(prefix="prefect-test-client-"))
     try:
@@ -612,7 +628,7 @@ def run_flows_script(
         )
         child_env.update(env or {})
         return subprocess.run(
-            [sys.executable, str(script_path)],
+            [str(python or sys.executable), str(script_path)],
             env=child_env,
             cwd=str(home),
             capture_output=True,
