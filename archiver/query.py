@@ -74,23 +74,43 @@ def lookup_windows(event_id: str, now: datetime, horizon: timedelta) -> Iterator
 
 
 def read_live_event(
-    client: PrefectClient, event_id: str, horizon: timedelta, now: datetime | None = None
+    client: PrefectClient, event_id: str, horizon: timedelta, now: datetime | None = None, *,
+    storing: timedelta = timedelta(0), sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any] | None:
-    """Ask the API for one event, always with an explicit occurred window (its default misses)."""
+    """Ask the API for one event, always with an explicit occurred window (its default misses).
+
+    The server stores what it receives a few seconds later, in batches, and an automation starts
+    its flow run from the event stream before that: the flow can ask for its event before the
+    server has stored it. So an id whose UUIDv7 time is less than `storing` old (ingest.settle)
+    is asked for again, once a second, until that much time has passed since it was made.
+    """
     now = now or datetime.now(timezone.utc)
     wanted = str(parse_event_id(event_id))
     for since, until in lookup_windows(wanted, now, horizon):
-        page = client.read_events(
-            {
-                "id": {"id": [wanted]},
-                "occurred": {"since": format_timestamp(since), "until": format_timestamp(until)},
-                "order": "DESC",
-            },
-            limit=1,
-        )
-        for event in page["events"]:
-            if isinstance(event, dict) and event.get("id") == wanted:
-                return event
+        event = _read_by_id(client, wanted, since, until)
+        if event is not None:
+            return event
+    moment = uuid7_time(uuid.UUID(wanted))
+    while moment is not None and datetime.now(timezone.utc) < moment + storing:
+        sleep(1.0)
+        event = _read_by_id(client, wanted, moment - ID_TIME_BEFORE, moment + ID_TIME_AFTER)
+        if event is not None:
+            return event
+    return None
+
+
+def _read_by_id(client: PrefectClient, wanted: str, since: datetime, until: datetime) -> dict[str, Any] | None:
+    page = client.read_events(
+        {
+            "id": {"id": [wanted]},
+            "occurred": {"since": format_timestamp(since), "until": format_timestamp(until)},
+            "order": "DESC",
+        },
+        limit=1,
+    )
+    for event in page["events"]:
+        if isinstance(event, dict) and event.get("id") == wanted:
+            return event
     return None
 
 
@@ -143,7 +163,7 @@ def find_event(
     if not archive_only and settings.api_url:
         try:
             with client_for(settings, interactive=interactive) as client:
-                event = read_live_event(client, event_id, settings.lookup_horizon)
+                event = read_live_event(client, event_id, settings.lookup_horizon, storing=settings.settle)
         except ApiError as exc:
             # Same class (callers catch ApiUnavailable), but a message that says the archive was asked first.
             raise type(exc)(
@@ -154,7 +174,8 @@ def find_event(
             return event, "api"
         looked.append(
             f"the Prefect API at {redact_url(settings.api_url)} (occurred within the last "
-            f"{settings.lookup_horizon.days} days, and around the time in the id if it is a UUIDv7)"
+            f"{settings.lookup_horizon.days} days, and around the time in the id if it is a UUIDv7, "
+            f"asked again until {settings.settle.total_seconds():g}s after that time: ingest.settle)"
         )
     elif not archive_only:
         looked.append("not the live API: PREFECT_API_URL is not set")

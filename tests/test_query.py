@@ -43,6 +43,7 @@ from tests.support import (
     ROOT,
     archived_ids,
     cli_env,
+    Faults,
     client_for_test,
     query,
     run_cli,
@@ -127,6 +128,42 @@ def test_an_event_the_server_forgot_is_found_in_the_archive_and_only_there(prefe
 
         assert read_live_event(client, event["id"], timedelta(days=30)) is None
     assert find_event(event["id"], settings=settings) == (expected, "archive")
+
+
+def uuid7_at(moment: datetime) -> str:
+    """A UUIDv7 made at `moment`, as Prefect's client makes event ids."""
+    value = (int(moment.timestamp() * 1000) << 80) | (0x7 << 76) | (uuid.uuid4().int & ((1 << 76) - 1))
+    return str(uuid.UUID(int=(value & ~(0b11 << 62)) | (0b10 << 62)))
+
+
+def test_an_event_the_server_is_still_storing_is_asked_for_again_until_it_is_there(prefect_server):
+    # An automation starts its flow run from the event stream, before the server has stored the
+    # event (it does so in batches a few seconds later): the flow's first lookups find nothing.
+    from archiver.query import read_live_event
+
+    event = make_event(datetime.now(UTC), payload={"order": "fresh"}, id=uuid7_at(datetime.now(UTC)))
+    post_events(prefect_server.api_url, [event])
+    not_stored_yet = []
+
+    def before(_, request):
+        if request.url.path.endswith("/events/filter") and event["id"] in request.content.decode() and len(not_stored_yet) < 8:
+            not_stored_yet.append(request)
+            return httpx.Response(200, json={"events": [], "total": 0, "next_page": None})
+        return None
+
+    sleeps = []
+    with client_for_test(prefect_server.api_url, Faults(before)) as client:
+        found = read_live_event(client, event["id"], timedelta(days=30), storing=timedelta(seconds=60),
+                                sleep=lambda s: (sleeps.append(s), time.sleep(0.2)))
+    assert found is not None and found["id"] == event["id"] and found["payload"] == event["payload"]
+    assert len(not_stored_yet) == 8 and len(sleeps) >= 2  # the whole walk, then asked again once a second
+
+    # An id made longer ago than that is not waited for: it is not there.
+    old = uuid7_at(datetime.now(UTC) - timedelta(minutes=2))
+    sleeps.clear()
+    with client_for_test(prefect_server.api_url) as client:
+        assert read_live_event(client, old, timedelta(days=30), storing=timedelta(seconds=60), sleep=sleeps.append) is None
+    assert sleeps == []
 
 
 def test_an_event_newer_than_the_last_sync_comes_from_the_live_api(prefect_server, tmp_path):
