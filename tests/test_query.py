@@ -41,9 +41,9 @@ from tests.prefect_server import (
 )
 from tests.support import (
     ROOT,
+    Faults,
     archived_ids,
     cli_env,
-    Faults,
     client_for_test,
     query,
     run_cli,
@@ -128,12 +128,6 @@ def test_an_event_the_server_forgot_is_found_in_the_archive_and_only_there(prefe
 
         assert read_live_event(client, event["id"], timedelta(days=30)) is None
     assert find_event(event["id"], settings=settings) == (expected, "archive")
-
-
-def uuid7_at(moment: datetime) -> str:
-    """A UUIDv7 made at `moment`, as Prefect's client makes event ids."""
-    value = (int(moment.timestamp() * 1000) << 80) | (0x7 << 76) | (uuid.uuid4().int & ((1 << 76) - 1))
-    return str(uuid.UUID(int=(value & ~(0b11 << 62)) | (0b10 << 62)))
 
 
 def test_an_event_the_server_is_still_storing_is_asked_for_again_until_it_is_there(prefect_server):
