@@ -213,7 +213,10 @@ def test_a_flow_elsewhere_finds_events_through_serve_with_a_token(prefect_server
 def test_pages_are_stable_while_a_sync_writes_into_the_window(prefect_server, history, tmp_path):
     db = tmp_path / "growing.duckdb"
     settings = sync_range(prefect_server.api_url, db, history.since, history.since + timedelta(hours=36))
-    config = write_config(tmp_path / "slow.toml", "concurrency = 1\ncommit_every = 50\n")
+    # A slow sync, whatever the machine: one window at a time, a commit per window, and paced to
+    # five requests a second (api.max_requests_per_minute), so it is still writing while the pages
+    # are read (planning packs windows so well that an unpaced sync could be done before then).
+    config = write_config(tmp_path / "slow.toml", "concurrency = 1\ncommit_every = 50\n[api]\nmax_requests_per_minute = 300\n")
     body = {"filter": {"occurred": window(history), "order": "DESC"}, "limit": 10}
     with serving(create_app(settings, token="")) as url:
         before = {e["id"] for e in search_events(limit=100_000, settings=settings)}
