@@ -19,7 +19,7 @@ from tests.support import archived_ids, cli_env, query, run_cli, write_config
 
 UTC = timezone.utc
 # How long after it is posted the oldest event falls behind the server's 2-day retention.
-TRIM_AFTER = timedelta(seconds=50)
+TRIM_AFTER = timedelta(seconds=35)
 
 
 @pytest.fixture(scope="module")
