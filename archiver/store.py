@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from archiver.connect import NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
+from archiver.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
 from archiver.errors import ArchiveError, BadInput
 from archiver.lock import ORPHANED_RUN_ERROR
 from archiver.migrate import migrate
@@ -36,9 +36,11 @@ log = logging.getLogger("archiver.store")
 # The longest a backfill keeps the file across consecutive batches (Archive.holding). Every release
 # costs a checkpoint on close and a fresh open (which loads the primary-key index again): measured
 # 15 ms + 25-180 ms per 2,000-event batch, growing with the archive, against ~120 ms for the insert
-# itself. A reader waiting on the lock retries every 50 ms at most, so it gets in within about this
-# long plus one batch.
-HOLD_SECONDS = 1.0
+# itself. When a hold ends the writer stays away for longer than a waiting reader's retry interval
+# (connect.MAX_RETRY_DELAY), so a reader gets in within about HOLD_SECONDS plus one batch: without
+# that pause the file was free for microseconds and readers polling it never got in.
+HOLD_SECONDS = 0.5
+READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 # The writer's DuckDB memory (its default is 80% of RAM, and an instance kept across batches grows
 # its cache towards it). A batch holds at most ingest.BATCH_BYTES of event text: measured with
 # 1.5 MB events (Prefect's largest), 32 MB batches insert within this limit.
@@ -222,6 +224,8 @@ class Archive:
                     self._held = conn
                 else:
                     conn.close()
+                    if self._holding:
+                        time.sleep(READER_TURN_SECONDS)  # a waiting reader's turn (HOLD_SECONDS)
 
     @contextmanager
     def holding(self) -> Iterator[None]:

@@ -459,7 +459,8 @@ def test_a_window_of_events_near_prefects_size_limit_is_written_within_the_write
     db = tmp_path / "big.duckdb"
     with client_for_test(api) as client:
         report = sync(settings_for(api, db, start=since), client, Archive(db), until=until)
-    assert report.outcome == "ok" and report.inserted == len(big)
+    assert report.outcome == "ok"
     assert Archive(db).high_water_mark() == until
-    rows = query(db, "SELECT id, payload->>'blob' FROM events")
+    assert archived_ids(db, since, until) == server_event_ids(api, since, until)  # other tests post here too
+    rows = query(db, "SELECT id, payload->>'blob' FROM events WHERE event = 'acme.big.window'")
     assert {str(i): b for i, b in rows} == {e["id"]: e["payload"]["blob"] for e in big}
