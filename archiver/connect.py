@@ -34,6 +34,9 @@ DUCKDB_MAGIC, MAGIC_OFFSET = b"DUCK", 8
 # Other databases people point --db at by mistake, by the first bytes of their files.
 _OTHER_FORMATS = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parquet file"}
 
+# The longest an opener waits between two tries on the lock (with_lock_retry's backoff cap).
+MAX_RETRY_DELAY = 0.05
+
 _LOCK = re.compile(r"Could not set lock|Conflicting lock", re.I)
 _PID = re.compile(r"PID (\d+)")
 _VERSION = re.compile(r"storage version|newer version|older version|incompatible", re.I)
@@ -102,7 +105,7 @@ def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T]) -> 
             if not isinstance(error, ArchiveBusy) or time.monotonic() + delay > deadline:
                 raise error from None
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 def require_archive(path: Path) -> None:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,13 +29,20 @@ from archiver.models import format_timestamp
 from archiver.objects import refresh_objects
 from archiver.reconcile import reconcile
 from archiver.states import refresh_states
-from archiver.store import Archive
+from archiver.store import Archive, WriteCounts
 from archiver.windows import Window
 
 log = logging.getLogger("archiver.ingest")
 
 # Commit at least this often during a long backfill, so a crash costs little and readers get in.
 COMMIT_SECONDS = 5.0
+# The most event text one write transaction carries, however few events that is: Prefect accepts
+# events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
+# The writer's DuckDB memory limit (store.WRITER_CONFIG) is measured to hold twice this.
+BATCH_BYTES = 8 * 1024 * 1024
+# How long the writer waits for the next fetched window while keeping the file (store.HOLD_SECONDS)
+# before it lets go, so readers are not kept out while the writer has nothing to write.
+IDLE_RELEASE_SECONDS = 0.05
 # Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
 # fetch pool to keep going while a batch of ingest.commit_every events is written.
 WINDOWS_AHEAD = 64
@@ -127,11 +135,15 @@ class _Committer:
         self.progress = progress
         self.unread = unread
         self.batch: list[WindowResult] = []
+        self.batch_events = 0
+        self.batch_bytes = 0
         self.batch_mark: datetime | None = None
         self.last_flush = time.monotonic()
 
     def add(self, result: WindowResult) -> None:
         self.batch.append(result)
+        self.batch_events += len(result.events)
+        self.batch_bytes += sum(e.size for e in result.events) + sum(len(m.raw) for m in result.malformed)
         self.unread.read(result.window)
         self.report.windows += 1
         self.report.fetched += len(result.events) + len(result.malformed)
@@ -139,7 +151,7 @@ class _Committer:
         if self.mark is None or result.window.since <= self.mark:
             self.mark = max(self.mark or result.window.end, result.window.end)
             self.batch_mark = self.mark
-        if (sum(len(r.events) for r in self.batch) >= self.commit_every
+        if (self.batch_events >= self.commit_every or self.batch_bytes >= BATCH_BYTES
                 or time.monotonic() - self.last_flush >= COMMIT_SECONDS):
             self.flush()
 
@@ -148,17 +160,30 @@ class _Committer:
             return
         events = [e for r in self.batch for e in r.events]
         malformed = [m for r in self.batch for m in r.malformed]
-        counts = self.archive.write_batch(events, malformed, mark=self.batch_mark, sync_id=self.run_id)
+        # Past BATCH_BYTES, the leading events go in transactions of their own without the mark
+        # (written but not claimed: idempotent), and the mark moves with the last of them.
+        chunks, size, start = [], 0, 0
+        for i, event in enumerate(events):
+            if size and size + event.size > BATCH_BYTES:
+                chunks.append(events[start:i])
+                size, start = 0, i
+            size += event.size
+        for chunk in chunks:
+            self._count(self.archive.write_batch(chunk, sync_id=self.run_id))
+        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.run_id)
+        self._count(last)
+        for item in malformed:
+            log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
+        self.batch, self.batch_mark, self.batch_events, self.batch_bytes = [], None, 0, 0
+        self.last_flush = time.monotonic()
+        if self.progress:
+            self.progress(self.report.fetched, self.report.fetched + self.unread())
+
+    def _count(self, counts: WriteCounts) -> None:
         self.report.inserted += counts.inserted
         self.report.duplicates += counts.duplicates
         self.report.conflicts += counts.conflicts
         self.report.quarantined += counts.quarantined
-        for item in malformed:
-            log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
-        self.batch, self.batch_mark = [], None
-        self.last_flush = time.monotonic()
-        if self.progress:
-            self.progress(self.report.fetched, self.report.fetched + self.unread())
 
 
 def ingest_range(
@@ -208,40 +233,53 @@ def ingest_range(
         except BaseException as exc:  # handed to the writer, which raises it in order
             offer(exc)
 
-    planning = threading.Thread(target=plan, name="plan", daemon=True)
-    planning.start()
-    try:
-        while not (stop is not None and stop.is_set()):
-            item = pending.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            committer.add(item.result())
-    except BaseException as failure:
-        # Keep the complete windows already fetched in order, then report the original error
-        # (unless writing was what failed: then trying again now would only fail again).
-        closing.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        if not isinstance(failure, ArchiveError):
-            try:
-                committer.flush()
-            except Exception as exc:  # one line: the original error is what the caller reports
-                log.warning("could not write the windows fetched before the failure: %s", exc)
-        raise
-    else:
-        committer.flush()
-    finally:
-        closing.set()
-        while True:  # cancel what was submitted but will not be written
-            try:
-                item = pending.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Future):
-                item.cancel()
-        planning.join()
-        pool.shutdown(wait=True, cancel_futures=True)
+    def wait(item: Future[WindowResult]) -> WindowResult:
+        try:
+            return item.result(timeout=IDLE_RELEASE_SECONDS)
+        except FutureTimeout:
+            archive.release()  # fetching is behind: let readers in while waiting for it
+            return item.result()
+
+    # Batches follow each other as fast as they are written: keep the file between them.
+    with archive.holding():
+        planning = threading.Thread(target=plan, name="plan", daemon=True)
+        planning.start()
+        try:
+            while not (stop is not None and stop.is_set()):
+                try:
+                    item = pending.get(timeout=IDLE_RELEASE_SECONDS)
+                except queue.Empty:
+                    archive.release()
+                    item = pending.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                committer.add(wait(item))
+        except BaseException as failure:
+            # Keep the complete windows already fetched in order, then report the original error
+            # (unless writing was what failed: then trying again now would only fail again).
+            closing.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            if not isinstance(failure, ArchiveError):
+                try:
+                    committer.flush()
+                except Exception as exc:  # one line: the original error is what the caller reports
+                    log.warning("could not write the windows fetched before the failure: %s", exc)
+            raise
+        else:
+            committer.flush()
+        finally:
+            closing.set()
+            while True:  # cancel what was submitted but will not be written
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, Future):
+                    item.cancel()
+            planning.join()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sync(

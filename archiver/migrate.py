@@ -60,28 +60,33 @@ def applied_versions(conn: sa.Connection) -> set[int]:
 
 
 def migrate(engine: sa.Engine) -> list[int]:
-    """Apply every migration the archive lacks; return the versions applied now."""
+    """Apply every migration the archive lacks; return the versions applied now.
+
+    One connection for all of them: opening the file costs ~15 ms and closing it a checkpoint, a
+    third of a second for a new archive's six migrations when each had two connections of its own.
+    """
     migrations = available()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(BOOTSTRAP)
-        done = applied_versions(conn)
-    newest_known = migrations[-1].version if migrations else 0
-    if done and max(done) > newest_known:
-        raise ArchiveIncompatible(
-            f"the archive's schema is version {max(done)}, newer than this prefect-archiver knows "
-            f"({newest_known}): upgrade prefect-archiver to use this archive"
-        )
-    applied = []
-    for migration in migrations:
-        if migration.version in done:
-            continue
-        with engine.begin() as conn:
-            conn.exec_driver_sql(migration.sql)
-            conn.exec_driver_sql(
-                "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
-                (migration.version, migration.name, datetime.now(timezone.utc)),
+    with engine.connect() as conn:
+        with conn.begin():
+            conn.exec_driver_sql(BOOTSTRAP)
+            done = applied_versions(conn)
+        newest_known = migrations[-1].version if migrations else 0
+        if done and max(done) > newest_known:
+            raise ArchiveIncompatible(
+                f"the archive's schema is version {max(done)}, newer than this prefect-archiver knows "
+                f"({newest_known}): upgrade prefect-archiver to use this archive"
             )
-        with engine.connect() as conn:
+        applied = []
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            with conn.begin():
+                conn.exec_driver_sql(migration.sql)
+                conn.exec_driver_sql(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                    (migration.version, migration.name, datetime.now(timezone.utc)),
+                )
             conn.exec_driver_sql("CHECKPOINT")
-        applied.append(migration.version)
+            conn.rollback()  # end the transaction SQLAlchemy began for the CHECKPOINT
+            applied.append(migration.version)
     return applied

@@ -34,6 +34,7 @@ class Event:
     received: datetime | None
     follows: uuid.UUID | None
     content_hash: str
+    size: int  # characters of its JSON text: what bounds a write batch by bytes (ingest.BATCH_BYTES)
 
     @property
     def resource_id(self) -> str:
@@ -190,6 +191,7 @@ def parse_event(raw: Any) -> Event | Malformed:
         received=received,
         follows=follows,
         content_hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest()[:32],
+        size=len(raw_text),
     )
 
 

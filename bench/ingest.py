@@ -74,24 +74,37 @@ def seed(api_url: str, events: int, days: int, per_second: float, since: datetim
     return since, until
 
 
+# Starts the contender and reports its rusage. On Linux a child's ru_maxrss starts at its parent's
+# peak RSS (exec records the old mm's high-water mark), so a contender spawned straight from this
+# process (which holds the seeded events) showed this process's RSS — 305 MB for every contender
+# at 100k. Spawned from this small launcher instead, it starts at the launcher's.
+_LAUNCHER = """
+import json, os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime,
+               "rss": usage.ru_maxrss / 1024}, out)
+"""
+
+
 def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[dict[str, Any], float, float]:
     """Run one contender; its JSON line (with its CPU seconds added), wall seconds from spawn to
-    exit, and its peak RSS in MB.
-
-    Output goes to files, not pipes: wait4 must reap the child itself to read its rusage.
-    """
+    exit, and its peak RSS in MB (both from the contender's own rusage, read by _LAUNCHER)."""
     started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as usage_file:
+        subprocess.run([sys.executable, "-c", _LAUNCHER, usage_file.name, *command], env=env, cwd=cwd,
+                       stdout=out, stderr=err, text=True, check=False)
         wall = time.monotonic() - started
+        usage = json.loads(Path(usage_file.name).read_text())
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if usage["code"] != 0:
             raise SystemExit(f"{' '.join(command[:3])} failed: {err.read()[-2000:]}")
         report = json.loads(out.read().strip().splitlines()[-1])
-        report["cpu"] = usage.ru_utime + usage.ru_stime
-        return report, wall, usage.ru_maxrss / 1024
+        report["cpu"] = usage["cpu"]
+        return report, wall, usage["rss"]
 
 
 def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT) -> dict[str, Any]:

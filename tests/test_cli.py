@@ -27,11 +27,17 @@ UTC = timezone.utc
 
 @pytest.fixture
 def slow_sync_env(prefect_server, history, tmp_path):
-    """A sync of the whole history that commits often (several seconds), resuming from the mark."""
+    """A sync of the whole history that commits often (several seconds), resuming from the mark.
+
+    Paced to ten requests a second (api.max_requests_per_minute), so it lasts seconds on any
+    machine: unpaced, a backfill now writes the ~2,000 events in about a second, too quickly for
+    the readers and kills below to land part-way through.
+    """
     db = tmp_path / "archive.duckdb"
     config = write_config(
         tmp_path / "archiver.toml",
-        f'start = "{format_timestamp(history.since)}"\nconcurrency = 1\ncommit_every = 50\n',
+        f'start = "{format_timestamp(history.since)}"\nconcurrency = 1\ncommit_every = 50\n'
+        "[api]\nmax_requests_per_minute = 600\n",
     )
     return db, cli_env(prefect_server.api_url, db, config), ["sync", "--until", format_timestamp(history.end)]
 

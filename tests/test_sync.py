@@ -443,3 +443,24 @@ def test_a_short_range_denser_than_a_page_is_planned_from_the_pages_total(prefec
     assert counts <= 2, "the probe page's total sizes the buckets: no level-by-level drill-down"
     assert pages <= 1 + -(-len(expected) // 50) * 1.2 + 1
     assert not any(p.endswith("/events/filter/next") for p in transport.paths)
+
+
+def test_a_window_of_events_near_prefects_size_limit_is_written_within_the_writers_memory(prefect_server, tmp_path):
+    # 30 events of 1.4 MB (Prefect accepts up to 1.5 MB) in one window: ~42 MB, more than the
+    # writer's DuckDB memory limit lets one transaction carry (32 MB ran out of memory).
+    api = prefect_server.api_url
+    now = datetime.now(UTC)
+    since, until = now - timedelta(hours=3, minutes=10), now - timedelta(hours=3)
+    big = [make_event(since + timedelta(seconds=10 * i + 1), event="acme.big.window",
+                      payload={"blob": f"{i:04d}" + "z" * 1_400_000}) for i in range(30)]
+    before = server_count(api, since, until)
+    post_events(api, big, batch=1, per_second=30)
+    wait_until_stored(api, since, until, before + len(big), timeout=120)
+    db = tmp_path / "big.duckdb"
+    with client_for_test(api) as client:
+        report = sync(settings_for(api, db, start=since), client, Archive(db), until=until)
+    assert report.outcome == "ok"
+    assert Archive(db).high_water_mark() == until
+    assert archived_ids(db, since, until) == server_event_ids(api, since, until)  # other tests post here too
+    rows = query(db, "SELECT id, payload->>'blob' FROM events WHERE event = 'acme.big.window'")
+    assert {str(i): b for i, b in rows} == {e["id"]: e["payload"]["blob"] for e in big}
