@@ -38,7 +38,6 @@ log = logging.getLogger("archiver.ingest")
 COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
-# The writer's DuckDB memory limit (store.WRITER_CONFIG) is measured to hold twice this.
 BATCH_BYTES = 8 * 1024 * 1024
 # How long the writer waits for the next fetched window while keeping the file (store.HOLD_SECONDS)
 # before it lets go, so readers are not kept out while the writer has nothing to write.

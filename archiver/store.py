@@ -41,10 +41,11 @@ log = logging.getLogger("archiver.store")
 # that pause the file was free for microseconds and readers polling it never got in.
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
-# The writer's DuckDB memory (its default is 80% of RAM, and an instance kept across batches grows
-# its cache towards it). A batch holds at most ingest.BATCH_BYTES of event text: measured with
-# 1.5 MB events (Prefect's largest), 32 MB batches insert within this limit.
-WRITER_CONFIG = {**NO_EXTENSIONS, "memory_limit": "128MB"}
+# No memory_limit on the writer: an insert checks the primary key, whose index grows with the
+# archive, and a fixed cap fails every later sync of a large one (measured: with 128 MB, an
+# INSERT OR IGNORE of 2,000 rows into a 5M-row table ran out of memory). DuckDB's default (80% of
+# RAM) holds; a transaction's own size is bounded by ingest.BATCH_BYTES instead.
+WRITER_CONFIG = dict(NO_EXTENSIONS)
 
 _INSERT_EVENTS = """
 INSERT OR IGNORE INTO events

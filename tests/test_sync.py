@@ -445,9 +445,9 @@ def test_a_short_range_denser_than_a_page_is_planned_from_the_pages_total(prefec
     assert not any(p.endswith("/events/filter/next") for p in transport.paths)
 
 
-def test_a_window_of_events_near_prefects_size_limit_is_written_within_the_writers_memory(prefect_server, tmp_path):
-    # 30 events of 1.4 MB (Prefect accepts up to 1.5 MB) in one window: ~42 MB, more than the
-    # writer's DuckDB memory limit lets one transaction carry (32 MB ran out of memory).
+def test_a_window_of_events_near_prefects_size_limit_is_written_whole_in_bounded_transactions(prefect_server, tmp_path):
+    # 30 events of 1.4 MB (Prefect accepts up to 1.5 MB) in one window: ~42 MB, written as several
+    # transactions of at most ingest.BATCH_BYTES, the mark moving with the last.
     api = prefect_server.api_url
     now = datetime.now(UTC)
     since, until = now - timedelta(hours=3, minutes=10), now - timedelta(hours=3)
