@@ -198,3 +198,17 @@ class Forwarder:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def read_terminal(primary: int) -> bytes:
+    """Everything a child process writes to a pseudo-terminal, until it closes its side."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen

@@ -20,7 +20,7 @@ from archiver.models import format_timestamp
 from archiver.query import archive_status
 from archiver.store import Archive
 from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
-from tests.support import ROOT, archived_ids, cli_env, query, run_cli, start_cli, write_config
+from tests.support import ROOT, archived_ids, cli_env, query, read_terminal, run_cli, start_cli, write_config
 
 UTC = timezone.utc
 
@@ -276,15 +276,7 @@ def test_a_backfill_on_a_terminal_shows_progress(prefect_server, history, tmp_pa
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary, text=True,
     )
     os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_terminal(primary)
     proc.wait(timeout=120)
     os.close(primary)
     assert proc.returncode == 0

@@ -46,6 +46,7 @@ from tests.support import (
     cli_env,
     client_for_test,
     query,
+    read_terminal,
     run_cli,
     settings_for,
     start_cli,
@@ -342,15 +343,7 @@ def test_sql_tables_on_a_terminal_fit_its_width(history_archive):
                             env={**cli_env(None, settings.db_path), "COLUMNS": "100"}, cwd=ROOT,
                             stdout=secondary, stderr=subprocess.PIPE, text=True)
     os.close(secondary)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_terminal(primary)
     proc.wait(timeout=60)
     os.close(primary)
     assert proc.returncode == 0
