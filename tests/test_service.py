@@ -214,9 +214,13 @@ def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_
 
 
 def history_config(tmp_path: Path, history: Any) -> Path:
-    """A sync of the whole history that commits often, so it can be stopped part-way."""
+    """A sync of the whole history that commits often, so it can be stopped part-way.
+
+    Paced to ten requests a second (api.max_requests_per_minute), so it lasts seconds on any
+    machine: unpaced, a backfill writes the ~2,000 events in about a second.
+    """
     return write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(history.since)}"\n'
-                        'concurrency = 1\ncommit_every = 50\n')
+                        'concurrency = 1\ncommit_every = 50\n[api]\nmax_requests_per_minute = 600\n')
 
 
 def wait_for_mark_to_move(proc: subprocess.Popen[str], db: Path, past: str | None) -> str:
