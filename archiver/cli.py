@@ -435,9 +435,10 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, archive)]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
+    gap_json = [{"since": s, "until": u} for s, u in gaps]
     if found is None:
         if args.json:
-            print(json.dumps({"differences": [], "remaining": 0, "gaps": [{"since": s, "until": u} for s, u in gaps]}))
+            print(json.dumps({"differences": [], "remaining": 0, "gaps": gap_json}))
         else:
             print("\n".join(["the server holds no events in that range; nothing to verify", *gap_lines]))
         return 0
@@ -452,7 +453,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             ],
             "repaired": result.inserted if args.repair else None,
             "remaining": len(missing),
-            "gaps": [{"since": s, "until": u} for s, u in gaps],
+            "gaps": gap_json,
         }))
     else:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
