@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from archiver.client import PrefectClient, redact_url
 from archiver.config import Settings
 from archiver.errors import ApiError, ArchiveError
-from archiver.fetch import first_event_time
-from archiver.models import format_timestamp, to_utc
-from archiver.query import archive_status, client_for
+from archiver.ingest.fetch import first_event_time
+from archiver.lookup.events import archive_status, client_for
+from archiver.prefect.client import PrefectClient, redact_url
+from archiver.prefect.events import format_timestamp, to_utc
 
 SOURCE_NAMES = {"flag": "--api-url", "env": "the environment", "config": "the config file", "default": "nowhere"}
 

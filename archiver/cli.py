@@ -17,7 +17,7 @@ from typing import Any
 from archiver import __version__
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
-from archiver.models import format_timestamp, parse_when
+from archiver.prefect.events import format_timestamp, parse_when
 
 log = logging.getLogger("archiver")
 
@@ -152,12 +152,12 @@ class _ProgressLine:
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.errors import Stopped
-    from archiver.gaps import describe
-    from archiver.ingest import SyncReport, sync
-    from archiver.lock import SyncLock
-    from archiver.query import client_for
-    from archiver.stopping import StopSignals, stoppable_sleep
-    from archiver.store import Archive
+    from archiver.ingest.gaps import describe
+    from archiver.ingest.sync import SyncReport, sync
+    from archiver.lookup.events import client_for
+    from archiver.service.stop import StopSignals, stoppable_sleep
+    from archiver.storage.duckdb.lock import SyncLock
+    from archiver.storage.duckdb.writer import Archive
 
     since, until = _range(args)
     progress = _ProgressLine()
@@ -209,7 +209,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.service import Service
+    from archiver.service.scheduler import Service
 
     if not settings.every:
         raise ConfigError("schedule.every (--every) must be longer than 0s")
@@ -227,7 +227,7 @@ def _public(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.query import find_event
+    from archiver.lookup.events import find_event
 
     event, source = find_event(args.id, settings=settings, archive_only=args.archive_only, interactive=True)
     print(json.dumps(event, ensure_ascii=False) if args.json else json.dumps(event, indent=2, ensure_ascii=False))
@@ -236,8 +236,8 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.query import final_result, read_run_history
-    from archiver.results import ResultUnavailable, read_result
+    from archiver.lookup.events import final_result, read_run_history
+    from archiver.prefect.results import ResultUnavailable, read_result
 
     history = read_run_history(settings.db_path, args.run_id, settings.read_timeout)
     value: Any = None
@@ -306,7 +306,7 @@ def _print_history(history: Any) -> None:
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.query import flow_run_resource, search_events
+    from archiver.lookup.events import flow_run_resource, search_events
 
     if args.limit < 1:
         raise BadInput("--limit must be at least 1")
@@ -333,7 +333,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        from archiver.serve import run
+        from archiver.web.api import run
     except ImportError as exc:
         raise ConfigError(
             f'serve needs the web extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
@@ -344,10 +344,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import describe_source
-    from archiver.client import redact_url
-    from archiver.gaps import describe
-    from archiver.heartbeat import service_status
-    from archiver.query import archive_status
+    from archiver.ingest.gaps import describe
+    from archiver.lookup.events import archive_status
+    from archiver.prefect.client import redact_url
+    from archiver.service.heartbeat import service_status
 
     status = archive_status(settings.db_path, settings.read_timeout)
     status["service"] = service_status(settings.db_path)
@@ -389,7 +389,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.sql import print_result, run_sql
+    from archiver.storage.duckdb.console import print_result, run_sql
 
     query = sys.stdin.read() if args.query == "-" else args.query
     if not query.strip():
@@ -419,12 +419,12 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import nullcontext
 
-    from archiver.connect import require_archive
-    from archiver.gaps import describe
-    from archiver.lock import SyncLock
-    from archiver.query import client_for
-    from archiver.store import Archive
-    from archiver.verify import gaps_seen, verify
+    from archiver.ingest.gaps import describe
+    from archiver.ingest.verify import gaps_seen, verify
+    from archiver.lookup.events import client_for
+    from archiver.storage.duckdb.connect import require_archive
+    from archiver.storage.duckdb.lock import SyncLock
+    from archiver.storage.duckdb.writer import Archive
 
     since, until = _range(args)
     require_archive(settings.db_path)
@@ -477,7 +477,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from archiver.logs import configure
+    from archiver.stderr import configure
 
     args = _parser().parse_args(argv)
     # The service says what it does (one line per run) without -v; commands only warn.

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from archiver.errors import ConfigError
-from archiver.models import parse_when
-from archiver.profiles import DEFAULT_PREFECT_HOME, Profile, active_profile
+from archiver.prefect.events import parse_when
+from archiver.prefect.profiles import DEFAULT_PREFECT_HOME, Profile, active_profile
 
 # Every setting the config file may hold: (section, key) -> (default, kind).
 # config.example.toml documents the same list; test_config checks they agree.

@@ -17,10 +17,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from archiver.config import load_settings
-from archiver.ingest import sync
-from archiver.lock import SyncLock
-from archiver.query import client_for
-from archiver.store import Archive
+from archiver.ingest.sync import sync
+from archiver.lookup.events import client_for
+from archiver.storage.duckdb.lock import SyncLock
+from archiver.storage.duckdb.writer import Archive
 
 
 @flow(name="archive-prefect-events", retries=0)

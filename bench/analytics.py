@@ -24,9 +24,9 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from archiver.connect import NO_EXTENSIONS  # noqa: E402
-from archiver.sql import SQL_CONFIG  # noqa: E402
-from archiver.store import Archive  # noqa: E402
+from archiver.storage.duckdb.connect import NO_EXTENSIONS  # noqa: E402
+from archiver.storage.duckdb.console import SQL_CONFIG  # noqa: E402
+from archiver.storage.duckdb.writer import Archive  # noqa: E402
 
 FILL = """
 INSERT INTO work_pools

@@ -37,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archiver.models import format_timestamp  # noqa: E402
-from archiver.windows import TICK  # noqa: E402
+from archiver.ingest.windows import TICK  # noqa: E402
+from archiver.prefect.events import format_timestamp  # noqa: E402
 from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_stored  # noqa: E402
 
 UTC = timezone.utc

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archiver.config import parse_duration  # noqa: E402
-from archiver.connect import open_reader  # noqa: E402
+from archiver.storage.duckdb.connect import open_reader  # noqa: E402
 from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_stored  # noqa: E402
 
 UTC = timezone.utc

@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archiver.config import Settings  # noqa: E402
-from archiver.connect import READER_CONFIG  # noqa: E402
-from archiver.models import Event, format_timestamp  # noqa: E402
-from archiver.query import events_of_flow_run, read_archived_event, search_events  # noqa: E402
-from archiver.store import Archive  # noqa: E402
+from archiver.lookup.events import events_of_flow_run, read_archived_event, search_events  # noqa: E402
+from archiver.prefect.events import Event, format_timestamp  # noqa: E402
+from archiver.storage.duckdb.connect import READER_CONFIG  # noqa: E402
+from archiver.storage.duckdb.writer import Archive  # noqa: E402
 from tests.prefect_server import PrefectServer, free_port, make_event, post_events, wait_until_stored  # noqa: E402
 
 UTC = timezone.utc

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archiver.config import Settings  # noqa: E402
-from archiver.connect import READER_CONFIG  # noqa: E402
-from archiver.models import format_timestamp  # noqa: E402
-from archiver.search import EventFilter, RelatedMatch, ResourceMatch, read_page  # noqa: E402
+from archiver.prefect.events import format_timestamp  # noqa: E402
+from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch, read_page  # noqa: E402
+from archiver.storage.duckdb.connect import READER_CONFIG  # noqa: E402
 from bench.lookup import build  # noqa: E402
 
 UTC = timezone.utc
@@ -77,7 +77,7 @@ def bench_sql(path: Path, sizes: list[int], repeat: int, since: datetime, until:
 def bench_http(path: Path, sizes: list[int], since: datetime, until: datetime) -> None:
     from fastapi.testclient import TestClient
 
-    from archiver.serve import create_app
+    from archiver.web.api import create_app
 
     print("POST /api/events/filter through serve (caps and time limit on):", flush=True)
     with TestClient(create_app(Settings(db_path=path), token="")) as http:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from analytics import build  # noqa: E402
 
-from archiver.states import BATCH, CURSOR_MARGIN, PendingRun, _advance_cursor, pending_runs, save_states  # noqa: E402
-from archiver.store import Archive  # noqa: E402
+from archiver.ingest.states import BATCH, CURSOR_MARGIN, PendingRun, _advance_cursor, pending_runs, save_states  # noqa: E402
+from archiver.storage.duckdb.writer import Archive  # noqa: E402
 
 # Every state event gets its state record, as after a sync that read every run.
 FILL_STATES = """

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from archiver.windows import TICK
+from archiver.ingest.windows import TICK
 from tests.prefect_server import make_event, post_events, wait_until_stored
 
 UTC = timezone.utc

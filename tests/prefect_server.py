@@ -27,6 +27,8 @@ from urllib.parse import unquote
 import httpx
 
 __all__ = [
+    "delete",
+    "server_states",
     "DEMO_FLOWS",
     "PrefectServer",
     "free_port",
@@ -683,3 +685,21 @@ if __name__ == "__main__":
         raise SystemExit("failing flow did not fail")
     print("DEMO_FLOWS_OK")
 '''
+
+
+def delete(api: str, path: str) -> None:
+    """DELETE on the server; its SQLite database is sometimes briefly busy (HTTP 503)."""
+    with httpx.Client(base_url=api + "/", timeout=30) as http:
+        for _ in range(20):
+            response = http.delete(path)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5)
+    assert response.status_code == 204, (path, response.status_code, response.text)
+
+
+def server_states(api: str, kind: str, run_id: str) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=api + "/", timeout=30) as http:
+        response = http.get(f"{kind}_run_states/", params={f"{kind}_run_id": run_id})
+        response.raise_for_status()
+        return response.json()

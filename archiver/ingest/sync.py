@@ -1,0 +1,420 @@
+"""One sync: plan windows from the high-water mark, fetch them concurrently, commit them in order.
+
+Windows are fetched by a small thread pool but written strictly in plan order, in batches; each
+batch advances the mark to the end of its last window in the same transaction as its events, so
+after a crash at any moment the mark never claims more than was written. The mark never passes
+now − settle: the server stores events asynchronously and the newest seconds are still filling in.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from archiver.config import Settings
+from archiver.errors import ArchiveError, Stopped
+from archiver.ingest.fetch import Planner, WindowResult, fetch_window, first_event_time
+from archiver.ingest.gaps import describe, find_gap
+from archiver.ingest.metadata import refresh_objects
+from archiver.ingest.reconcile import reconcile
+from archiver.ingest.states import refresh_states
+from archiver.ingest.windows import Window
+from archiver.prefect.client import PrefectClient
+from archiver.prefect.events import format_timestamp
+from archiver.storage.duckdb.writer import Archive, WriteCounts
+
+log = logging.getLogger("archiver.ingest.sync")
+
+# Commit at least this often during a long backfill, so a crash costs little and readers get in.
+COMMIT_SECONDS = 5.0
+# The most event text one write transaction carries, however few events that is: Prefect accepts
+# events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
+BATCH_BYTES = 8 * 1024 * 1024
+# How long the writer waits for the next fetched window while keeping the file (store.HOLD_SECONDS)
+# before it lets go, so readers are not kept out while the writer has nothing to write.
+IDLE_RELEASE_SECONDS = 0.05
+# Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
+# fetch pool to keep going while a batch of ingest.commit_every events is written.
+WINDOWS_AHEAD = 64
+
+# (events read so far, those plus what the server says is still to read)
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SyncReport:
+    """What a sync did; `--json` prints it as is."""
+
+    run_id: str = ""
+    since: str | None = None
+    until: str | None = None
+    windows: int = 0
+    fetched: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    reconciled: int = 0  # buckets behind the mark where server and archive differed
+    repaired: int = 0  # of `inserted`, the late events the reconcile added
+    reconcile_requests: int = 0  # API requests of the trailing reconcile (count-by and pages)
+    reconcile_seconds: float = 0.0
+    pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
+    counts: int = 0  # /events/count-by requests
+    objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
+    runs_states_read: int = 0  # runs whose state records were read (/flow_run_states, /task_run_states)
+    states_saved: int = 0  # state records written (new, or replaced by the server's current version)
+    high_water_mark: str | None = None
+    gaps: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    outcome: str = "running"
+
+    def counters(self) -> dict[str, int]:
+        """The ledger's counters (see store.LEDGER_COUNTERS)."""
+        values = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+        values["reconciled_buckets"] = self.reconciled
+        return values
+
+
+class _Unread:
+    """How many events the server says are still to read in a range; progress shows read/read+this.
+
+    Planner.expected is the count taken before the first window, but dense windows are counted
+    again when refined and events keep arriving while a range is read (late arrivals, a client's
+    buffer flushed), so a fixed total is soon passed ("308/268"). Kept running instead: windows
+    planned and not read yet at their own count, plus what the first count has not planned yet.
+    It ends at 0, so the total ends equal to what was read, and what was read never passes it.
+    """
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.planned = 0
+        self.unread = 0
+        self.planning = True
+        # windows() runs in the planning thread, read() and the total in the writer's.
+        self._lock = threading.Lock()
+
+    def windows(self) -> Iterator[Window]:
+        for window in self.planner.windows():
+            with self._lock:
+                self.planned += window.expected
+                self.unread += window.expected
+            yield window
+        with self._lock:
+            self.planning = False
+
+    def read(self, window: Window) -> None:
+        with self._lock:
+            self.unread -= window.expected
+
+    def __call__(self) -> int:
+        with self._lock:
+            unplanned = max(self.planner.expected - self.planned, 0) if self.planning else 0
+            return max(self.unread, 0) + unplanned
+
+
+class _Committer:
+    """Collects fetched windows in plan order and writes them in batches with the mark."""
+
+    def __init__(self, archive: Archive, report: SyncReport, mark: datetime | None, commit_every: int,
+                 run_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
+        self.archive = archive
+        self.report = report
+        self.mark = mark
+        self.commit_every = commit_every
+        self.run_id = run_id
+        self.progress = progress
+        self.unread = unread
+        self.batch: list[WindowResult] = []
+        self.batch_events = 0
+        self.batch_bytes = 0
+        self.batch_mark: datetime | None = None
+        self.last_flush = time.monotonic()
+
+    def add(self, result: WindowResult) -> None:
+        self.batch.append(result)
+        self.batch_events += len(result.events)
+        self.batch_bytes += sum(e.size for e in result.events) + sum(len(m.raw) for m in result.malformed)
+        self.unread.read(result.window)
+        self.report.windows += 1
+        self.report.fetched += len(result.events) + len(result.malformed)
+        # Only a window that starts at or before the mark extends the contiguous archived range.
+        if self.mark is None or result.window.since <= self.mark:
+            self.mark = max(self.mark or result.window.end, result.window.end)
+            self.batch_mark = self.mark
+        if (self.batch_events >= self.commit_every or self.batch_bytes >= BATCH_BYTES
+                or time.monotonic() - self.last_flush >= COMMIT_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch and self.batch_mark is None:
+            return
+        events = [e for r in self.batch for e in r.events]
+        malformed = [m for r in self.batch for m in r.malformed]
+        # Past BATCH_BYTES, the leading events go in transactions of their own without the mark
+        # (written but not claimed: idempotent), and the mark moves with the last of them.
+        chunks, size, start = [], 0, 0
+        for i, event in enumerate(events):
+            if size and size + event.size > BATCH_BYTES:
+                chunks.append(events[start:i])
+                size, start = 0, i
+            size += event.size
+        for chunk in chunks:
+            self._count(self.archive.write_batch(chunk, sync_id=self.run_id))
+        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.run_id)
+        self._count(last)
+        for item in malformed:
+            log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
+        self.batch, self.batch_mark, self.batch_events, self.batch_bytes = [], None, 0, 0
+        self.last_flush = time.monotonic()
+        if self.progress:
+            self.progress(self.report.fetched, self.report.fetched + self.unread())
+
+    def _count(self, counts: WriteCounts) -> None:
+        self.report.inserted += counts.inserted
+        self.report.duplicates += counts.duplicates
+        self.report.conflicts += counts.conflicts
+        self.report.quarantined += counts.quarantined
+
+
+def ingest_range(
+    client: PrefectClient,
+    archive: Archive,
+    since: datetime,
+    end: datetime,
+    *,
+    report: SyncReport,
+    mark: datetime | None,
+    concurrency: int = 4,
+    commit_every: int = 2000,
+    run_id: uuid.UUID,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Fetch and write every event with occurred in [since, end), moving the mark as it goes.
+
+    Three stages run at once: a planning thread counts and submits windows to the fetch pool in
+    plan order (count-by requests never hold up fetching), the pool reads them, and this thread
+    writes the results in that same order. Up to WINDOWS_AHEAD windows are in flight, enough to
+    keep the pool busy while a batch is being written.
+    """
+    unread = _Unread(Planner(client, since, end))
+    committer = _Committer(archive, report, mark, commit_every, run_id, progress, unread)
+    pending: queue.Queue[Future[WindowResult] | BaseException | None] = queue.Queue(maxsize=WINDOWS_AHEAD)
+    closing = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
+
+    def offer(item: Future[WindowResult] | BaseException | None) -> bool:
+        while not closing.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def plan() -> None:
+        try:
+            for window in unread.windows():
+                if closing.is_set() or (stop is not None and stop.is_set()):
+                    break
+                if not offer(pool.submit(fetch_window, client, window)):
+                    return
+            offer(None)
+        except BaseException as exc:  # handed to the writer, which raises it in order
+            offer(exc)
+
+    def wait(item: Future[WindowResult]) -> WindowResult:
+        try:
+            return item.result(timeout=IDLE_RELEASE_SECONDS)
+        except FutureTimeout:
+            archive.release()  # fetching is behind: let readers in while waiting for it
+            return item.result()
+
+    # Batches follow each other as fast as they are written: keep the file between them.
+    with archive.holding():
+        planning = threading.Thread(target=plan, name="plan", daemon=True)
+        planning.start()
+        try:
+            while not (stop is not None and stop.is_set()):
+                try:
+                    item = pending.get(timeout=IDLE_RELEASE_SECONDS)
+                except queue.Empty:
+                    archive.release()
+                    item = pending.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                committer.add(wait(item))
+        except BaseException as failure:
+            # Keep the complete windows already fetched in order, then report the original error
+            # (unless writing was what failed: then trying again now would only fail again).
+            closing.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            if not isinstance(failure, ArchiveError):
+                try:
+                    committer.flush()
+                except Exception as exc:  # one line: the original error is what the caller reports
+                    log.warning("could not write the windows fetched before the failure: %s", exc)
+            raise
+        else:
+            committer.flush()
+        finally:
+            closing.set()
+            while True:  # cancel what was submitted but will not be written
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, Future):
+                    item.cancel()
+            planning.join()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def sync(
+    settings: Settings,
+    client: PrefectClient,
+    archive: Archive,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    now: datetime | None = None,
+    reconcile_trailing: bool = True,
+    report: SyncReport | None = None,
+) -> SyncReport:
+    """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
+
+    `reconcile_trailing=False` skips the reconcile, for a service told to run it on its own
+    interval (schedule.reconcile_every; trailing_reconcile below). Before reading, a sync that
+    continues from the mark looks for a stretch the server trimmed first (gaps.py). Setting
+    `stop` ends the sync after the batch in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
+    filled as the sync goes, so a caller still has the counts when the sync raises.
+    """
+    now = now or datetime.now(timezone.utc)
+    settled = now - settings.settle
+    end = min(until, settled) if until else settled
+    mark = archive.high_water_mark()
+    report = report if report is not None else SyncReport()
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    with ledger_run(client, archive, report, "sync", since, end) as run_id:
+        start = since or mark or settings.start
+        if start is None:
+            start = first_event_time(client, end, settings.retention)
+        if since is None:
+            _check_gaps(settings, client, archive, report, run_id, start, mark, now, end)
+        if start is not None and start < end:
+            report.since, report.until = format_timestamp(start), format_timestamp(end)
+            ingest_range(
+                client, archive, start, end, report=report, mark=mark,
+                concurrency=settings.concurrency, commit_every=settings.commit_every,
+                run_id=run_id, progress=progress, stop=stop,
+            )
+        elif start is None and mark is None:
+            # The server holds no events at all: everything before `end` is archived (trivially).
+            archive.advance_mark(end)
+        new_mark = archive.high_water_mark()
+        if reconcile_trailing and new_mark is not None and not stopped():
+            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop, progress)
+        if not stopped():
+            report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
+        if not stopped():
+            states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
+            report.runs_states_read, report.states_saved = states.runs_read, states.states_saved
+        report.high_water_mark = format_timestamp(new_mark) if new_mark else None
+        report.outcome = "interrupted" if stopped() else "ok"
+    return report
+
+
+def trailing_reconcile(
+    settings: Settings, client: PrefectClient, archive: Archive, *, stop: threading.Event | None = None,
+    report: SyncReport | None = None,
+) -> SyncReport:
+    """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
+    report = report if report is not None else SyncReport()
+    mark = archive.high_water_mark()
+    with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
+        if mark is not None:
+            _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
+        report.high_water_mark = format_timestamp(mark) if mark else None
+        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
+    return report
+
+
+@contextmanager
+def ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind: str,
+                since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
+    """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
+    report's counts and outcome however it ends — "interrupted" by a stop, "failed" by an error."""
+    started = time.monotonic()
+    sent_before = client.sent.copy()
+    run_id = archive.start_run(kind, since, until)
+    report.run_id = str(run_id)
+    error: str | None = None
+    try:
+        yield run_id
+    except BaseException as exc:
+        report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.seconds = round(time.monotonic() - started, 3)
+        sent = client.sent - sent_before
+        report.pages = sent["events/filter"] + sent["events/filter/next"]
+        report.counts = sent["events/count-by/time"]
+        try:
+            archive.finish_run(run_id, report.counters(), report.outcome, error)
+        except Exception as exc:  # the ledger must not hide the error that got us here
+            log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
+
+
+def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archive, mark: datetime,
+                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None,
+                      progress: Progress | None = None) -> None:
+    """Reconcile ingest.reconcile_horizon behind the mark; its reads count in the report like the sync's."""
+    floor = mark - settings.reconcile_horizon
+    if settings.start:
+        floor = max(floor, settings.start)
+    started, sent_before, read_before = time.monotonic(), client.sent.copy(), report.fetched
+
+    def show(read: int, left: int) -> None:
+        if progress is not None:
+            progress(read_before + read, read_before + read + left)
+
+    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop, progress=show)
+    report.since, report.until = report.since or format_timestamp(floor), report.until or format_timestamp(mark)
+    report.reconciled += rec.differing
+    report.repaired += rec.inserted
+    report.fetched += rec.fetched
+    report.inserted += rec.inserted
+    report.duplicates += rec.duplicates
+    report.conflicts += rec.conflicts
+    report.quarantined += rec.quarantined
+    report.reconcile_requests += (client.sent - sent_before).total()
+    report.reconcile_seconds = round(report.reconcile_seconds + time.monotonic() - started, 3)
+
+
+def _check_gaps(settings: Settings, client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID,
+                start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
+    """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
+    found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)
+    if found is None:
+        return
+    (since, until), why = found
+    archive.record_gap(since, until, run_id)
+    report.gaps.append({"since": format_timestamp(since), "until": format_timestamp(until), "why": why})
+    log.error("GAP: %s (%s)", describe(format_timestamp(since), format_timestamp(until)), why)

@@ -1,0 +1,467 @@
+"""The Prefect REST API over httpx: the few event endpoints we need, with retries in one place.
+
+Status codes are sorted once, here: connection errors, timeouts, 5xx and 429 are retried with
+exponential backoff and jitter (honouring Retry-After), bounded in count and in total time;
+401/403/404 and other 4xx are final and raised with a message that says what to check.
+Credentials are sent as headers and never appear in a message or a log line.
+
+Like Prefect's own client it honours custom headers, a CA bundle or skipped TLS verification,
+and CSRF tokens: a server with CSRF protection wants `Prefect-Csrf-Token` and
+`Prefect-Csrf-Client` on every POST, even read-only filters (prefect/client/base.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import random
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import httpx
+
+from archiver import __version__
+from archiver.errors import (
+    ApiAuthError,
+    ApiBadResponse,
+    ApiError,
+    ApiNotFound,
+    ApiRejected,
+    ApiTlsError,
+    ApiUnavailable,
+    ConfigError,
+    PageTokenRejected,
+)
+from archiver.prefect.events import format_timestamp, parse_timestamp
+
+log = logging.getLogger("archiver.prefect.client")
+
+# The server refuses larger pages with 422 (INTERACTIVE_PAGE_SIZE, server/events/storage).
+PAGE_SIZE = 50
+
+# Headers the client manages itself; Prefect ignores custom values for these too.
+PROTECTED_HEADERS = {"user-agent", "prefect-csrf-token", "prefect-csrf-client"}
+# Fetch a new CSRF token this long before the old one expires.
+CSRF_MARGIN = timedelta(minutes=1)
+_CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def tls_verify(ssl_cert_file: Path | None = None, insecure_skip_verify: bool = False) -> ssl.SSLContext | bool:
+    """What httpx should verify the server's certificate with, from Prefect's TLS settings."""
+    if insecure_skip_verify:
+        log.warning(
+            "TLS certificate verification is off (PREFECT_API_TLS_INSECURE_SKIP_VERIFY): anyone on the "
+            "network path can read the API key; use PREFECT_API_SSL_CERT_FILE with your CA bundle instead"
+        )
+        return False
+    if ssl_cert_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ssl_cert_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"PREFECT_API_SSL_CERT_FILE {ssl_cert_file} is not a readable PEM CA bundle ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up on a retriable failure."""
+
+    max_retries: int = 6
+    max_total: timedelta = timedelta(minutes=2)
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    # A refused connection means nothing listens at the URL: someone at a terminal wants to hear
+    # that at once; a service or a scheduled flow waits for the server to come back.
+    retry_refused: bool = True
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based): full jitter, or Retry-After."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay * 4)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class Pacer:
+    """Spaces requests evenly to stay under a requests-per-minute limit, across threads.
+
+    Prefect Cloud meters API requests per minute by plan (625 / 1,250 / 2,500 / 5,000, event
+    reads included) and answers 429 past it; sending at an even pace never trips the limit,
+    where collecting 429s and backing off would stall the whole pool.
+    """
+
+    def __init__(self, per_minute: int, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 60.0 / per_minute
+        self._sleep = sleep
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until this caller's turn: each turn comes `interval` seconds after the last."""
+        with self._lock:
+            now = self._clock()
+            turn = max(now, self._next)
+            self._next = turn + self.interval
+        if turn > now:
+            self._sleep(turn - now)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One count-by/time bucket: events with occurred in [start, end] (both inclusive)."""
+
+    start: datetime
+    end: datetime
+    count: int
+
+
+def _event_page_problem(data: Any) -> str | None:
+    """What keeps `data` from being an EventPage ({"events": [...], "total": n, ...}), or None."""
+    if isinstance(data, dict) and isinstance(data.get("detail"), str) and "events" not in data:
+        return f"a body that is not an EventPage but {{'detail': {data['detail'][:120]!r}}}"
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        return "a body that is not an EventPage (no 'events' list)"
+    if isinstance(data.get("total"), bool) or not isinstance(data.get("total"), int):
+        return "a body that is not an EventPage (no integer 'total')"
+    return None
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """The URL without user:password and query, safe to show."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a transport error is a refused connection (httpx wraps httpcore wraps the OSError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return moment.timestamp() - time.time() if moment else None
+
+
+class PrefectClient:
+    """A synchronous client for one Prefect API (self-hosted `…/api` or a Cloud workspace URL).
+
+    Safe to share between threads: httpx.Client pools connections under a lock.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        api_key: str | None = None,
+        auth_string: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        custom_headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
+        csrf_support: bool = True,
+        max_requests_per_minute: int | None = None,
+    ) -> None:
+        parts = urlsplit(api_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"PREFECT_API_URL {redact_url(api_url)!r} is not an http(s) URL "
+                "(self-hosted: http://HOST:4200/api)"
+            )
+        headers = {"User-Agent": f"prefect-archiver/{__version__}", "Accept": "application/json"}
+        for name, value in (custom_headers or {}).items():
+            if name.lower() in PROTECTED_HEADERS:
+                log.warning("ignoring custom header %r from PREFECT_CLIENT_CUSTOM_HEADERS: the client sets it itself", name)
+            elif name.lower() == "authorization" and (api_key or auth_string):
+                raise ConfigError(
+                    "PREFECT_CLIENT_CUSTOM_HEADERS sets Authorization, which would replace the credentials "
+                    "from PREFECT_API_KEY / PREFECT_API_AUTH_STRING: remove one of the two"
+                )
+            else:
+                headers[name] = value
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        elif auth_string:
+            headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
+        self.base_url = api_url.strip().rstrip("/") + "/"
+        # The URL as the user set it, for messages about the API as a whole (not one endpoint).
+        self.shown_url = redact_url(api_url.strip())
+        self.retry = retry
+        # Requests sent, by endpoint path, retries included (for reports and benchmarks).
+        self.sent: Counter[str] = Counter()
+        self._sent_lock = threading.Lock()
+        self.csrf_support = csrf_support
+        self._csrf_client = str(uuid.uuid4())
+        self._csrf_token: str | None = None
+        self._csrf_expiration: datetime | None = None
+        self._csrf_lock = threading.Lock()
+        self._sleep = sleep
+        # Off by default: a self-hosted server has no such limit (api.max_requests_per_minute).
+        self._pacer = Pacer(max_requests_per_minute, sleep) if max_requests_per_minute else None
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            verify=verify,
+        )
+
+    def __enter__(self) -> PrefectClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def read_events(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> dict[str, Any]:
+        """POST /events/filter: the first EventPage for `filter` (keys go under "filter")."""
+        page: dict[str, Any] = self.request(
+            "POST", "events/filter", json={"filter": filter, "limit": limit}, expect=_event_page_problem
+        )
+        return page
+
+    def read_next_page(self, next_page: str) -> dict[str, Any]:
+        """The page after one whose `next_page` was given.
+
+        The server builds `next_page` from its own view of the request (wrong behind a TLS proxy
+        or a custom base path), so only its page token is used, against our base URL.
+        """
+        tokens = parse_qs(urlsplit(next_page).query).get("page-token")
+        if not tokens:
+            raise ApiBadResponse(f"next_page {redact_url(next_page)!r} carries no page-token")
+        page: dict[str, Any] = self.request(
+            "GET", "events/filter/next", params={"page-token": tokens[0]}, expect=_event_page_problem
+        )
+        return page
+
+    def iter_pages(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Pages of one query, following next_page until the server says there are no more."""
+        page = self.read_events(filter, limit)
+        yield page
+        while page.get("next_page"):
+            page = self.read_next_page(page["next_page"])
+            yield page
+
+    def read_objects(self, collection: str, ids: list[str]) -> list[dict[str, Any]]:
+        """POST /<collection>/filter for these ids (flow_runs, task_runs, deployments, flows, work_pools)."""
+        data = self.request("POST", f"{collection}/filter", json={collection: {"id": {"any_": ids}}, "limit": len(ids)})
+        if not isinstance(data, list) or not all(isinstance(o, dict) and "id" in o for o in data):
+            raise ApiBadResponse(f"POST {collection}/filter answered something that is not a list of objects")
+        return data
+
+    def read_run_states(self, run_kind: str, run_id: str) -> list[dict[str, Any]] | None:
+        """GET /flow_run_states/?flow_run_id= (or task_run_states): a run's state records, oldest first.
+
+        None when the server answers 404; a run it no longer has gives [] (its route filters by id).
+        """
+        collection = {"flow_run": "flow_run_states/", "task_run": "task_run_states/"}[run_kind]
+        try:
+            data = self.request("GET", collection, params={f"{run_kind}_id": run_id})
+        except ApiNotFound:
+            return None
+        if not isinstance(data, list) or not all(isinstance(s, dict) and "id" in s and "type" in s for s in data):
+            raise ApiBadResponse(f"GET {collection} answered something that is not a list of states")
+        return data
+
+    def read_block_document(self, block_document_id: str) -> dict[str, Any] | None:
+        """GET /block_documents/{id} without secrets (the server's default); None when it has no such block."""
+        try:
+            data = self.request("GET", f"block_documents/{block_document_id}", params={"include_secrets": "false"})
+        except ApiNotFound:
+            return None
+        if not isinstance(data, dict) or "id" not in data:
+            raise ApiBadResponse("GET block_documents/{id} answered something that is not a block document")
+        return data
+
+    def count_by_time(
+        self,
+        since: datetime,
+        until: datetime,
+        unit: str,
+        interval: float = 1.0,
+    ) -> list[Bucket]:
+        """POST /events/count-by/time over [since, until] (inclusive); at most 1000 buckets."""
+        body = {
+            "filter": {"occurred": {"since": format_timestamp(since), "until": format_timestamp(until)}},
+            "time_unit": unit,
+            "time_interval": interval,
+        }
+        data = self.request("POST", "events/count-by/time", json=body)
+        try:
+            return [
+                Bucket(parse_timestamp(b["start_time"]), parse_timestamp(b["end_time"]), int(b["count"]))
+                for b in data
+            ]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ApiBadResponse(f"count-by answer is not a list of buckets ({exc})") from None
+
+    # -- transport ----------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, expect: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+        """Send one request with retries; return its decoded JSON body (None for 204).
+
+        `expect` checks a 200's body and says what is wrong with it: such a body is retried like
+        one that is not JSON (proxies answer 200 with `{"detail": "upstream temporarily
+        unavailable"}`), and ApiBadResponse is raised when the retries run out.
+        """
+        started = time.monotonic()
+        attempt = 0
+        csrf_refreshed = False
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            unreachable = False
+            bad_body = False
+            headers = self._csrf_headers() if method in _CHANGES else {}
+            if self._pacer is not None:
+                self._pacer.wait()
+            with self._sent_lock:
+                self.sent[path] += 1
+            try:
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.UnsupportedProtocol:
+                raise ConfigError(f"PREFECT_API_URL {redact_url(self.base_url)!r} is not an http(s) URL") from None
+            except httpx.TransportError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__, ssl.SSLCertVerificationError):
+                    raise ApiTlsError(
+                        f"the TLS certificate of {redact_url(self.base_url)} was not trusted ({exc}): set "
+                        "PREFECT_API_SSL_CERT_FILE to the CA bundle that signed it (or, for testing only, "
+                        "PREFECT_API_TLS_INSECURE_SKIP_VERIFY=true)"
+                    ) from None
+                if not self.retry.retry_refused and _refused(exc):
+                    raise ApiUnavailable(
+                        f"nothing is listening at {self.shown_url} (connection refused): start the Prefect "
+                        "server, or set PREFECT_API_URL (or --api-url) to where it runs"
+                    ) from None
+                problem = f"{type(exc).__name__}"
+                # Not reaching the server at all is about the URL, not the endpoint asked (which may
+                # be the CSRF token fetched before the first POST): name what the user set.
+                unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            else:
+                if response.status_code < 300:
+                    if response.status_code == 204 or not response.content:
+                        return None
+                    try:
+                        data = response.json()
+                    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
+                        problem = "a body that is not JSON"
+                    else:
+                        found = expect(data) if expect else None
+                        if found is None:
+                            return data
+                        problem = found
+                    bad_body = True
+                elif response.status_code == 429 or response.status_code >= 500:
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = _retry_after(response)
+                elif (response.status_code == 403 and headers and not csrf_refreshed
+                      and "Invalid CSRF token" in response.text):
+                    # The token expired or the server forgot it: fetch a new one and send again.
+                    self._forget_csrf_token(headers)
+                    csrf_refreshed = True
+                    attempt -= 1
+                    continue
+                else:
+                    raise self._final_error(method, path, response)
+            elapsed = time.monotonic() - started
+            delay = self.retry.delay(attempt, retry_after)
+            if attempt > self.retry.max_retries or elapsed + delay > self.retry.max_total.total_seconds():
+                error = ApiBadResponse if bad_body else ApiUnavailable
+                what = f"the Prefect API at {self.shown_url}" if unreachable else f"{method} {redact_url(self.base_url + path)}"
+                raise error(
+                    f"{what} kept failing ({problem}) after {attempt} attempts in {elapsed:.0f}s; "
+                    "is the Prefect server up and PREFECT_API_URL right?"
+                )
+            log.warning(
+                "%s %s failed (%s); retry %d/%d in %.1fs",
+                method, self.shown_url if unreachable else path, problem, attempt, self.retry.max_retries, delay,
+            )
+            self._sleep(delay)
+
+    # -- CSRF ---------------------------------------------------------------------------------
+
+    def _csrf_headers(self) -> dict[str, str]:
+        """Prefect-Csrf-* headers for a POST, fetching a token first when needed; {} when off."""
+        if not self.csrf_support:
+            return {}
+        with self._csrf_lock:
+            now = datetime.now(timezone.utc)
+            if self._csrf_token is None or (self._csrf_expiration and now > self._csrf_expiration - CSRF_MARGIN):
+                self._fetch_csrf_token()
+            if self._csrf_token is None:
+                return {}
+            return {"Prefect-Csrf-Token": self._csrf_token, "Prefect-Csrf-Client": self._csrf_client}
+
+    def _fetch_csrf_token(self) -> None:
+        """GET /csrf-token; a server without CSRF protection (422) or too old for it (404) turns it off."""
+        try:
+            data = self.request("GET", "csrf-token", params={"client": self._csrf_client})
+        except (ApiNotFound, ApiRejected):
+            self.csrf_support = False
+            return
+        try:
+            self._csrf_token = str(data["token"])
+            self._csrf_expiration = parse_timestamp(data["expiration"])
+        except (TypeError, KeyError, ValueError):
+            raise ApiBadResponse("GET /csrf-token answered without a token and expiration") from None
+
+    def _forget_csrf_token(self, sent: Mapping[str, str]) -> None:
+        with self._csrf_lock:
+            if self._csrf_token == sent.get("Prefect-Csrf-Token"):
+                self._csrf_token = None
+
+    def _final_error(self, method: str, path: str, response: httpx.Response) -> ApiError:
+        where = f"{method} {redact_url(self.base_url + path)}"
+        status = response.status_code
+        if status == 403 and path == "events/filter/next":
+            return PageTokenRejected(f"{where}: the server refused the page token (HTTP 403)")
+        if status == 403 and "CSRF" in response.text:
+            return ApiAuthError(
+                f"{where} was refused (HTTP 403: {response.text[:120]}): the server requires CSRF tokens; "
+                "leave PREFECT_CLIENT_CSRF_SUPPORT_ENABLED on (the default)"
+            )
+        if status in (401, 403):
+            return ApiAuthError(
+                f"{where} was refused (HTTP {status}): check PREFECT_API_KEY (Prefect Cloud) or "
+                "PREFECT_API_AUTH_STRING (self-hosted basic auth) for this server"
+            )
+        if status == 404:
+            return ApiNotFound(
+                f"{where} answered 404: check PREFECT_API_URL — a self-hosted URL ends in /api, "
+                "a Cloud URL is https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>"
+            )
+        detail = response.text[:300].replace("\n", " ")
+        return ApiRejected(f"{where} was rejected (HTTP {status}): {detail}")

@@ -1,0 +1,1 @@
+"""The long-running service (`prefect-archiver run`): scheduler, heartbeat, stopping, metrics."""

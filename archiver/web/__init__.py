@@ -1,0 +1,1 @@
+"""HTTP over the archive: `prefect-archiver serve`, Prefect's event read API (needs the serve extra)."""
