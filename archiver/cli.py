@@ -157,7 +157,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.lookup.events import client_for
     from archiver.service.stop import StopSignals, stoppable_sleep
     from archiver.storage.duckdb.lock import SyncLock
-    from archiver.storage.duckdb.writer import Archive
+    from archiver.storage.duckdb.writer import DuckDBWriter
 
     since, until = _range(args)
     progress = _ProgressLine()
@@ -165,7 +165,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     signals = StopSignals()
     with signals, SyncLock(settings.db_path, settings.lock_timeout), \
             client_for(settings, sleep=stoppable_sleep(signals.stop), interactive=True) as client:
-        archive = Archive(settings.db_path, settings.read_timeout)
+        archive = DuckDBWriter(settings.db_path, settings.read_timeout)
         try:
             sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop, report=report)
         except Stopped:
@@ -424,13 +424,13 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.lookup.events import client_for
     from archiver.storage.duckdb.connect import require_archive
     from archiver.storage.duckdb.lock import SyncLock
-    from archiver.storage.duckdb.writer import Archive
+    from archiver.storage.duckdb.writer import DuckDBWriter
 
     since, until = _range(args)
     require_archive(settings.db_path)
     lock = SyncLock(settings.db_path, settings.lock_timeout) if args.repair else nullcontext()
     with lock, client_for(settings, interactive=True) as client:
-        archive = Archive(settings.db_path, settings.read_timeout)
+        archive = DuckDBWriter(settings.db_path, settings.read_timeout)
         found = verify(settings, client, archive, since=since, until=until, unit=args.unit, repair=args.repair)
         gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, archive)]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.

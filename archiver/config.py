@@ -108,6 +108,11 @@ class Settings:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     profile: Profile | None = field(default=None, compare=False)
 
+    @property
+    def archive_url(self) -> str:
+        """The archive as a SQLAlchemy URL (storage.open_archive): the DuckDB file at archive.path."""
+        return f"duckdb:///{self.db_path}"
+
     def require_api(self) -> str:
         """The API URL, or a ConfigError that says how to set it."""
         if not self.api_url:

@@ -20,16 +20,16 @@ from archiver.config import load_settings
 from archiver.ingest.sync import sync
 from archiver.lookup.events import client_for
 from archiver.storage.duckdb.lock import SyncLock
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 
 @flow(name="archive-prefect-events", retries=0)
 def archive_events(db: str | None = None) -> dict[str, Any]:
-    """Archive every event not archived yet; returns the sync's report."""
+    """DuckDBWriter every event not archived yet; returns the sync's report."""
     settings = load_settings({"archive.path": db})
     logger = get_run_logger()
     with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
-        report = sync(settings, client, Archive(settings.db_path, settings.read_timeout))
+        report = sync(settings, client, DuckDBWriter(settings.db_path, settings.read_timeout))
     logger.info(
         "archived %d new events (%d fetched) in %d windows; high-water mark %s",
         report.inserted, report.fetched, report.windows, report.high_water_mark,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from archiver.storage.duckdb.connect import NO_EXTENSIONS  # noqa: E402
 from archiver.storage.duckdb.console import SQL_CONFIG  # noqa: E402
-from archiver.storage.duckdb.writer import Archive  # noqa: E402
+from archiver.storage.duckdb.writer import DuckDBWriter  # noqa: E402
 
 FILL = """
 INSERT INTO work_pools
@@ -134,7 +134,7 @@ def build(path: Path, events: int, flow_runs: int) -> None:
     flow_run_events = 4 * flow_runs
     task_runs = max((events - flow_run_events) // 2 // 3, 0)
     custom = events - flow_run_events - 3 * task_runs
-    Archive(path).engine.dispose()  # the real migrations
+    DuckDBWriter(path).engine.dispose()  # the real migrations
     sql = FILL.replace("$flow_runs", str(flow_runs)).replace("$task_runs", str(task_runs)).replace("$custom", str(custom))
     started = time.perf_counter()
     with duckdb.connect(str(path), config=dict(NO_EXTENSIONS)) as conn:

@@ -3,7 +3,7 @@
     python bench/lookup.py [--events 1000000] [--archive PATH] [--lookups 2000] [--api-events 3000]
 
 1. Builds (or reuses, if PATH already holds that many events) an archive of N synthetic,
-   Prefect-shaped events spread over 180 days, written through `store.Archive.write_batch`
+   Prefect-shaped events spread over 180 days, written through `store.DuckDBWriter.write_batch`
    (the sync's own bulk path) — nothing is posted to Prefect for this.
 2. Prints p50/p99 of a lookup by id:
    - in-process: `query.read_archived_event` (fresh read-only open + query + close each time,
@@ -42,7 +42,7 @@ from archiver.config import Settings  # noqa: E402
 from archiver.lookup.events import events_of_flow_run, read_archived_event, search_events  # noqa: E402
 from archiver.prefect.events import Event, format_timestamp  # noqa: E402
 from archiver.storage.duckdb.connect import READER_CONFIG  # noqa: E402
-from archiver.storage.duckdb.writer import Archive  # noqa: E402
+from archiver.storage.duckdb.writer import DuckDBWriter  # noqa: E402
 from tests.prefect_server import PrefectServer, free_port, make_event, post_events, wait_until_stored  # noqa: E402
 
 UTC = timezone.utc
@@ -82,7 +82,7 @@ def count_events(path: Path) -> int:
 
 
 def build(path: Path, events: int, batch: int = 20_000) -> None:
-    archive = Archive(path)  # applies any migration the archive lacks (e.g. indexes)
+    archive = DuckDBWriter(path)  # applies any migration the archive lacks (e.g. indexes)
     have = count_events(path)
     if have >= events:
         print(f"archive {path}: {have:,} events already (reused)", flush=True)

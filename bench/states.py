@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analytics import build  # noqa: E402
 
 from archiver.ingest.states import BATCH, CURSOR_MARGIN, PendingRun, _advance_cursor, pending_runs, save_states  # noqa: E402
-from archiver.storage.duckdb.writer import Archive  # noqa: E402
+from archiver.storage.duckdb.writer import DuckDBWriter  # noqa: E402
 
 # Every state event gets its state record, as after a sync that read every run.
 FILL_STATES = """
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     args.db.unlink(missing_ok=True)
     build(args.db, args.events, args.flow_runs)
-    archive = Archive(args.db)
+    archive = DuckDBWriter(args.db)
 
     seconds, (pending, _, _) = best(args.repeat, lambda: pending_runs(archive, 10**9))
     print(f"plan, nothing read yet:            {len(pending):>9,} runs pending   {seconds:7.3f}s")

@@ -19,7 +19,7 @@ from archiver.config import Settings
 from archiver.ingest.sync import sync
 from archiver.prefect.client import PrefectClient, RetryPolicy
 from archiver.storage.duckdb.connect import with_lock_retry
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,8 +217,8 @@ def read_terminal(primary: int) -> bytes:
 
 
 def sync_range(api_url: str, db: Path, since: datetime, until: datetime) -> Settings:
-    """Archive [since, until) of the server at `api_url` into `db` (settle 0); the settings used."""
+    """DuckDBWriter [since, until) of the server at `api_url` into `db` (settle 0); the settings used."""
     settings = settings_for(api_url, db, settle=timedelta(0))
     with client_for_test(api_url) as client:
-        sync(settings, client, Archive(db), since=since, until=until)
+        sync(settings, client, DuckDBWriter(db), since=since, until=until)
     return settings

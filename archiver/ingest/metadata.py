@@ -17,7 +17,7 @@ from typing import Any
 
 from archiver.errors import ApiAuthError, ApiNotFound, ApiRejected
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 log = logging.getLogger("archiver.ingest.metadata")
 
@@ -46,7 +46,7 @@ class RefreshReport:
 
 
 def refresh_objects(
-    client: PrefectClient, archive: Archive, *, batch: int = BATCH, stop: threading.Event | None = None
+    client: PrefectClient, archive: DuckDBWriter, *, batch: int = BATCH, stop: threading.Event | None = None
 ) -> RefreshReport:
     """Read every queued object from the API and save it; objects the server lacks keep their last version."""
     report = RefreshReport()

@@ -17,7 +17,7 @@ from datetime import datetime
 from archiver.ingest.fetch import count_buckets, fetch_window, plan_range
 from archiver.ingest.windows import FINER, TICK, choose_unit
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 # Differing buckets are narrowed down to this unit before their events are read again.
 REPAIR_UNIT = "minute"
@@ -62,7 +62,7 @@ class ReconcileResult:
 
 
 def compare(
-    client: PrefectClient, archive: Archive, since: datetime, end: datetime, unit: str, result: ReconcileResult
+    client: PrefectClient, archive: DuckDBWriter, since: datetime, end: datetime, unit: str, result: ReconcileResult
 ) -> list[BucketDiff]:
     """Buckets of `unit` over [since, end) whose server and archive counts differ."""
     diffs = []
@@ -80,7 +80,7 @@ def compare(
 
 def reconcile(
     client: PrefectClient,
-    archive: Archive,
+    archive: DuckDBWriter,
     since: datetime,
     end: datetime,
     *,
@@ -115,7 +115,7 @@ def reconcile(
 
 
 def _repair(
-    client: PrefectClient, archive: Archive, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None,
+    client: PrefectClient, archive: DuckDBWriter, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None,
     read: Callable[[], None],
 ) -> None:
     end = diff.until + TICK

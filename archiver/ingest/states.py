@@ -22,7 +22,7 @@ from typing import Any
 
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import parse_timestamp
-from archiver.storage.duckdb.writer import Archive, to_json
+from archiver.storage.duckdb.writer import DuckDBWriter, to_json
 
 log = logging.getLogger("archiver.ingest.states")
 
@@ -191,7 +191,7 @@ def _archivable(run: PendingRun, states: list[dict[str, Any]]) -> list[dict[str,
     return usable
 
 
-def pending_runs(archive: Archive, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
+def pending_runs(archive: DuckDBWriter, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
     """Runs whose states need reading (flow runs first, in id order, at most `limit`), when it was
     planned, and whether that is all of them."""
     planned_at = datetime.now(timezone.utc)
@@ -211,7 +211,7 @@ def pending_runs(archive: Archive, limit: int = MAX_RUNS_PER_PASS) -> tuple[list
 
 
 def save_states(
-    archive: Archive, read: list[tuple[PendingRun, list[dict[str, Any]] | None]], now: datetime | None = None,
+    archive: DuckDBWriter, read: list[tuple[PendingRun, list[dict[str, Any]] | None]], now: datetime | None = None,
 ) -> StatesReport:
     """Write the states read for a batch of runs and their ledger rows, in one transaction.
 
@@ -252,7 +252,7 @@ def save_states(
     return report
 
 
-def _advance_cursor(archive: Archive, planned_at: datetime) -> None:
+def _advance_cursor(archive: DuckDBWriter, planned_at: datetime) -> None:
     """Every state event archived before `planned_at` has been planned for; the cursor only moves forward."""
     with archive.transaction() as conn:
         conn.exec_driver_sql(
@@ -263,7 +263,7 @@ def _advance_cursor(archive: Archive, planned_at: datetime) -> None:
 
 
 def refresh_states(
-    client: PrefectClient, archive: Archive, *, concurrency: int = 4, batch: int = BATCH,
+    client: PrefectClient, archive: DuckDBWriter, *, concurrency: int = 4, batch: int = BATCH,
     max_runs: int = MAX_RUNS_PER_PASS, stop: threading.Event | None = None,
 ) -> StatesReport:
     """Read the states of the runs that changed since their states were last read, and archive them."""
@@ -302,7 +302,7 @@ def storage_block_row(block_id: str, document: dict[str, Any] | None) -> tuple[A
     return (block_id, True, document.get("name"), slug, basepath if isinstance(basepath, str) else None)
 
 
-def refresh_storage_blocks(client: PrefectClient, archive: Archive) -> int:
+def refresh_storage_blocks(client: PrefectClient, archive: DuckDBWriter) -> int:
     """Read each result storage block that archived states reference for the first time; return how many."""
     with archive.transaction() as conn:
         block_ids = [str(row[0]) for row in conn.exec_driver_sql(_NEW_BLOCKS)]

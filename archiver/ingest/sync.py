@@ -30,7 +30,7 @@ from archiver.ingest.states import refresh_states
 from archiver.ingest.windows import Window
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.writer import Archive, WriteCounts
+from archiver.storage.duckdb.writer import DuckDBWriter, WriteCounts
 
 log = logging.getLogger("archiver.ingest.sync")
 
@@ -124,7 +124,7 @@ class _Unread:
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
-    def __init__(self, archive: Archive, report: SyncReport, mark: datetime | None, commit_every: int,
+    def __init__(self, archive: DuckDBWriter, report: SyncReport, mark: datetime | None, commit_every: int,
                  run_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
         self.archive = archive
         self.report = report
@@ -187,7 +187,7 @@ class _Committer:
 
 def ingest_range(
     client: PrefectClient,
-    archive: Archive,
+    archive: DuckDBWriter,
     since: datetime,
     end: datetime,
     *,
@@ -284,7 +284,7 @@ def ingest_range(
 def sync(
     settings: Settings,
     client: PrefectClient,
-    archive: Archive,
+    archive: DuckDBWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -341,7 +341,7 @@ def sync(
 
 
 def trailing_reconcile(
-    settings: Settings, client: PrefectClient, archive: Archive, *, stop: threading.Event | None = None,
+    settings: Settings, client: PrefectClient, archive: DuckDBWriter, *, stop: threading.Event | None = None,
     report: SyncReport | None = None,
 ) -> SyncReport:
     """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
@@ -356,7 +356,7 @@ def trailing_reconcile(
 
 
 @contextmanager
-def ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind: str,
+def ledger_run(client: PrefectClient, archive: DuckDBWriter, report: SyncReport, kind: str,
                 since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
     """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
     report's counts and outcome however it ends — "interrupted" by a stop, "failed" by an error."""
@@ -382,7 +382,7 @@ def ledger_run(client: PrefectClient, archive: Archive, report: SyncReport, kind
             log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
 
 
-def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archive, mark: datetime,
+def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDBWriter, mark: datetime,
                       report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None,
                       progress: Progress | None = None) -> None:
     """Reconcile ingest.reconcile_horizon behind the mark; its reads count in the report like the sync's."""
@@ -408,7 +408,7 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: Archiv
     report.reconcile_seconds = round(report.reconcile_seconds + time.monotonic() - started, 3)
 
 
-def _check_gaps(settings: Settings, client: PrefectClient, archive: Archive, report: SyncReport, run_id: uuid.UUID,
+def _check_gaps(settings: Settings, client: PrefectClient, archive: DuckDBWriter, report: SyncReport, run_id: uuid.UUID,
                 start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
     """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
     found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)

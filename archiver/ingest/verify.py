@@ -16,7 +16,7 @@ from archiver.ingest.gaps import Gap, server_gap
 from archiver.ingest.reconcile import BucketDiff, ReconcileResult, compare, reconcile
 from archiver.ingest.sync import SyncReport, ledger_run
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Verification:
 def verify(
     settings: Settings,
     client: PrefectClient,
-    archive: Archive,
+    archive: DuckDBWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -71,7 +71,7 @@ def verify(
     return Verification(since, until, result, repaired=True, remaining=remaining)
 
 
-def gaps_seen(settings: Settings, client: PrefectClient, archive: Archive) -> list[Gap]:
+def gaps_seen(settings: Settings, client: PrefectClient, archive: DuckDBWriter) -> list[Gap]:
     """The gaps syncs recorded, and the one the server shows now if it has trimmed past the mark.
 
     Verify compares only what the server still holds, so a stretch it trimmed before the archive

@@ -36,7 +36,7 @@ from archiver.service.heartbeat import read_state, state_path, write_state
 from archiver.service.metrics import Metrics
 from archiver.service.stop import StopSignals, stoppable_sleep
 from archiver.storage.duckdb.lock import SyncLock
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 log = logging.getLogger("archiver.service.scheduler")
 
@@ -177,7 +177,7 @@ class Service:
             self.settings, self.client, archive, stop=self.stop, report=report))
 
     def _verify_job(self) -> None:
-        def work(archive: Archive, report: SyncReport) -> SyncReport:
+        def work(archive: DuckDBWriter, report: SyncReport) -> SyncReport:
             found = verify(self.settings, self.client, archive, repair=True, stop=self.stop)
             if found is not None:
                 report.since, report.until = format_timestamp(found.since), format_timestamp(found.until)
@@ -188,22 +188,22 @@ class Service:
 
         self._job("verify", work)
 
-    def _job(self, job: str, work: Callable[[Archive, SyncReport], SyncReport]) -> None:
+    def _job(self, job: str, work: Callable[[DuckDBWriter, SyncReport], SyncReport]) -> None:
         """Run one job; never raise (APScheduler would only log it), log one line, update state."""
         with self._job_lock:
             if not self.stop.is_set():
                 self._run_job(job, work)
 
-    def _run_job(self, job: str, work: Callable[[Archive, SyncReport], SyncReport]) -> None:
+    def _run_job(self, job: str, work: Callable[[DuckDBWriter, SyncReport], SyncReport]) -> None:
         started = time.monotonic()
         report = SyncReport()
         with self._state_lock:
             self.state.update(job=job, job_started=format_timestamp(_now()))
         self._beat()
         error: str | None = None
-        archive: Archive | None = None
+        archive: DuckDBWriter | None = None
         try:
-            archive = Archive(self.settings.db_path, self.settings.read_timeout)
+            archive = DuckDBWriter(self.settings.db_path, self.settings.read_timeout)
             report = work(archive, report)
         except Stopped:
             report.outcome = "interrupted"
@@ -233,7 +233,7 @@ class Service:
         self._beat()
 
     @staticmethod
-    def _mark(archive: Archive | None) -> datetime | None:
+    def _mark(archive: DuckDBWriter | None) -> datetime | None:
         try:
             return archive.high_water_mark() if archive is not None else None
         except ArchiverError:  # the archive is what failed: the lag is unknown this time

@@ -33,7 +33,7 @@ import yaml
 from archiver.errors import BadInput, NoTriggeringEvent
 from archiver.ingest.sync import sync
 from archiver.query import get_triggering_event
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_quiet, wait_until_stored
 from tests.support import ROOT, client_for_test, settings_for
 
@@ -263,12 +263,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
                 assert run["state_type"] == "COMPLETED", f"{name}: {run['state_name']}\n{diagnose()}"
             proofs = {name: json.loads((proof_dir / f"{run['id']}.json").read_text()) for name, run in flow_runs.items()}
 
-            # Archive everything (the action events are stored a few seconds after they occur).
+            # DuckDBWriter everything (the action events are stored a few seconds after they occur).
             until = datetime.now(UTC) + timedelta(minutes=1)
             wait_until_quiet(server.api_url, started, until, timeout=120)
             settings = settings_for(server.api_url, db, settle=timedelta(0))
             with client_for_test(server.api_url) as client:
-                sync(settings, client, Archive(db), since=started, until=until)
+                sync(settings, client, DuckDBWriter(db), since=started, until=until)
             recorded = automation_events()
             dead_api_url = server.api_url
         finally:
@@ -417,7 +417,7 @@ def test_on_prefect_3_4_the_archive_leads_from_the_run_to_its_event_through_the_
     wait_until_stored(api, since, until, before + len(events))
     db = tmp_path / "archive.duckdb"
     with client_for_test(api) as client:
-        sync(settings_for(api, db, settle=timedelta(0)), client, Archive(db), since=since, until=until)
+        sync(settings_for(api, db, settle=timedelta(0)), client, DuckDBWriter(db), since=since, until=until)
     archive_only = settings_for(None, db)
     assert get_triggering_event(flow_run_id=triggered_run, settings=archive_only)["payload"] == {"order": "B-7"}
     with pytest.raises(NoTriggeringEvent, match="fired without one"):

@@ -18,7 +18,7 @@ from archiver.lookup.events import archive_status
 from archiver.prefect.events import format_timestamp
 from archiver.storage.duckdb.connect import open_reader
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
 from tests.support import ROOT, archived_ids, cli_env, query, read_terminal, run_cli, start_cli, write_config
 
@@ -299,7 +299,7 @@ def test_an_unreachable_server_is_one_line_at_once_naming_the_url_the_user_set(t
     url = closed_port_url()
     db = tmp_path / "a.duckdb"
     env = cli_env(url, db, PREFECT_API_KEY="pnu_never-shown-0123")
-    Archive(db).engine.dispose()  # an empty archive, for verify to compare
+    DuckDBWriter(db).engine.dispose()  # an empty archive, for verify to compare
     for args in (["get", "0192f0c4-0000-7000-8000-000000000000"], ["check"], ["sync"], ["verify", "--since", "1d"]):
         result = run_cli(args, env)
         assert result.returncode == 1, (args, result.stderr)
@@ -351,7 +351,7 @@ def test_a_sqlite_file_given_as_the_archive_is_refused_and_makes_duckdb_fetch_no
 
 def test_every_connection_to_the_archive_has_extension_autoloading_off(tmp_path):
     db = tmp_path / "a.duckdb"
-    archive = Archive(db)
+    archive = DuckDBWriter(db)
     with archive.transaction() as conn:
         writer = conn.exec_driver_sql("SELECT current_setting('autoinstall_known_extensions'), "
                                       "current_setting('autoload_known_extensions')").fetchall()

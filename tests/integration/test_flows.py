@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from archiver.ingest.sync import sync
 from archiver.query import get_event
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import DEMO_FLOWS, run_flows_script, server_event_ids, server_events, wait_until_quiet
 from tests.support import archived_ids, client_for_test, query, settings_for
 
@@ -23,7 +23,7 @@ def test_flow_run_events_are_archived_and_found_by_id(prefect_server, tmp_path):
     db = tmp_path / "flows.duckdb"
     settings = settings_for(api, db, settle=timedelta(0))
     with client_for_test(api) as client:
-        sync(settings, client, Archive(db), since=started, until=until)
+        sync(settings, client, DuckDBWriter(db), since=started, until=until)
     on_server = server_events(api, started, until)
     assert {e["id"] for e in on_server} == server_event_ids(api, started, until)
     assert archived_ids(db, started, until) == {e["id"] for e in on_server}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from archiver.ingest.sync import sync
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.support import Faults, archived_ids, cli_env, client_for_test, query, run_cli, settings_for
 
 
@@ -52,13 +52,13 @@ def test_events_whose_times_overflow_utc_are_quarantined_and_the_sync_goes_on(pr
     db = tmp_path / "overflow.duckdb"
     settings = settings_for(prefect_server.api_url, db)
     with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
-        first = sync(settings, client, Archive(db), since=history.since, until=history.end)
+        first = sync(settings, client, DuckDBWriter(db), since=history.since, until=history.end)
         # Again over the same history: the same pages, the same bad items, and no failure.
-        again = sync(settings, client, Archive(db), since=history.since, until=history.end)
+        again = sync(settings, client, DuckDBWriter(db), since=history.since, until=history.end)
     assert proxied_detail
     assert first.outcome == again.outcome == "ok"
     assert first.quarantined == 2 and again.quarantined == 0  # already in quarantine
     assert archived_ids(db, history.since, history.until) == history.ids - set(bad)
     reasons = dict(query(db, "SELECT event_id, reason FROM quarantine"))
     assert set(reasons) == set(bad) and all("outside the years 1 to 9999" in r for r in reasons.values())
-    assert Archive(db).high_water_mark() == history.end
+    assert DuckDBWriter(db).high_water_mark() == history.end

@@ -22,7 +22,7 @@ from archiver.ingest.metadata import GIVE_UP_AFTER
 from archiver.ingest.sync import sync
 from archiver.prefect.events import format_timestamp
 from archiver.storage.duckdb.migrate import available
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import delete, make_event, post_events, run_flows_script, server_events, server_states, wait_until_quiet
 from tests.support import Faults, cli_env, client_for_test, query, run_cli, settings_for
 from tests.workload import RUN_WORKLOAD
@@ -75,7 +75,7 @@ def workload(prefect_server, tmp_path_factory) -> Workload:
     until = datetime.now(UTC)
     db = tmp_path_factory.mktemp("runs") / "archive.duckdb"
     with client_for_test(api) as client:
-        report = sync(settings_for(api, db, settle=timedelta(0), start=since), client, Archive(db), since=since, until=until)
+        report = sync(settings_for(api, db, settle=timedelta(0), start=since), client, DuckDBWriter(db), since=since, until=until)
     assert report.outcome == "ok"
     return Workload(api, db, since, until, server_events(api, since, until))
 
@@ -257,7 +257,7 @@ def test_a_lower_server_limit_is_followed_and_a_refused_collection_waits_for_the
     db = tmp_path / "limited.duckdb"
     settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
     with client_for_test(workload.api, Faults(before=server_rules)) as client:
-        report = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+        report = sync(settings, client, DuckDBWriter(db), since=workload.since, until=workload.until)
     assert report.outcome == "ok"
     assert asked == [5, 2, 2, 1]  # refused once, then at most two at a time
     # Compared with the server as it is now (another test deletes some runs there).
@@ -267,7 +267,7 @@ def test_a_lower_server_limit_is_followed_and_a_refused_collection_waits_for_the
     assert query(db, "SELECT kind, attempts FROM object_refresh_queue") == [("work_pools", 0)]
 
     with client_for_test(workload.api) as client:
-        sync(settings, client, Archive(db), until=workload.until)
+        sync(settings, client, DuckDBWriter(db), until=workload.until)
     assert query(db, "SELECT id, object FROM work_pools") == query(workload.db, "SELECT id, object FROM work_pools")
     assert query(db, "SELECT count(*) FROM object_refresh_queue") == [(0,)]
 
@@ -301,7 +301,7 @@ def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_me
     assert f"schema is version 1 and this prefect-archiver's is {available()[-1].version}" in refused.stderr
     assert "run `prefect-archiver sync` once to upgrade it in place" in refused.stderr
 
-    archive = Archive(old)  # opening it as the writer applies the migrations it lacks
+    archive = DuckDBWriter(old)  # opening it as the writer applies the migrations it lacks
     versions = [v for (v,) in query(old, "SELECT version FROM schema_migrations ORDER BY version")]
     assert versions == [m.version for m in available()]
     assert {t: sorted(map(str, query(old, f"SELECT * FROM {t}"))) for t in tables} == before
@@ -353,7 +353,7 @@ def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, t
     settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
     for attempt in range(1, GIVE_UP_AFTER + 1):
         with client_for_test(workload.api) as client:
-            sync(settings, client, Archive(db), until=datetime.now(UTC))
+            sync(settings, client, DuckDBWriter(db), until=datetime.now(UTC))
         left = query(db, "SELECT kind, attempts FROM object_refresh_queue ORDER BY kind")
         assert left == ([] if attempt == GIVE_UP_AFTER else [("deployments", attempt)] + [("flow_runs", attempt)] * 3)
     assert {c: query(db, f"SELECT id, object, archived_at FROM {c} ORDER BY id") for c in before} == before
@@ -396,8 +396,8 @@ def test_run_metadata_and_states_the_archive_cannot_type_do_not_stop_later_syncs
     db = tmp_path / "untyped.duckdb"
     settings = settings_for(workload.api, db, settle=timedelta(0), start=workload.since)
     with client_for_test(workload.api, Faults(after=after)) as client:
-        first = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
-        again = sync(settings, client, Archive(db), since=workload.since, until=workload.until)
+        first = sync(settings, client, DuckDBWriter(db), since=workload.since, until=workload.until)
+        again = sync(settings, client, DuckDBWriter(db), since=workload.since, until=workload.until)
     assert first.outcome == again.outcome == "ok"
     assert broken_runs and broken_states
     rows = query(db, "SELECT id, start_time, run_count, object FROM flow_runs")

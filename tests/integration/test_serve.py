@@ -18,7 +18,7 @@ import uvicorn
 
 from archiver.lookup.events import find_event, search_events
 from archiver.prefect.events import Event, format_timestamp, parse_event
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from archiver.web.api import create_app
 from tests.prefect_server import free_port, make_event
 from tests.support import ROOT, cli_env, settings_for, start_cli, sync_range, write_config
@@ -354,7 +354,7 @@ def test_filters_past_prefects_caps_are_refused_saying_which_limit(history, serv
 def test_a_query_past_the_request_timeout_is_stopped_with_504(tmp_path):
     # An archive big enough that a query on its events' JSON takes many DuckDB chunks (interrupt()
     # is seen between chunks): 40k events, three resources each.
-    archive = Archive(tmp_path / "big.duckdb")
+    archive = DuckDBWriter(tmp_path / "big.duckdb")
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for batch in range(8):
         items = [parse_event(make_event(start + timedelta(seconds=batch * 5000 + i), event="acme.load",

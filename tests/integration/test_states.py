@@ -21,7 +21,7 @@ from archiver.ingest.states import GIVE_UP_AFTER, refresh_states
 from archiver.ingest.sync import SyncReport, sync
 from archiver.prefect.events import format_timestamp
 from archiver.query import get_run_result, get_run_states
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import delete, make_event, post_events, run_flows_script, server_states, wait_until_quiet
 from tests.support import ROOT, Faults, cli_env, client_for_test, query, run_cli, settings_for
 
@@ -110,7 +110,7 @@ def sync_to_now(api: str, db: Path, since: datetime, until: datetime | None = No
 
     with client_for_test(api, Faults(before=record)) as client:
         settings = settings_for(api, db, settle=timedelta(0), start=since)
-        report = sync(settings, client, Archive(db), until=until or datetime.now(UTC))
+        report = sync(settings, client, DuckDBWriter(db), until=until or datetime.now(UTC))
         sent = client.sent.copy()
     assert report.outcome == "ok"
     return report, sent, asked
@@ -333,7 +333,7 @@ def test_an_interrupted_states_pass_keeps_what_it_committed_and_the_next_reads_o
             return httpx.Response(503, json={"detail": "unavailable"})
         return None
 
-    archive = Archive(db)
+    archive = DuckDBWriter(db)
     with client_for_test(w.api, Faults(before=flaky_server)) as client, pytest.raises(ApiUnavailable):
         refresh_states(client, archive, concurrency=1, batch=2)
     first_batch = set(asked[:3])
@@ -359,7 +359,7 @@ def test_a_backlog_of_runs_is_read_over_several_passes(states_workload, tmp_path
     with duckdb.connect(str(db)) as conn:
         conn.execute("DELETE FROM run_states; DELETE FROM run_state_fetches; "
                      "UPDATE run_states_progress SET events_archived_before = NULL")
-    archive = Archive(db)
+    archive = DuckDBWriter(db)
     read = []
     with client_for_test(w.api) as client:
         while not query(db, "SELECT events_archived_before FROM run_states_progress")[0][0]:

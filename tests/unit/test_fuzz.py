@@ -21,7 +21,7 @@ from archiver.errors import BadInput
 from archiver.prefect.events import Event, Malformed, event_to_api, parse_event, parse_timestamp, parse_when, to_utc
 from archiver.prefect.filters import EventFilter, Page, parse_filter, read_page
 from archiver.storage.duckdb.connect import open_reader
-from archiver.storage.duckdb.writer import Archive
+from archiver.storage.duckdb.writer import DuckDBWriter
 from archiver.web.api import PageTokens, create_app
 
 UTC = timezone.utc
@@ -64,8 +64,8 @@ event_items = st.fixed_dictionaries({}, optional={
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Archive:
-    return Archive(tmp_path_factory.mktemp("fuzz") / "archive.duckdb")
+def archive(tmp_path_factory) -> DuckDBWriter:
+    return DuckDBWriter(tmp_path_factory.mktemp("fuzz") / "archive.duckdb")
 
 
 @FAST

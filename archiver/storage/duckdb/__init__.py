@@ -1,1 +1,68 @@
-"""The DuckDB backend: one archive file, one writer at a time, readers between its commits."""
+"""The DuckDB backend: one archive file, one writer at a time, readers between its commits.
+
+The file, its writer lock (`<file>.lock`) and the service's heartbeat (`<file>.service.json`) sit
+side by side. While a process has the file open read-write no other process can open it at all,
+so the writer holds it only while it commits and every opener retries briefly (connect.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archiver.errors import ConfigError
+from archiver.storage.base import Archive
+
+if TYPE_CHECKING:
+    from archiver.storage.duckdb.lock import SyncLock
+    from archiver.storage.duckdb.reader import DuckDBReader
+    from archiver.storage.duckdb.writer import DuckDBWriter
+
+PREFIX = "duckdb:///"
+
+
+def open_archive(url: str) -> DuckDBArchive:
+    """The archive file a `duckdb:///path` URL names (relative paths from the working directory)."""
+    if not url.startswith(PREFIX) or url == PREFIX or "?" in url:
+        raise ConfigError(f"a DuckDB archive URL is duckdb:///PATH (duckdb:////abs/path/archive.duckdb), not {url!r}")
+    return DuckDBArchive(Path(url.removeprefix(PREFIX)))
+
+
+class DuckDBArchive(Archive):
+    """An archive in one DuckDB file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = PREFIX + str(path)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def writer(self, timeout: timedelta) -> DuckDBWriter:
+        from archiver.storage.duckdb.writer import DuckDBWriter
+
+        return DuckDBWriter(self.path, timeout)
+
+    def reader(self, timeout: timedelta) -> DuckDBReader:
+        from archiver.storage.duckdb.reader import DuckDBReader
+
+        return DuckDBReader(self.path, timeout)
+
+    def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> SyncLock:
+        from archiver.storage.duckdb.lock import SyncLock
+
+        return SyncLock(self.path, timeout, holder)
+
+    def writer_alive(self) -> bool:
+        from archiver.storage.duckdb.lock import lock_is_held
+
+        return lock_is_held(self.path)
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".service.json")

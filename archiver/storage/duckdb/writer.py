@@ -2,7 +2,7 @@
 
 The writer opens the file for one transaction and lets go (see connect.py), so `get` and
 `status` in other processes answer while a sync runs; a backfill writing batch after batch keeps
-it for up to HOLD_SECONDS at a time (Archive.holding). Rows go in through DuckDB's own bulk path
+it for up to HOLD_SECONDS at a time (DuckDBWriter.holding). Rows go in through DuckDB's own bulk path
 (lists unnested in one INSERT … SELECT), never row by row; `INSERT OR IGNORE` on the primary
 key makes every write idempotent, and RETURNING counts what was really new (rowcount is -1).
 """
@@ -33,7 +33,7 @@ from archiver.storage.duckdb.migrate import migrate
 
 log = logging.getLogger("archiver.storage.duckdb.writer")
 
-# The longest a backfill keeps the file across consecutive batches (Archive.holding). Every release
+# The longest a backfill keeps the file across consecutive batches (DuckDBWriter.holding). Every release
 # costs a checkpoint on close and a fresh open (which loads the primary-key index again): measured
 # 15 ms + 25-180 ms per 2,000-event batch, growing with the archive, against ~120 ms for the insert
 # itself. When a hold ends the writer stays away for longer than a waiting reader's retry interval
@@ -178,7 +178,7 @@ def _dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
     return list(first.values()), repeats, conflicting
 
 
-class Archive:
+class DuckDBWriter:
     """The writer side of one archive file."""
 
     def __init__(self, path: Path, lock_timeout: timedelta = timedelta(seconds=15)) -> None:
