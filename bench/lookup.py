@@ -70,6 +70,7 @@ def synthetic(i: int, end: datetime, rng: random.Random) -> Event:
         id=event_id, occurred=occurred, event=name, resource={"prefect.resource.id": run}, related=related,
         payload=payload, received=occurred + timedelta(milliseconds=30), follows=None,
         content_hash=hashlib.sha256(f"{event_id}{i}".encode()).hexdigest()[:32],
+        size=700 + len(payload["note"]),  # about its JSON text: what bounds a write transaction
     )
 
 
