@@ -341,35 +341,44 @@ def ledger_run(client: PrefectClient, archive: DuckDBWriter, kind: str, since: d
 class LedgerRun:
     """One run in the `syncs` ledger (sync, reconcile, verify) and the report its passes add up to.
 
-    The passes return frozen results; this adds them into the run's frozen report as they come,
-    so however the run ends the ledger row, and the caller, get the counts of what was committed.
+    The passes return frozen results; this adds them up as they come, so however the run ends
+    the ledger row, and the caller, get the counts of what was committed.
     """
 
     def __init__(self, ledger_id: uuid.UUID) -> None:
         self.ledger_id = ledger_id
-        self.report = SyncReport(run_id=str(ledger_id))
+        self._decided = SyncReport(run_id=str(ledger_id))
+        # Added up apart from the report: a backfill adds a window at a time (tens of thousands).
+        self._fetched = FetchResult()
+
+    @property
+    def report(self) -> SyncReport:
+        """The run's report as it stands."""
+        decided, fetched = self._decided, self._fetched
+        reads = fetched.reads
+        return replace(decided, windows=decided.windows + fetched.windows, fetched=decided.fetched + reads.fetched,
+                       inserted=decided.inserted + reads.inserted, duplicates=decided.duplicates + reads.duplicates,
+                       conflicts=decided.conflicts + reads.conflicts,
+                       quarantined=decided.quarantined + reads.quarantined)
 
     def set(self, **fields: Any) -> None:
         """Fields a pass decides outright (its bounds, the mark, a count it returned)."""
-        self.report = replace(self.report, **fields)
+        self._decided = replace(self._decided, **fields)
 
     def add(self, fetched: FetchResult) -> None:
         """Windows read and batches written: they add to what the run read before."""
-        reads = fetched.reads
-        report = self.report
-        self.set(windows=report.windows + fetched.windows, fetched=report.fetched + reads.fetched,
-                 inserted=report.inserted + reads.inserted, duplicates=report.duplicates + reads.duplicates,
-                 conflicts=report.conflicts + reads.conflicts, quarantined=report.quarantined + reads.quarantined)
+        self._fetched += fetched
 
     def reconciled(self, trailing: TrailingReconcile) -> None:
         """A reconcile behind the mark: its reads count like the sync's, its late events as repaired."""
-        report = self.report
+        decided = self._decided
         self.add(FetchResult(reads=trailing.reads))
-        self.set(since=report.since or format_timestamp(trailing.since),
-                 until=report.until or format_timestamp(trailing.until),
-                 reconciled=report.reconciled + trailing.differing, repaired=report.repaired + trailing.reads.inserted,
-                 reconcile_requests=report.reconcile_requests + trailing.requests,
-                 reconcile_seconds=round(report.reconcile_seconds + trailing.seconds, 3))
+        self.set(since=decided.since or format_timestamp(trailing.since),
+                 until=decided.until or format_timestamp(trailing.until),
+                 reconciled=decided.reconciled + trailing.differing,
+                 repaired=decided.repaired + trailing.reads.inserted,
+                 reconcile_requests=decided.reconcile_requests + trailing.requests,
+                 reconcile_seconds=round(decided.reconcile_seconds + trailing.seconds, 3))
 
 
 def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDBWriter, mark: datetime,
