@@ -74,7 +74,7 @@ class Planner:
         until = self.end - TICK
         if self.total is None and self.end - self.since <= PROBE_SPAN:
             # fetch_window splits it (through a Planner given the page's total) if it is dense.
-            yield Window(self.since, until, 0, "second")
+            yield Window(self.since, until)
             return
         if self.total is None:
             size = coarse_size(self.since, self.end)

@@ -64,7 +64,6 @@ class Window:
     since: datetime
     until: datetime
     expected: int = 0
-    unit: str = "day"
 
     @property
     def end(self) -> datetime:
@@ -222,7 +221,6 @@ def pack(
     since: datetime,
     until: datetime,
     limit: int = PAGE_SIZE,
-    unit: str = "second",
 ) -> Iterator[Window]:
     """Greedily merge consecutive buckets (of any sizes) into windows of at most `limit` events.
 
@@ -237,11 +235,11 @@ def pack(
             continue
         if (pending is not None and pending.expected + bucket.count <= limit
                 and b_until + TICK - pending.since <= MAX_QUERY_SPAN):
-            pending = Window(pending.since, b_until, pending.expected + bucket.count, unit)
+            pending = Window(pending.since, b_until, pending.expected + bucket.count)
             continue
         if pending is not None:
             yield pending
-        pending = Window(pending.end if pending else since, b_until, bucket.count, unit)
+        pending = Window(pending.end if pending else since, b_until, bucket.count)
     # The server stops its buckets at the end of the current period and may return none at all:
     # stretch the last window to `until` so the tiling has no hole (its fetch checks the total),
     # in as many windows as MAX_QUERY_SPAN needs.
@@ -251,6 +249,6 @@ def pack(
     cursor, expected = (pending.since, pending.expected) if pending else (since, 0)
     while cursor <= until:
         stop = min(until, cursor + MAX_QUERY_SPAN - TICK)
-        yield Window(cursor, stop, expected, unit)
+        yield Window(cursor, stop, expected)
         cursor, expected = stop + TICK, 0
 

@@ -19,10 +19,6 @@ class RunKind:
         """The kind as a message says it: "flow run"."""
         return self.name.replace("_", " ")
 
-    def resource_id(self, run_id: str) -> str:
-        """The resource id its events name it by."""
-        return self.resource_prefix + run_id
-
 
 FLOW_RUN = RunKind("flow_run", "flow_runs", "flow_run_states/", "prefect.flow-run.")
 TASK_RUN = RunKind("task_run", "task_runs", "task_run_states/", "prefect.task-run.")
