@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from archiver import __version__
@@ -153,23 +153,23 @@ class _ProgressLine:
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.errors import Stopped
     from archiver.ingest.gaps import describe
-    from archiver.ingest.sync import SyncReport, sync
+    from archiver.ingest.report import partial_report
+    from archiver.ingest.sync import sync
     from archiver.lookup.events import client_for
-    from archiver.service.stop import StopSignals, stoppable_sleep
+    from archiver.service.stop import StopSignals
     from archiver.storage.duckdb.lock import SyncLock
     from archiver.storage.duckdb.writer import DuckDBWriter
 
     since, until = _range(args)
     progress = _ProgressLine()
-    report = SyncReport()
     signals = StopSignals()
     with signals, SyncLock(settings.db_path, settings.lock_timeout), \
-            client_for(settings, sleep=stoppable_sleep(signals.stop), interactive=True) as client:
+            client_for(settings, sleep=signals.stop.sleep, interactive=True) as client:
         archive = DuckDBWriter(settings.db_path, settings.read_timeout)
         try:
-            sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop, report=report)
-        except Stopped:
-            pass  # the report says "interrupted"; committed batches are kept
+            report = sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop)
+        except Stopped as exc:
+            report = partial_report(exc)  # "interrupted"; committed batches are kept
         finally:
             progress.close()
     if report.outcome == "interrupted":
@@ -179,7 +179,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 130 if signals.received == "SIGINT" else 0
     if args.json:
-        print(json.dumps(_public(report.__dict__)))
+        print(json.dumps(report.as_json()))
     else:
         # fetched = inserted + already archived + quarantined, the reconcile's reads included.
         quarantined = f", {report.quarantined:,} quarantined" if report.quarantined else ""
@@ -199,12 +199,12 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"quarantined {report.quarantined} malformed items (see the quarantine table)")
         if report.conflicts:
             print(f"{report.conflicts} events arrived again with different content; the first version was kept")
-        if until is None or until > datetime.now(timezone.utc) - settings.settle:
+        if until is None or until > settings.settled_until():
             # Otherwise "archived 0 new events" right after emitting some reads as if they were lost.
             print(f"events of the last {settings.settle.total_seconds():g}s (ingest.settle: the server may still be "
                   "storing them) are left for the next run")
     for gap in report.gaps:
-        print(f"GAP: {describe(gap['since'], gap['until'])} ({gap['why']})", file=sys.stderr)
+        print(f"GAP: {describe(format_timestamp(gap.since), format_timestamp(gap.until))} ({gap.why})", file=sys.stderr)
     return 0
 
 
@@ -216,14 +216,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     settings.require_api()
     metrics_at = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
     return Service(settings, metrics_at, verbose=args.verbose).run()
-
-
-def _public(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled",
-            "repaired", "reconcile_requests", "reconcile_seconds", "objects_refreshed", "runs_states_read",
-            "states_saved", "pages", "counts",
-            "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id")
-    return {k: report[k] for k in keys}
 
 
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
@@ -283,7 +275,9 @@ def _history_json(history: Any) -> dict[str, Any]:
 
 
 def _print_history(history: Any) -> None:
-    kind = history.run_kind.replace("_", " ")
+    from archiver.prefect.runs import run_kind
+
+    kind = run_kind(history.run_kind).words
     print(f"{kind} {history.run_name or '(name not archived)'} {history.run_id}")
     if not history.states:
         print("  no states archived")

@@ -13,13 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from archiver.errors import ConfigError
-from archiver.prefect.events import parse_when
-from archiver.prefect.profiles import DEFAULT_PREFECT_HOME, Profile, active_profile
+from archiver.prefect.events import DURATION_UNITS, parse_when
+from archiver.prefect.profiles import Profile, active_profile, prefect_home
 
 # Every setting the config file may hold: (section, key) -> (default, kind).
 # config.example.toml documents the same list; test_config checks they agree.
@@ -68,7 +68,6 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 @dataclass(frozen=True)
@@ -113,6 +112,11 @@ class Settings:
         """The archive as a SQLAlchemy URL (storage.open_archive): the DuckDB file at archive.path."""
         return f"duckdb:///{self.db_path}"
 
+    def settled_until(self, now: datetime | None = None) -> datetime:
+        """The newest `occurred` the archive may treat as complete: now − ingest.settle, because the
+        server stores events asynchronously and the newest seconds are still filling in."""
+        return (now or datetime.now(timezone.utc)) - self.settle
+
     def require_api(self) -> str:
         """The API URL, or a ConfigError that says how to set it."""
         if not self.api_url:
@@ -134,7 +138,7 @@ def parse_duration(value: Any, name: str) -> timedelta:
         match = _DURATION.match(str(value))
         if not match:
             raise ConfigError(f"{name} must be a duration like '60s', '5m' or '24h', not {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
     if seconds < 0:
         raise ConfigError(f"{name} must not be negative")
     return timedelta(seconds=seconds)
@@ -247,8 +251,7 @@ def load_settings(
 
     db_path = resolved["archive.path"]
     if db_path is None:
-        home = Path(environ.get("PREFECT_HOME") or DEFAULT_PREFECT_HOME).expanduser()
-        db_path = home / "archive.duckdb"
+        db_path = prefect_home(environ) / "archive.duckdb"
 
     return Settings(
         db_path=db_path,

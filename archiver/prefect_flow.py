@@ -11,7 +11,6 @@ by results.py when installed (to read pickled results).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -25,7 +24,7 @@ from archiver.storage.duckdb.writer import DuckDBWriter
 
 @flow(name="archive-prefect-events", retries=0)
 def archive_events(db: str | None = None) -> dict[str, Any]:
-    """DuckDBWriter every event not archived yet; returns the sync's report."""
+    """Archive every event not archived yet; returns the sync's report as `sync --json` prints it."""
     settings = load_settings({"archive.path": db})
     logger = get_run_logger()
     with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
@@ -34,7 +33,7 @@ def archive_events(db: str | None = None) -> dict[str, Any]:
         "archived %d new events (%d fetched) in %d windows; high-water mark %s",
         report.inserted, report.fetched, report.windows, report.high_water_mark,
     )
-    return dataclasses.asdict(report)
+    return report.as_json()
 
 
 if __name__ == "__main__":

@@ -13,24 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from archiver.errors import ApiRejected, IncompleteWindow, PageTokenRejected
-from archiver.ingest.windows import (
-    FINER,
-    MAX_QUERY_SPAN,
-    TICK,
-    Refine,
-    Window,
-    coarse_size,
-    count_spans,
-    group_buckets,
-    pack,
-    refine_plan,
-    size_spans,
-)
-from archiver.prefect.client import PAGE_SIZE, Bucket, PrefectClient
-from archiver.prefect.events import Event, Malformed, format_timestamp, parse_event
+from archiver.ingest.windows import TICK, Refine, Window, coarse_size, count_spans, pack, refine_plan, size_spans
+from archiver.prefect.client import Bucket, PrefectClient
+from archiver.prefect.events import EPOCH, PAGE_SIZE, Event, Malformed, format_timestamp, parse_event
+from archiver.prefect.spans import walk_back
 
 log = logging.getLogger("archiver.ingest.fetch")
 
@@ -64,6 +53,9 @@ def count_buckets(
 class Planner:
     """Tiles [since, end) into windows; `expected` is the server's count once planning began.
 
+    The one planner: a sync's range, a window denser than a page (given its total), and a bucket
+    a repair reads again are all tiled here.
+
     Windows come lazily: the coarse count is made up front (a request per 1,000 buckets, so
     progress has a total), each refinement only when packing reaches it, so the first window is
     fetched while the rest is still being planned.
@@ -82,7 +74,7 @@ class Planner:
         until = self.end - TICK
         if self.total is None and self.end - self.since <= PROBE_SPAN:
             # fetch_window splits it (through a Planner given the page's total) if it is dense.
-            yield Window(self.since, until, 0, "second")
+            yield Window(self.since, until)
             return
         if self.total is None:
             size = coarse_size(self.since, self.end)
@@ -103,20 +95,6 @@ class Planner:
 
     def _count(self, since: datetime, until: datetime, size: timedelta) -> list[Bucket]:
         return self.client.count_by_time(since, until, "second", size.total_seconds())
-
-
-def plan_range(client: PrefectClient, since: datetime, end: datetime, unit: str) -> Iterator[Window]:
-    """Windows over [since, end) counted at `unit`, refined further where still dense."""
-    for span_since, span_until, buckets in count_buckets(client, since, end, unit):
-        yield from _refine(client, group_buckets(buckets, unit, span_since, span_until))
-
-
-def _refine(client: PrefectClient, windows: Iterator[Window]) -> Iterator[Window]:
-    for window in windows:
-        if window.expected > PAGE_SIZE and window.unit in FINER:
-            yield from plan_range(client, window.since, window.end, FINER[window.unit])
-        else:
-            yield window
 
 
 def _item_key(item: Event | Malformed) -> str:
@@ -187,15 +165,12 @@ def first_event_time(client: PrefectClient, until: datetime, horizon: timedelta 
     14 days: there, walk back in 14-day steps to `horizon` (the retention) and keep the oldest.
     """
     try:
-        return _oldest_in(client, datetime(1970, 1, 1, tzinfo=timezone.utc), until)
+        return _oldest_in(client, EPOCH, until)
     except ApiRejected:
         pass
     oldest = None
-    upper = until
-    while upper > until - horizon:
-        lower = max(upper - MAX_QUERY_SPAN, until - horizon)
+    for lower, upper in walk_back(until, until - horizon):
         oldest = _oldest_in(client, lower, upper - TICK) or oldest
-        upper = lower
     return oldest
 
 

@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from archiver.ingest.fetch import first_event_time
-from archiver.ingest.windows import MAX_QUERY_SPAN
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
+from archiver.prefect.spans import MAX_QUERY_SPAN
 
 if TYPE_CHECKING:  # status and verify print gaps without loading the writer (SQLAlchemy)
     from archiver.storage.duckdb.writer import DuckDBWriter

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.errors import ApiAuthError, ApiNotFound, ApiRejected
+from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
 from archiver.storage.duckdb.writer import DuckDBWriter
 
@@ -35,24 +36,25 @@ GIVE_UP_AFTER = 5
 _LIMIT = re.compile(r"less than or equal to (\d+)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefreshReport:
-    """Objects saved and given up per collection, and collections the server refused to serve."""
+    """Objects read again and saved, per collection."""
 
-    refreshed: dict[str, int] = field(default_factory=dict)
-    given_up: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    requests: int = 0
+    refreshed: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.refreshed.values())
 
 
 def refresh_objects(
-    client: PrefectClient, archive: DuckDBWriter, *, batch: int = BATCH, stop: threading.Event | None = None
+    client: PrefectClient, archive: DuckDBWriter, *, batch: int = BATCH, stop: StopToken = NEVER
 ) -> RefreshReport:
     """Read every queued object from the API and save it; objects the server lacks keep their last version."""
-    report = RefreshReport()
+    refreshed: dict[str, int] = {}
     for collection in COLLECTIONS:
         after: str | None = None
-        while not (stop is not None and stop.is_set()):
+        while not stop.stopped:
             ids = archive.queued_objects(collection, after, batch)
             if not ids:
                 break
@@ -62,20 +64,17 @@ def refresh_objects(
                 # One collection the server won't serve (an older server, a token without access to
                 # it) must not fail every sync: the queue keeps the ids for the next one.
                 log.warning("could not refresh %s (%s); they stay queued for the next sync", collection, exc)
-                report.skipped.append(collection)
                 break
             ids = ids[:batch]
-            report.requests += 1
-            report.refreshed[collection] = report.refreshed.get(collection, 0) + len(objects)
+            refreshed[collection] = refreshed.get(collection, 0) + len(objects)
             given_up = archive.save_objects(collection, ids, objects, GIVE_UP_AFTER)
             if given_up:
-                report.given_up[collection] = report.given_up.get(collection, 0) + given_up
                 log.warning(
                     "%d %s named by archived events were not found on the server after %d tries; "
                     "the archive keeps what it had of them", given_up, collection, GIVE_UP_AFTER,
                 )
             after = ids[-1]
-    return report
+    return RefreshReport(refreshed)
 
 
 def _read(client: PrefectClient, collection: str, ids: list[str], batch: int) -> tuple[list[dict[str, Any]], int]:

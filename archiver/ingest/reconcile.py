@@ -8,13 +8,14 @@ differ are drilled into and read again; inserts are idempotent, so a re-read cos
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from archiver.ingest.fetch import count_buckets, fetch_window, plan_range
+from archiver.ingest.fetch import Planner, count_buckets, fetch_window
+from archiver.ingest.report import Reads
+from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.windows import FINER, TICK, choose_unit
 from archiver.prefect.client import PrefectClient
 from archiver.storage.duckdb.writer import DuckDBWriter
@@ -43,39 +44,40 @@ class BucketDiff:
 ReadProgress = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReconcileResult:
-    """What a reconcile compared and read; the counts add up as a sync's do (see WriteCounts)."""
+    """What a reconcile compared and read; its reads add up as a sync's do (see report.Reads)."""
 
     unit: str
-    buckets: int = 0
-    diffs: list[BucketDiff] = field(default_factory=list)
-    fetched: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    quarantined: int = 0
+    buckets: int = 0  # compared, the finer ones a repair drilled into included
+    diffs: tuple[BucketDiff, ...] = ()  # as first compared, at `unit`
+    reads: Reads = Reads()
 
     @property
     def differing(self) -> int:
         return len(self.diffs)
 
+    @property
+    def inserted(self) -> int:
+        """The events the repair added: those the archive lacked."""
+        return self.reads.inserted
+
 
 def compare(
-    client: PrefectClient, archive: DuckDBWriter, since: datetime, end: datetime, unit: str, result: ReconcileResult
-) -> list[BucketDiff]:
-    """Buckets of `unit` over [since, end) whose server and archive counts differ."""
-    diffs = []
+    client: PrefectClient, archive: DuckDBWriter, since: datetime, end: datetime, unit: str
+) -> tuple[list[BucketDiff], int]:
+    """Buckets of `unit` over [since, end) whose server and archive counts differ, and how many were compared."""
+    diffs, compared = [], 0
     for span_since, span_until, buckets in count_buckets(client, since, end, unit):
         local = archive.bucket_counts(span_since, span_until, unit)
         for bucket in buckets:
-            result.buckets += 1
+            compared += 1
             archived = local.get(bucket.start, 0)
             if archived != bucket.count:
                 diffs.append(
                     BucketDiff(max(bucket.start, span_since), min(bucket.end, span_until), unit, bucket.count, archived)
                 )
-    return diffs
+    return diffs, compared
 
 
 def reconcile(
@@ -87,49 +89,56 @@ def reconcile(
     unit: str | None = None,
     repair: bool = False,
     run_id: uuid.UUID | None = None,
-    stop: threading.Event | None = None,
+    stop: StopToken = NEVER,
     progress: ReadProgress | None = None,
 ) -> ReconcileResult:
     """Compare [since, end) bucket by bucket; with `repair`, read again what the archive lacks."""
     unit = unit or choose_unit(since, end)
-    result = ReconcileResult(unit)
     if since >= end:
-        return result
-    result.diffs = compare(client, archive, since, end, unit, result)
-    if repair:
-        todo = [d for d in result.diffs if d.missing]
-        # At most what the server counts in the buckets still to repair is read again.
-        left = sum(d.server for d in todo)
-
-        def read() -> None:
-            if progress is not None:
-                progress(result.fetched, left)
-
-        read()
-        for diff in todo:
-            if stop is not None and stop.is_set():
-                break  # each repaired window is committed on its own: stopping here loses nothing
-            left -= diff.server
-            _repair(client, archive, diff, result, run_id, read)
-    return result
+        return ReconcileResult(unit)
+    diffs, compared = compare(client, archive, since, end, unit)
+    if not repair:
+        return ReconcileResult(unit, compared, tuple(diffs))
+    todo = [d for d in diffs if d.missing]
+    # At most what the server counts in the buckets still to repair is read again.
+    repairing = _Repair(client, archive, run_id, progress, left=sum(d.server for d in todo))
+    repairing.shown()
+    for diff in todo:
+        if stop.stopped:
+            break  # each repaired window is committed on its own: stopping here loses nothing
+        repairing.left -= diff.server
+        repairing.bucket(diff)
+    return ReconcileResult(unit, compared + repairing.compared, tuple(diffs), repairing.reads)
 
 
-def _repair(
-    client: PrefectClient, archive: DuckDBWriter, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None,
-    read: Callable[[], None],
-) -> None:
-    end = diff.until + TICK
-    if diff.unit in FINER and diff.unit != REPAIR_UNIT and diff.unit != "second":
-        for finer in compare(client, archive, diff.since, end, FINER[diff.unit], result):
-            if finer.missing:
-                _repair(client, archive, finer, result, run_id, read)
-        return
-    for window in plan_range(client, diff.since, end, diff.unit):
-        fetched = fetch_window(client, window)
-        counts = archive.write_batch(fetched.events, fetched.malformed, sync_id=run_id)
-        result.fetched += len(fetched.events) + len(fetched.malformed)
-        result.inserted += counts.inserted
-        result.duplicates += counts.duplicates
-        result.conflicts += counts.conflicts
-        result.quarantined += counts.quarantined
-        read()
+class _Repair:
+    """Reads again the buckets the archive lacks events of, counting what it compared and read."""
+
+    def __init__(self, client: PrefectClient, archive: DuckDBWriter, run_id: uuid.UUID | None,
+                 progress: ReadProgress | None, left: int) -> None:
+        self.client = client
+        self.archive = archive
+        self.run_id = run_id
+        self.progress = progress
+        self.left = left
+        self.compared = 0
+        self.reads = Reads()
+
+    def shown(self) -> None:
+        if self.progress is not None:
+            self.progress(self.reads.fetched, self.left)
+
+    def bucket(self, diff: BucketDiff) -> None:
+        end = diff.until + TICK
+        if diff.unit in FINER and diff.unit != REPAIR_UNIT:
+            finer, compared = compare(self.client, self.archive, diff.since, end, FINER[diff.unit])
+            self.compared += compared
+            for sub in finer:
+                if sub.missing:
+                    self.bucket(sub)
+            return
+        for window in Planner(self.client, diff.since, end).windows():
+            fetched = fetch_window(self.client, window)
+            counts = self.archive.write_batch(fetched.events, fetched.malformed, sync_id=self.run_id)
+            self.reads += Reads.written(len(fetched.events) + len(fetched.malformed), counts)
+            self.shown()

@@ -13,13 +13,13 @@ stopped; a run the server no longer has keeps what was archived.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import parse_timestamp
 from archiver.storage.duckdb.writer import DuckDBWriter, to_json
@@ -110,14 +110,15 @@ class PendingRun:
     covered_until: datetime | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class StatesReport:
-    """Runs read, states written and runs given up on in one pass."""
+    """Runs whose states were read, and state records written, in one pass or batch."""
 
     runs_read: int = 0
     states_saved: int = 0
-    runs_given_up: int = 0
-    blocks_read: int = 0
+
+    def __add__(self, other: StatesReport) -> StatesReport:
+        return StatesReport(self.runs_read + other.runs_read, self.states_saved + other.states_saved)
 
 
 def result_reference(data: Any) -> dict[str, Any] | None:
@@ -218,7 +219,6 @@ def save_states(
     States are replaced by id and never deleted: a run the server no longer has keeps its archive.
     """
     now = now or datetime.now(timezone.utc)
-    report = StatesReport(runs_read=len(read))
     columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
     ledger: tuple[list[Any], ...] = tuple([] for _ in range(7))
     for run, answered in read:
@@ -234,7 +234,6 @@ def save_states(
                 covered_until = run.covered_until
             else:
                 attempts = 0
-                report.runs_given_up += 1
                 log.info(
                     "the server has no %s state of %s %s (it answered %d states); the archive keeps what it has",
                     run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, len(states),
@@ -248,8 +247,7 @@ def save_states(
             conn.exec_driver_sql(_INSERT_STATES, columns)
         if ledger[0]:
             conn.exec_driver_sql(_SAVE_FETCHES, ledger)
-    report.states_saved = len(columns[0])
-    return report
+    return StatesReport(runs_read=len(read), states_saved=len(columns[0]))
 
 
 def _advance_cursor(archive: DuckDBWriter, planned_at: datetime) -> None:
@@ -264,7 +262,7 @@ def _advance_cursor(archive: DuckDBWriter, planned_at: datetime) -> None:
 
 def refresh_states(
     client: PrefectClient, archive: DuckDBWriter, *, concurrency: int = 4, batch: int = BATCH,
-    max_runs: int = MAX_RUNS_PER_PASS, stop: threading.Event | None = None,
+    max_runs: int = MAX_RUNS_PER_PASS, stop: StopToken = NEVER,
 ) -> StatesReport:
     """Read the states of the runs that changed since their states were last read, and archive them."""
     report = StatesReport()
@@ -275,19 +273,16 @@ def refresh_states(
         log.info("more than %d runs have states to read: the next syncs read the rest", max_runs)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="states") as pool:
         for start in range(0, len(pending), batch):
-            if stop is not None and stop.is_set():
+            if stop.stopped:
                 break
             runs = pending[start:start + batch]
             answers = list(pool.map(lambda run: client.read_run_states(run.run_kind, run.run_id), runs))
-            done = save_states(archive, list(zip(runs, answers, strict=True)))
-            report.runs_read += done.runs_read
-            report.states_saved += done.states_saved
-            report.runs_given_up += done.runs_given_up
-    if stop is not None and stop.is_set():
+            report += save_states(archive, list(zip(runs, answers, strict=True)))
+    if stop.stopped:
         return report  # the cursor stays: the next pass plans the rest again
     if complete:
         _advance_cursor(archive, planned_at)
-    report.blocks_read = refresh_storage_blocks(client, archive)
+    refresh_storage_blocks(client, archive)
     return report
 
 

@@ -17,20 +17,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
 from archiver.config import Settings
-from archiver.errors import ArchiveError, Stopped
+from archiver.errors import ArchiveError
 from archiver.ingest.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.ingest.gaps import describe, find_gap
 from archiver.ingest.metadata import refresh_objects
 from archiver.ingest.reconcile import reconcile
+from archiver.ingest.report import FetchResult, GapFound, Reads, SyncReport, TrailingReconcile, attach_report, outcome
 from archiver.ingest.states import refresh_states
+from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.windows import Window
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter, WriteCounts
+from archiver.storage.duckdb.writer import DuckDBWriter
 
 log = logging.getLogger("archiver.ingest.sync")
 
@@ -48,40 +51,6 @@ WINDOWS_AHEAD = 64
 
 # (events read so far, those plus what the server says is still to read)
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class SyncReport:
-    """What a sync did; `--json` prints it as is."""
-
-    run_id: str = ""
-    since: str | None = None
-    until: str | None = None
-    windows: int = 0
-    fetched: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    quarantined: int = 0
-    reconciled: int = 0  # buckets behind the mark where server and archive differed
-    repaired: int = 0  # of `inserted`, the late events the reconcile added
-    reconcile_requests: int = 0  # API requests of the trailing reconcile (count-by and pages)
-    reconcile_seconds: float = 0.0
-    pages: int = 0  # event pages read (/events/filter and /events/filter/next), retries included
-    counts: int = 0  # /events/count-by requests
-    objects_refreshed: int = 0  # flow runs, task runs, deployments, flows, work pools read again
-    runs_states_read: int = 0  # runs whose state records were read (/flow_run_states, /task_run_states)
-    states_saved: int = 0  # state records written (new, or replaced by the server's current version)
-    high_water_mark: str | None = None
-    gaps: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    outcome: str = "running"
-
-    def counters(self) -> dict[str, int]:
-        """The ledger's counters (see store.LEDGER_COUNTERS)."""
-        values = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
-        values["reconciled_buckets"] = self.reconciled
-        return values
 
 
 class _Unread:
@@ -124,13 +93,13 @@ class _Unread:
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
-    def __init__(self, archive: DuckDBWriter, report: SyncReport, mark: datetime | None, commit_every: int,
-                 run_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
+    def __init__(self, archive: DuckDBWriter, run: LedgerRun, mark: datetime | None, commit_every: int,
+                 progress: Progress | None, unread: _Unread) -> None:
         self.archive = archive
-        self.report = report
+        self.run = run
         self.mark = mark
         self.commit_every = commit_every
-        self.run_id = run_id
+        self.ledger_id = run.ledger_id
         self.progress = progress
         self.unread = unread
         self.batch: list[WindowResult] = []
@@ -144,8 +113,7 @@ class _Committer:
         self.batch_events += len(result.events)
         self.batch_bytes += sum(e.size for e in result.events) + sum(len(m.raw) for m in result.malformed)
         self.unread.read(result.window)
-        self.report.windows += 1
-        self.report.fetched += len(result.events) + len(result.malformed)
+        self.run.add(FetchResult(1, Reads(fetched=len(result.events) + len(result.malformed))))
         # Only a window that starts at or before the mark extends the contiguous archived range.
         if self.mark is None or result.window.since <= self.mark:
             self.mark = max(self.mark or result.window.end, result.window.end)
@@ -168,38 +136,33 @@ class _Committer:
                 size, start = 0, i
             size += event.size
         for chunk in chunks:
-            self._count(self.archive.write_batch(chunk, sync_id=self.run_id))
-        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.run_id)
-        self._count(last)
+            self.run.add(FetchResult(reads=Reads.written(0, self.archive.write_batch(chunk, sync_id=self.ledger_id))))
+        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.ledger_id)
+        self.run.add(FetchResult(reads=Reads.written(0, last)))
         for item in malformed:
             log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
         self.batch, self.batch_mark, self.batch_events, self.batch_bytes = [], None, 0, 0
         self.last_flush = time.monotonic()
         if self.progress:
-            self.progress(self.report.fetched, self.report.fetched + self.unread())
-
-    def _count(self, counts: WriteCounts) -> None:
-        self.report.inserted += counts.inserted
-        self.report.duplicates += counts.duplicates
-        self.report.conflicts += counts.conflicts
-        self.report.quarantined += counts.quarantined
+            fetched = self.run.report.fetched
+            self.progress(fetched, fetched + self.unread())
 
 
-def ingest_range(
+def _ingest_range(
     client: PrefectClient,
     archive: DuckDBWriter,
     since: datetime,
     end: datetime,
     *,
-    report: SyncReport,
+    run: LedgerRun,
     mark: datetime | None,
     concurrency: int = 4,
     commit_every: int = 2000,
-    run_id: uuid.UUID,
     progress: Progress | None = None,
-    stop: threading.Event | None = None,
+    stop: StopToken = NEVER,
 ) -> None:
-    """Fetch and write every event with occurred in [since, end), moving the mark as it goes.
+    """Fetch and write every event with occurred in [since, end), moving the mark as it goes; each
+    window read and each batch written count in `run` at once, so a failure loses no count.
 
     Three stages run at once: a planning thread counts and submits windows to the fetch pool in
     plan order (count-by requests never hold up fetching), the pool reads them, and this thread
@@ -207,7 +170,7 @@ def ingest_range(
     keep the pool busy while a batch is being written.
     """
     unread = _Unread(Planner(client, since, end))
-    committer = _Committer(archive, report, mark, commit_every, run_id, progress, unread)
+    committer = _Committer(archive, run, mark, commit_every, progress, unread)
     pending: queue.Queue[Future[WindowResult] | BaseException | None] = queue.Queue(maxsize=WINDOWS_AHEAD)
     closing = threading.Event()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
@@ -224,7 +187,7 @@ def ingest_range(
     def plan() -> None:
         try:
             for window in unread.windows():
-                if closing.is_set() or (stop is not None and stop.is_set()):
+                if closing.is_set() or stop.stopped:
                     break
                 if not offer(pool.submit(fetch_window, client, window)):
                     return
@@ -244,7 +207,7 @@ def ingest_range(
         planning = threading.Thread(target=plan, name="plan", daemon=True)
         planning.start()
         try:
-            while not (stop is not None and stop.is_set()):
+            while not stop.stopped:
                 try:
                     item = pending.get(timeout=IDLE_RELEASE_SECONDS)
                 except queue.Empty:
@@ -289,132 +252,159 @@ def sync(
     since: datetime | None = None,
     until: datetime | None = None,
     progress: Progress | None = None,
-    stop: threading.Event | None = None,
+    stop: StopToken = NEVER,
     now: datetime | None = None,
     reconcile_trailing: bool = True,
-    report: SyncReport | None = None,
 ) -> SyncReport:
     """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
 
     `reconcile_trailing=False` skips the reconcile, for a service told to run it on its own
     interval (schedule.reconcile_every; trailing_reconcile below). Before reading, a sync that
     continues from the mark looks for a stretch the server trimmed first (gaps.py). Setting
-    `stop` ends the sync after the batch in hand is committed; the report's outcome is then "interrupted". A `report` passed in is
-    filled as the sync goes, so a caller still has the counts when the sync raises.
+    `stop` ends the sync after the batch in hand is committed; the report's outcome is then
+    "interrupted". A sync that raises leaves its report, as far as it got, on the exception
+    (report.partial_report).
     """
     now = now or datetime.now(timezone.utc)
-    settled = now - settings.settle
+    settled = settings.settled_until(now)
     end = min(until, settled) if until else settled
     mark = archive.high_water_mark()
-    report = report if report is not None else SyncReport()
-
-    def stopped() -> bool:
-        return stop is not None and stop.is_set()
-
-    with ledger_run(client, archive, report, "sync", since, end) as run_id:
+    with ledger_run(client, archive, "sync", since, end, stop) as run:
         start = since or mark or settings.start
         if start is None:
             start = first_event_time(client, end, settings.retention)
         if since is None:
-            _check_gaps(settings, client, archive, report, run_id, start, mark, now, end)
+            gap = _check_gaps(settings, client, archive, run.ledger_id, start, mark, now, end)
+            run.set(gaps=(gap,) if gap else ())
         if start is not None and start < end:
-            report.since, report.until = format_timestamp(start), format_timestamp(end)
-            ingest_range(
-                client, archive, start, end, report=report, mark=mark,
+            run.set(since=format_timestamp(start), until=format_timestamp(end))
+            _ingest_range(
+                client, archive, start, end, run=run, mark=mark,
                 concurrency=settings.concurrency, commit_every=settings.commit_every,
-                run_id=run_id, progress=progress, stop=stop,
+                progress=progress, stop=stop,
             )
         elif start is None and mark is None:
             # The server holds no events at all: everything before `end` is archived (trivially).
             archive.advance_mark(end)
         new_mark = archive.high_water_mark()
-        if reconcile_trailing and new_mark is not None and not stopped():
-            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop, progress)
-        if not stopped():
-            report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
-        if not stopped():
+        if reconcile_trailing and new_mark is not None and not stop.stopped:
+            run.reconciled(_reconcile_behind(settings, client, archive, new_mark, run, stop, progress))
+        if not stop.stopped:
+            run.set(objects_refreshed=refresh_objects(client, archive, stop=stop).total)
+        if not stop.stopped:
             states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
-            report.runs_states_read, report.states_saved = states.runs_read, states.states_saved
-        report.high_water_mark = format_timestamp(new_mark) if new_mark else None
-        report.outcome = "interrupted" if stopped() else "ok"
-    return report
+            run.set(runs_states_read=states.runs_read, states_saved=states.states_saved)
+        run.set(high_water_mark=format_timestamp(new_mark) if new_mark else None)
+    return run.report
 
 
 def trailing_reconcile(
-    settings: Settings, client: PrefectClient, archive: DuckDBWriter, *, stop: threading.Event | None = None,
-    report: SyncReport | None = None,
+    settings: Settings, client: PrefectClient, archive: DuckDBWriter, *, stop: StopToken = NEVER,
 ) -> SyncReport:
     """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
-    report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
-    with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
+    with ledger_run(client, archive, "reconcile", None, mark, stop) as run:
         if mark is not None:
-            _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
-        report.high_water_mark = format_timestamp(mark) if mark else None
-        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
-    return report
+            run.reconciled(_reconcile_behind(settings, client, archive, mark, run, stop))
+        run.set(high_water_mark=format_timestamp(mark) if mark else None)
+    return run.report
 
 
 @contextmanager
-def ledger_run(client: PrefectClient, archive: DuckDBWriter, report: SyncReport, kind: str,
-                since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
+def ledger_run(client: PrefectClient, archive: DuckDBWriter, kind: str, since: datetime | None,
+               until: datetime | None, stop: StopToken = NEVER) -> Iterator[LedgerRun]:
     """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
-    report's counts and outcome however it ends — "interrupted" by a stop, "failed" by an error."""
+    report's counts and outcome however it ends (report.outcome: "interrupted" by a stop, "failed"
+    by an error, else "ok"). An exception leaves with the report attached (report.partial_report)."""
     started = time.monotonic()
-    sent_before = client.sent.copy()
-    run_id = archive.start_run(kind, since, until)
-    report.run_id = str(run_id)
-    error: str | None = None
+    requests_before = client.requests()
+    run = LedgerRun(archive.start_run(kind, since, until))
+    failure: BaseException | None = None
     try:
-        yield run_id
+        yield run
     except BaseException as exc:
-        report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
-        error = f"{type(exc).__name__}: {exc}"
+        failure = exc
         raise
     finally:
-        report.seconds = round(time.monotonic() - started, 3)
-        sent = client.sent - sent_before
-        report.pages = sent["events/filter"] + sent["events/filter/next"]
-        report.counts = sent["events/count-by/time"]
+        sent = client.requests() - requests_before
+        run.set(seconds=round(time.monotonic() - started, 3), pages=sent.pages, counts=sent.counts,
+                outcome=outcome(stop, failure))
+        error = f"{type(failure).__name__}: {failure}" if failure is not None else None
         try:
-            archive.finish_run(run_id, report.counters(), report.outcome, error)
+            archive.finish_run(run.ledger_id, run.report.ledger_counters(), run.report.outcome, error)
         except Exception as exc:  # the ledger must not hide the error that got us here
-            log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
+            log.warning("could not record the end of run %s in the ledger: %s", run.ledger_id, exc)
+        if failure is not None:
+            attach_report(failure, run.report)
+
+
+class LedgerRun:
+    """One run in the `syncs` ledger (sync, reconcile, verify) and the report its passes add up to.
+
+    The passes return frozen results; this adds them up as they come, so however the run ends
+    the ledger row, and the caller, get the counts of what was committed.
+    """
+
+    def __init__(self, ledger_id: uuid.UUID) -> None:
+        self.ledger_id = ledger_id
+        self._decided = SyncReport(run_id=str(ledger_id))
+        # Added up apart from the report: a backfill adds a window at a time (tens of thousands).
+        self._fetched = FetchResult()
+
+    @property
+    def report(self) -> SyncReport:
+        """The run's report as it stands."""
+        decided, fetched = self._decided, self._fetched
+        reads = fetched.reads
+        return replace(decided, windows=decided.windows + fetched.windows, fetched=decided.fetched + reads.fetched,
+                       inserted=decided.inserted + reads.inserted, duplicates=decided.duplicates + reads.duplicates,
+                       conflicts=decided.conflicts + reads.conflicts,
+                       quarantined=decided.quarantined + reads.quarantined)
+
+    def set(self, **fields: Any) -> None:
+        """Fields a pass decides outright (its bounds, the mark, a count it returned)."""
+        self._decided = replace(self._decided, **fields)
+
+    def add(self, fetched: FetchResult) -> None:
+        """Windows read and batches written: they add to what the run read before."""
+        self._fetched += fetched
+
+    def reconciled(self, trailing: TrailingReconcile) -> None:
+        """A reconcile behind the mark: its reads count like the sync's, its late events as repaired."""
+        decided = self._decided
+        self.add(FetchResult(reads=trailing.reads))
+        self.set(since=decided.since or format_timestamp(trailing.since),
+                 until=decided.until or format_timestamp(trailing.until),
+                 reconciled=decided.reconciled + trailing.differing,
+                 repaired=decided.repaired + trailing.reads.inserted,
+                 reconcile_requests=decided.reconcile_requests + trailing.requests,
+                 reconcile_seconds=round(decided.reconcile_seconds + trailing.seconds, 3))
 
 
 def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDBWriter, mark: datetime,
-                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None,
-                      progress: Progress | None = None) -> None:
-    """Reconcile ingest.reconcile_horizon behind the mark; its reads count in the report like the sync's."""
+                      run: LedgerRun, stop: StopToken, progress: Progress | None = None) -> TrailingReconcile:
+    """Reconcile ingest.reconcile_horizon behind the mark, repairing what the archive lacks."""
     floor = mark - settings.reconcile_horizon
     if settings.start:
         floor = max(floor, settings.start)
-    started, sent_before, read_before = time.monotonic(), client.sent.copy(), report.fetched
+    started, requests_before, read_before = time.monotonic(), client.requests(), run.report.fetched
 
     def show(read: int, left: int) -> None:
         if progress is not None:
             progress(read_before + read, read_before + read + left)
 
-    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop, progress=show)
-    report.since, report.until = report.since or format_timestamp(floor), report.until or format_timestamp(mark)
-    report.reconciled += rec.differing
-    report.repaired += rec.inserted
-    report.fetched += rec.fetched
-    report.inserted += rec.inserted
-    report.duplicates += rec.duplicates
-    report.conflicts += rec.conflicts
-    report.quarantined += rec.quarantined
-    report.reconcile_requests += (client.sent - sent_before).total()
-    report.reconcile_seconds = round(report.reconcile_seconds + time.monotonic() - started, 3)
+    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run.ledger_id, stop=stop, progress=show)
+    return TrailingReconcile(floor, mark, rec.differing, rec.reads, (client.requests() - requests_before).total,
+                             time.monotonic() - started)
 
 
-def _check_gaps(settings: Settings, client: PrefectClient, archive: DuckDBWriter, report: SyncReport, run_id: uuid.UUID,
-                start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
+def _check_gaps(settings: Settings, client: PrefectClient, archive: DuckDBWriter, ledger_id: uuid.UUID,
+                start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> GapFound | None:
     """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
     found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)
     if found is None:
-        return
+        return None
     (since, until), why = found
-    archive.record_gap(since, until, run_id)
-    report.gaps.append({"since": format_timestamp(since), "until": format_timestamp(until), "why": why})
+    archive.record_gap(since, until, ledger_id)
     log.error("GAP: %s (%s)", describe(format_timestamp(since), format_timestamp(until)), why)
+    return GapFound(since, until, why)

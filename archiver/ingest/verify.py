@@ -6,28 +6,31 @@ when repairing (the service holds it for its whole life; see lock.py).
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 
 from archiver.config import Settings
 from archiver.ingest.fetch import first_event_time
 from archiver.ingest.gaps import Gap, server_gap
 from archiver.ingest.reconcile import BucketDiff, ReconcileResult, compare, reconcile
-from archiver.ingest.sync import SyncReport, ledger_run
+from archiver.ingest.report import SyncReport
+from archiver.ingest.stop import NEVER, StopToken
+from archiver.ingest.sync import ledger_run
 from archiver.prefect.client import PrefectClient
+from archiver.prefect.events import format_timestamp
 from archiver.storage.duckdb.writer import DuckDBWriter
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verification:
-    """What a verify found: `result.diffs` as first compared, `remaining` after any repair."""
+    """What a verify found: `result.diffs` as first compared, `remaining` after any repair, and the
+    ledger's report of the repair (None when it only compared)."""
 
     since: datetime
     until: datetime
     result: ReconcileResult
-    repaired: bool = False
-    remaining: list[BucketDiff] = field(default_factory=list)
+    remaining: tuple[BucketDiff, ...] = ()
+    report: SyncReport | None = None
 
     @property
     def missing(self) -> list[BucketDiff]:
@@ -44,14 +47,14 @@ def verify(
     until: datetime | None = None,
     unit: str | None = None,
     repair: bool = False,
-    stop: threading.Event | None = None,
+    stop: StopToken = NEVER,
 ) -> Verification | None:
     """Compare [since, until); None if there is nothing to compare.
 
     Defaults: from the oldest event the server retains (not before ingest.start) to the mark.
     """
     # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
-    settled = datetime.now(timezone.utc) - settings.settle
+    settled = settings.settled_until()
     until = min(until or archive.high_water_mark() or settled, settled)
     if since is None:
         since = first_event_time(client, until, settings.retention)
@@ -62,13 +65,13 @@ def verify(
     if not repair:
         result = reconcile(client, archive, since, until, unit=unit)
         return Verification(since, until, result, remaining=result.diffs)
-    report = SyncReport()
-    with ledger_run(client, archive, report, "verify", since, until) as run_id:
-        result = reconcile(client, archive, since, until, unit=unit, repair=True, run_id=run_id, stop=stop)
-        report.reconciled, report.inserted = result.differing, result.inserted
-        report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
-    remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
-    return Verification(since, until, result, repaired=True, remaining=remaining)
+    with ledger_run(client, archive, "verify", since, until, stop) as run:
+        result = reconcile(client, archive, since, until, unit=unit, repair=True, run_id=run.ledger_id, stop=stop)
+        # The ledger's verify rows count the buckets and the events added, not the reads.
+        run.set(since=format_timestamp(since), until=format_timestamp(until), reconciled=result.differing,
+                inserted=result.inserted, repaired=result.inserted)
+    remaining, _ = compare(client, archive, since, until, result.unit)
+    return Verification(since, until, result, tuple(remaining), run.report)
 
 
 def gaps_seen(settings: Settings, client: PrefectClient, archive: DuckDBWriter) -> list[Gap]:
@@ -80,7 +83,7 @@ def gaps_seen(settings: Settings, client: PrefectClient, archive: DuckDBWriter) 
     gaps = archive.gaps()
     mark = archive.high_water_mark()
     if mark is not None:
-        settled = datetime.now(timezone.utc) - settings.settle
+        settled = settings.settled_until()
         live = server_gap(client, archive, mark, max(settled, mark), settings.retention)
         if live is not None and not any(since <= live[0] and live[1] <= until for since, until in gaps):
             gaps.append(live)

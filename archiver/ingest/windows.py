@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from archiver.prefect.client import PAGE_SIZE, Bucket
-from archiver.prefect.events import PIVOT, format_timestamp
+from archiver.prefect.client import Bucket
+from archiver.prefect.events import PAGE_SIZE, PIVOT, format_timestamp
+from archiver.prefect.spans import MAX_QUERY_SPAN
 
 TICK = timedelta(microseconds=1)
 
@@ -32,11 +33,10 @@ UNITS: dict[str, timedelta] = {
 }
 FINER = {"day": "hour", "hour": "minute", "minute": "second"}
 
-# The server refuses count-by requests that would make more buckets (counting.py).
+# The server refuses count-by requests that would make more buckets (counting.py). Every
+# count-by span, and so every window (windows never cross a span), also stays within Prefect
+# Cloud's MAX_QUERY_SPAN.
 MAX_BUCKETS = 1000
-# Prefect Cloud refuses event queries spanning more than 14 days of `occurred`; every count-by
-# span, and so every window (windows never cross a span), stays within it.
-MAX_QUERY_SPAN = timedelta(days=14)
 
 
 # Bucket sizes the planner counts with: whole seconds, because Prefect's SQLite backend buckets by
@@ -64,7 +64,6 @@ class Window:
     since: datetime
     until: datetime
     expected: int = 0
-    unit: str = "day"
 
     @property
     def end(self) -> datetime:
@@ -217,28 +216,11 @@ def choose_unit(since: datetime, end: datetime) -> str:
     return "second"
 
 
-def group_buckets(
-    buckets: Iterable[Bucket],
-    unit: str,
-    since: datetime,
-    until: datetime,
-    limit: int = PAGE_SIZE,
-) -> Iterator[Window]:
-    """Merge consecutive buckets into windows of at most `limit` events, clipped to [since, until].
-
-    A bucket holding more than `limit` events becomes a window of its own with that count, for the
-    caller to split with a finer unit. Empty stretches join a neighbour, so the windows tile the
-    range with no holes and the high-water mark can pass over them.
-    """
-    return pack(buckets, since, until, limit, unit)
-
-
 def pack(
     buckets: Iterable[Bucket],
     since: datetime,
     until: datetime,
     limit: int = PAGE_SIZE,
-    unit: str = "second",
 ) -> Iterator[Window]:
     """Greedily merge consecutive buckets (of any sizes) into windows of at most `limit` events.
 
@@ -253,11 +235,11 @@ def pack(
             continue
         if (pending is not None and pending.expected + bucket.count <= limit
                 and b_until + TICK - pending.since <= MAX_QUERY_SPAN):
-            pending = Window(pending.since, b_until, pending.expected + bucket.count, unit)
+            pending = Window(pending.since, b_until, pending.expected + bucket.count)
             continue
         if pending is not None:
             yield pending
-        pending = Window(pending.end if pending else since, b_until, bucket.count, unit)
+        pending = Window(pending.end if pending else since, b_until, bucket.count)
     # The server stops its buckets at the end of the current period and may return none at all:
     # stretch the last window to `until` so the tiling has no hole (its fetch checks the total),
     # in as many windows as MAX_QUERY_SPAN needs.
@@ -267,10 +249,6 @@ def pack(
     cursor, expected = (pending.since, pending.expected) if pending else (since, 0)
     while cursor <= until:
         stop = min(until, cursor + MAX_QUERY_SPAN - TICK)
-        yield Window(cursor, stop, expected, unit)
+        yield Window(cursor, stop, expected)
         cursor, expected = stop + TICK, 0
 
-
-def settled_until(now: datetime, settle: timedelta) -> datetime:
-    """The newest `occurred` the archive may treat as complete: the server stores asynchronously."""
-    return now - settle

@@ -21,7 +21,6 @@ import duckdb
 
 from archiver.config import Settings, load_settings
 from archiver.errors import ApiError, ArchiveError, BadInput, EventNotFound, NoTriggeringEvent, RunNotFound
-from archiver.ingest.windows import MAX_QUERY_SPAN
 from archiver.prefect.client import PrefectClient, RetryPolicy, redact_url, tls_verify
 from archiver.prefect.events import (
     EVENT_COLUMNS,
@@ -35,6 +34,7 @@ from archiver.prefect.events import (
 )
 from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch, read_page
 from archiver.prefect.results import ResultReference, ResultUnavailable, StorageBlock, read_result
+from archiver.prefect.spans import MAX_QUERY_SPAN, walk_back
 from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR, lock_is_held
 
@@ -67,10 +67,7 @@ def lookup_windows(event_id: str, now: datetime, horizon: timedelta) -> Iterator
     for back in (timedelta(hours=1), timedelta(days=1), timedelta(days=7)):
         yield now - back, upper
         upper = now - back
-    while upper > now - horizon:
-        lower = max(upper - MAX_QUERY_SPAN, now - horizon)
-        yield lower, upper
-        upper = lower
+    yield from walk_back(upper, now - horizon)
 
 
 def read_live_event(

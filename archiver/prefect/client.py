@@ -42,12 +42,10 @@ from archiver.errors import (
     ConfigError,
     PageTokenRejected,
 )
-from archiver.prefect.events import format_timestamp, parse_timestamp
+from archiver.prefect.events import PAGE_SIZE, format_timestamp, parse_timestamp
+from archiver.prefect.runs import run_kind as kind_named
 
 log = logging.getLogger("archiver.prefect.client")
-
-# The server refuses larger pages with 422 (INTERACTIVE_PAGE_SIZE, server/events/storage).
-PAGE_SIZE = 50
 
 # Headers the client manages itself; Prefect ignores custom values for these too.
 PROTECTED_HEADERS = {"user-agent", "prefect-csrf-token", "prefect-csrf-client"}
@@ -117,6 +115,27 @@ class Pacer:
             self._next = turn + self.interval
         if turn > now:
             self._sleep(turn - now)
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """Requests a client sent, retries included, sorted by what they cost a sync."""
+
+    pages: int = 0  # event pages: POST /events/filter and GET /events/filter/next
+    counts: int = 0  # POST /events/count-by/time
+    other: int = 0  # everything else: runs, states, blocks, CSRF tokens
+
+    @property
+    def total(self) -> int:
+        return self.pages + self.counts + self.other
+
+    def __sub__(self, before: RequestCounts) -> RequestCounts:
+        """The requests sent since `before` was taken."""
+        return RequestCounts(self.pages - before.pages, self.counts - before.counts, self.other - before.other)
+
+
+_PAGE_PATHS = frozenset({"events/filter", "events/filter/next"})
+_COUNT_PATHS = frozenset({"events/count-by/time"})
 
 
 @dataclass(frozen=True)
@@ -215,7 +234,7 @@ class PrefectClient:
         # The URL as the user set it, for messages about the API as a whole (not one endpoint).
         self.shown_url = redact_url(api_url.strip())
         self.retry = retry
-        # Requests sent, by endpoint path, retries included (for reports and benchmarks).
+        # Requests sent, by endpoint path, retries included: reports read requests() instead.
         self.sent: Counter[str] = Counter()
         self._sent_lock = threading.Lock()
         self.csrf_support = csrf_support
@@ -243,6 +262,13 @@ class PrefectClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def requests(self) -> RequestCounts:
+        """The requests sent so far; subtract an earlier snapshot for those of one pass."""
+        with self._sent_lock:
+            pages = sum(n for path, n in self.sent.items() if path in _PAGE_PATHS)
+            counts = sum(n for path, n in self.sent.items() if path in _COUNT_PATHS)
+            return RequestCounts(pages, counts, self.sent.total() - pages - counts)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -287,7 +313,7 @@ class PrefectClient:
 
         None when the server answers 404; a run it no longer has gives [] (its route filters by id).
         """
-        collection = {"flow_run": "flow_run_states/", "task_run": "task_run_states/"}[run_kind]
+        collection = kind_named(run_kind).states_path
         try:
             data = self.request("GET", collection, params={f"{run_kind}_id": run_id})
         except ApiNotFound:

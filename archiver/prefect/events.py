@@ -16,9 +16,15 @@ UTC = timezone.utc
 
 # Prefect's count-by buckets are aligned to this instant (server/events/counting.py).
 PIVOT = datetime(2024, 4, 1, tzinfo=UTC)
+# Before any Prefect event: the lower bound of a query that means "since the beginning".
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The key order Prefect's API uses for an event, so `get` prints what the API would.
-API_FIELDS = ("occurred", "event", "resource", "related", "payload", "id", "follows", "received")
+# Events in one EventPage: the server's default and its maximum for `limit`, refusing larger pages
+# with 422 (INTERACTIVE_PAGE_SIZE, server/events/storage); `serve` answers with the same default.
+PAGE_SIZE = 50
+
+# Seconds in each unit a duration or an age may be written in ("90s", "5m", "3d ago").
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,10 @@ def format_timestamp(value: datetime) -> str:
     return to_utc(value).isoformat().replace("+00:00", "Z")
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+def compact_json(value: Any, *, sort_keys: bool = False) -> str:
+    """JSON text without spaces, Unicode kept: in the server's key order as the archive stores it,
+    or with `sort_keys` as a content hash and the quarantine compare it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
 
 
 def _unarchivable(raw: Any) -> str | None:
@@ -111,7 +119,7 @@ def _raw_text(raw: Any) -> str:
     if isinstance(raw, str):
         return raw.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        text = canonical_json(raw)
+        text = compact_json(raw, sort_keys=True)
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
@@ -256,7 +264,6 @@ def uuid7_time(event_id: uuid.UUID) -> datetime | None:
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$")
-_RELATIVE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_when(value: str, *, name: str = "time", now: datetime | None = None) -> datetime:
@@ -268,7 +275,7 @@ def parse_when(value: str, *, name: str = "time", now: datetime | None = None) -
     match = _RELATIVE.match(text)
     if match:
         try:
-            return now - timedelta(seconds=float(match.group(1)) * _RELATIVE_SECONDS[match.group(2)])
+            return now - timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
         except OverflowError:  # timedelta or the subtraction: an age reaching back past year 1
             raise BadInput(f"{name} {value!r} reaches back before the year 1: use a smaller age") from None
     try:

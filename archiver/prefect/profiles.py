@@ -31,11 +31,15 @@ class Profile:
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
+def prefect_home(environ: Mapping[str, str]) -> Path:
+    """Prefect's home folder: $PREFECT_HOME, else ~/.prefect (its profiles, results and our archive)."""
+    return Path(environ.get("PREFECT_HOME") or DEFAULT_PREFECT_HOME).expanduser()
+
+
 def profiles_path(environ: Mapping[str, str]) -> Path:
     if environ.get("PREFECT_PROFILES_PATH"):
         return Path(environ["PREFECT_PROFILES_PATH"]).expanduser()
-    home = Path(environ.get("PREFECT_HOME") or DEFAULT_PREFECT_HOME).expanduser()
-    return home / "profiles.toml"
+    return prefect_home(environ) / "profiles.toml"
 
 
 def active_profile(environ: Mapping[str, str]) -> Profile:

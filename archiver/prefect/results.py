@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.errors import ArchiverError
+from archiver.prefect.profiles import prefect_home
 
 # Prefect's default for PREFECT_RESULTS_LOCAL_STORAGE_PATH is $PREFECT_HOME/storage.
 _STORAGE_PATH_VARIABLES = ("PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOCAL_STORAGE_PATH")
@@ -130,8 +131,7 @@ def local_result_path(reference: ResultReference, environ: dict[str, str] | None
     for name in _STORAGE_PATH_VARIABLES:
         if env.get(name):
             return Path(env[name]).expanduser() / key
-    home = Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
-    return home / "storage" / key
+    return prefect_home(env) / "storage" / key
 
 
 def read_result(reference: ResultReference, environ: dict[str, str] | None = None) -> Any:

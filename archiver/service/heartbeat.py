@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from archiver.prefect.events import parse_timestamp
+
 # A heartbeat older than this many intervals means the service is gone (killed, machine down).
 STALE_AFTER_BEATS = 3
 
@@ -60,7 +62,7 @@ def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any]
     if state is None:
         return None
     now = now or datetime.now(timezone.utc)
-    beat = datetime.fromisoformat(str(state.get("heartbeat")).replace("Z", "+00:00"))
+    beat = parse_timestamp(state.get("heartbeat"))
     every = timedelta(seconds=float(state.get("heartbeat_every", 30)))
     age = now - beat
     state["heartbeat_age_seconds"] = round(age.total_seconds(), 1)

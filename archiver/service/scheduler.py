@@ -27,14 +27,16 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from archiver.config import Settings
-from archiver.errors import ArchiverError, Stopped
-from archiver.ingest.sync import SyncReport, sync, trailing_reconcile
+from archiver.errors import ArchiverError
+from archiver.ingest.report import SyncReport, outcome, partial_report
+from archiver.ingest.stop import StopToken
+from archiver.ingest.sync import sync, trailing_reconcile
 from archiver.ingest.verify import verify
 from archiver.lookup.events import client_for
-from archiver.prefect.events import format_timestamp
+from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.service.heartbeat import read_state, state_path, write_state
 from archiver.service.metrics import Metrics
-from archiver.service.stop import StopSignals, stoppable_sleep
+from archiver.service.stop import StopSignals
 from archiver.storage.duckdb.lock import SyncLock
 from archiver.storage.duckdb.writer import DuckDBWriter
 
@@ -62,10 +64,10 @@ class Service:
         self.metrics_at = metrics_at
         self.metrics: Metrics | None = None
         self.verbose = verbose
-        self.stop = threading.Event()
+        self.stop = StopToken()
         self._job_lock = threading.Lock()  # held while a job runs: stopping waits on it
         self._state_lock = threading.Lock()
-        self.client = client_for(settings, sleep=stoppable_sleep(self.stop))
+        self.client = client_for(settings, sleep=self.stop.sleep)
         self.failures = 0
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
         self.state_file = state_path(settings.db_path)
@@ -139,7 +141,7 @@ class Service:
     def _first_run(self, last_key: str, every: timedelta, now: datetime) -> datetime:
         # Across restarts: a daily verify stays daily instead of running (or never running) at each start.
         last = self.state.get(last_key)
-        due = datetime.fromisoformat(last.replace("Z", "+00:00")) + every if last else now + every
+        due = parse_timestamp(last) + every if last else now + every
         return max(due, now + timedelta(seconds=1))
 
     def _beat(self) -> None:
@@ -169,34 +171,29 @@ class Service:
 
     def _sync_job(self) -> None:
         separate = bool(self.settings.reconcile_every)
-        self._job("sync", lambda archive, report: sync(self.settings, self.client, archive, stop=self.stop,
-                                                       reconcile_trailing=not separate, report=report))
+        self._job("sync", lambda archive: sync(self.settings, self.client, archive, stop=self.stop,
+                                               reconcile_trailing=not separate))
 
     def _reconcile_job(self) -> None:
-        self._job("reconcile", lambda archive, report: trailing_reconcile(
-            self.settings, self.client, archive, stop=self.stop, report=report))
+        self._job("reconcile", lambda archive: trailing_reconcile(self.settings, self.client, archive, stop=self.stop))
 
     def _verify_job(self) -> None:
-        def work(archive: DuckDBWriter, report: SyncReport) -> SyncReport:
+        def work(archive: DuckDBWriter) -> SyncReport:
             found = verify(self.settings, self.client, archive, repair=True, stop=self.stop)
-            if found is not None:
-                report.since, report.until = format_timestamp(found.since), format_timestamp(found.until)
-                report.reconciled, report.inserted = found.result.differing, found.result.inserted
-                report.repaired = found.result.inserted
-            report.outcome = "interrupted" if self.stop.is_set() else "ok"
-            return report
+            if found is None or found.report is None:  # the server holds nothing to compare
+                return SyncReport(outcome=outcome(self.stop))
+            return found.report
 
         self._job("verify", work)
 
-    def _job(self, job: str, work: Callable[[DuckDBWriter, SyncReport], SyncReport]) -> None:
+    def _job(self, job: str, work: Callable[[DuckDBWriter], SyncReport]) -> None:
         """Run one job; never raise (APScheduler would only log it), log one line, update state."""
         with self._job_lock:
-            if not self.stop.is_set():
+            if not self.stop.stopped:
                 self._run_job(job, work)
 
-    def _run_job(self, job: str, work: Callable[[DuckDBWriter, SyncReport], SyncReport]) -> None:
+    def _run_job(self, job: str, work: Callable[[DuckDBWriter], SyncReport]) -> None:
         started = time.monotonic()
-        report = SyncReport()
         with self._state_lock:
             self.state.update(job=job, job_started=format_timestamp(_now()))
         self._beat()
@@ -204,14 +201,12 @@ class Service:
         archive: DuckDBWriter | None = None
         try:
             archive = DuckDBWriter(self.settings.db_path, self.settings.read_timeout)
-            report = work(archive, report)
-        except Stopped:
-            report.outcome = "interrupted"
-        except ArchiverError as exc:
-            report.outcome, error = "failed", str(exc)
-        except Exception as exc:  # unforeseen: still one line; the traceback with -v
-            report.outcome, error = "failed", f"unexpected {type(exc).__name__}: {exc}"
-            if self.verbose:
+            report = work(archive)
+        except Exception as exc:  # a stop while waiting to retry (Stopped) is "interrupted", with no error
+            report = partial_report(exc)  # what it committed still counts (log line, metrics)
+            if report.outcome == "failed":
+                error = str(exc) if isinstance(exc, ArchiverError) else f"unexpected {type(exc).__name__}: {exc}"
+            if self.verbose and not isinstance(exc, ArchiverError):  # unforeseen: the traceback with -v
                 log.exception("details of the failed %s", job)
         mark = self._mark(archive)
         lag = round((_now() - mark).total_seconds(), 1) if mark else None
@@ -249,7 +244,7 @@ class Service:
         else:
             self.failures += 1
             delay = backoff(self.settings.every, self.failures, self.settings.max_backoff)
-            if self.failures > 1 and not self.stop.is_set():
+            if self.failures > 1 and not self.stop.stopped:
                 self.scheduler.modify_job("sync", next_run_time=_now() + delay)
             retry = f"; next try in {delay.total_seconds():.0f}s ({self.failures} failed in a row)"
         with self._state_lock:
@@ -258,13 +253,7 @@ class Service:
 
     def _log(self, job: str, report: SyncReport, lag: float | None, seconds: float, error: str | None,
              retry: str) -> None:
-        fields = {"event": job, "outcome": report.outcome, "windows": report.windows, "fetched": report.fetched,
-                  "inserted": report.inserted, "reconciled": report.reconciled, "repaired": report.repaired,
-                  "reconcile_requests": report.reconcile_requests, "reconcile_seconds": report.reconcile_seconds,
-                  "gaps": report.gaps,
-                  "objects_refreshed": report.objects_refreshed, "runs_states_read": report.runs_states_read,
-                  "states_saved": report.states_saved,
-                  "lag_seconds": lag, "seconds": round(seconds, 3), "high_water_mark": report.high_water_mark,
+        fields = {"event": job, **report.log_fields(), "lag_seconds": lag, "seconds": round(seconds, 3),
                   "error": error, "consecutive_failures": self.failures if job == "sync" else None}
         windows = f"{report.windows} window{'' if report.windows == 1 else 's'}"
         text = (f"{job} {report.outcome}: {windows}, {report.fetched} fetched, {report.inserted} inserted, "

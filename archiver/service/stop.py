@@ -1,8 +1,8 @@
-"""Stopping cleanly on SIGTERM or Ctrl-C: the signal sets an Event the sync checks between windows.
+"""Stopping cleanly on SIGTERM or Ctrl-C: the signal sets the StopToken the passes check between units.
 
 A sync asked to stop commits the batch in hand (data and mark in one transaction) and returns;
-a retry wait is cut short. A second signal stops at once (KeyboardInterrupt), which is still safe:
-an uncommitted transaction is simply not there after a restart.
+a retry wait is cut short (StopToken.sleep). A second signal stops at once (KeyboardInterrupt),
+which is still safe: an uncommitted transaction is simply not there after a restart.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-from archiver.errors import Stopped
+from archiver.ingest.stop import StopToken
 
 
 class StopSignals:
@@ -23,8 +21,8 @@ class StopSignals:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, stop: threading.Event | None = None, exit_at_once: bool = False) -> None:
-        self.stop = stop or threading.Event()
+    def __init__(self, stop: StopToken | None = None, exit_at_once: bool = False) -> None:
+        self.stop = stop or StopToken()
         # A service's job runs in a worker thread that a KeyboardInterrupt in the main thread
         # would not stop (and the interpreter waits for it): a second signal exits the process.
         self.exit_at_once = exit_at_once
@@ -32,7 +30,7 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop.is_set():  # asked twice: stop now
+        if self.stop.stopped:  # asked twice: stop now
             if self.exit_at_once:
                 sys.stderr.write("prefect-archiver: stopping at once (second signal); committed batches are kept\n")
                 sys.stderr.flush()
@@ -51,13 +49,3 @@ class StopSignals:
     ) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-def stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
-    """A sleep for the client's retry waits that raises Stopped as soon as `stop` is set."""
-
-    def sleep(seconds: float) -> None:
-        if stop.wait(seconds):
-            raise Stopped("stopping: the failed request was not retried")
-
-    return sleep

@@ -40,15 +40,13 @@ from fastapi.responses import JSONResponse
 from archiver.config import Settings
 from archiver.errors import ArchiveError, ArchiverError, BadInput
 from archiver.lookup.events import archive_status, read_archived_event
-from archiver.prefect.events import parse_event_id, parse_timestamp
+from archiver.prefect.events import PAGE_SIZE, parse_event_id, parse_timestamp
 from archiver.prefect.filters import EventFilter, Page, parse_filter, read_page
 from archiver.storage.duckdb.connect import open_reader
 
 log = logging.getLogger("archiver.web.api")
 
 TOKEN_VARIABLE = "ARCHIVER_SERVE_TOKEN"
-# Prefect's INTERACTIVE_PAGE_SIZE (server/events/storage): its default and its maximum for `limit`.
-PREFECT_PAGE_SIZE = 50
 _BODY_KEYS = ("filter", "limit")
 # The whole JSON body as one value, checked by hand (FastAPI would silently drop unknown keys).
 _WHOLE_BODY = Body(None)
@@ -201,7 +199,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
             # Prefect ignores these silently and applies its default filter, which "finds" the
             # wrong events; refuse instead.
             raise BadInput(f"unknown key(s) {', '.join(extra)}: filter criteria go under \"filter\", beside \"limit\"")
-        limit = body.get("limit", PREFECT_PAGE_SIZE)
+        limit = body.get("limit", PAGE_SIZE)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= max_limit:
             raise BadInput(f"limit must be a whole number from 0 to {max_limit}")
         f = parse_filter(body.get("filter"))

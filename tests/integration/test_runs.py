@@ -20,7 +20,7 @@ import pytest
 
 from archiver.ingest.metadata import GIVE_UP_AFTER
 from archiver.ingest.sync import sync
-from archiver.prefect.events import format_timestamp
+from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.storage.duckdb.migrate import available
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import delete, make_event, post_events, run_flows_script, server_events, server_states, wait_until_quiet
@@ -43,7 +43,7 @@ class Workload:
 
 
 def ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return parse_timestamp(value) if value else None
 
 
 def named_objects(events: list[dict[str, Any]]) -> dict[str, set[str]]:

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from archiver.errors import ApiUnavailable
+from archiver.ingest.report import SyncReport
 from archiver.ingest.states import GIVE_UP_AFTER, refresh_states
-from archiver.ingest.sync import SyncReport, sync
-from archiver.prefect.events import format_timestamp
+from archiver.ingest.sync import sync
+from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.query import get_run_result, get_run_states
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import delete, make_event, post_events, run_flows_script, server_states, wait_until_quiet
@@ -144,7 +145,7 @@ def archived_states(db: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_timestamp(value)
 
 
 def test_sync_archives_every_state_of_each_run_as_the_server_returns_it(states_workload):

@@ -263,7 +263,7 @@ def test_a_mark_behind_retention_is_reported_as_a_gap(prefect_server, history, t
         short = settings_for(prefect_server.api_url, db, retention=timedelta(days=2))
         report = sync(short, client, DuckDBWriter(db), until=history.since + timedelta(hours=3))
     assert len(report.gaps) == 1
-    assert report.gaps[0]["since"] == format_timestamp(history.since + timedelta(hours=1))
+    assert report.gaps[0].since == history.since + timedelta(hours=1)
     assert query(db, "SELECT count(*) FROM gaps") == [(1,)]
 
 
@@ -391,7 +391,7 @@ def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(pr
 
     with client_for_test(prefect_server.api_url, Faults(before)) as client:
         report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), until=history.end + timedelta(hours=1))
-    assert report.gaps == [] and query(db, "SELECT count(*) FROM gaps") == [(0,)]
+    assert report.gaps == () and query(db, "SELECT count(*) FROM gaps") == [(0,)]
     # The check costs one small request: the newest archived event's stretch, one event at most.
     assert [(p["limit"], p["filter"]["occurred"]["until"]) for p in probes] == [(1, format_timestamp(history.end))]
 

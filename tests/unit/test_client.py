@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -21,7 +21,7 @@ from archiver.errors import (
     ConfigError,
     PageTokenRejected,
 )
-from archiver.prefect.client import Pacer, PrefectClient, RetryPolicy
+from archiver.prefect.client import Pacer, PrefectClient, RequestCounts, RetryPolicy
 
 PAGE = {"events": [], "total": 0, "next_page": None}
 KEY = "pnu_TOPSECRETKEY0123456789"
@@ -393,3 +393,29 @@ def test_unpaced_client_never_waits():
     for _ in range(5):
         client.read_events({})
     assert sleeps == []
+
+
+def test_request_counts_sort_pages_count_by_and_the_rest_retries_included():
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        if request.url.path.endswith("/events/count-by/time"):
+            return httpx.Response(200, json=[])
+        if request.url.path.endswith("/events/filter") and len(calls) == 1:
+            return httpx.Response(503)  # retried: the retry is a page request too
+        if request.url.path.endswith("/events/filter"):
+            return httpx.Response(200, json={**PAGE, "next_page": "http://x/api/events/filter/next?page-token=t"})
+        if request.url.path.endswith("/events/filter/next"):
+            return httpx.Response(200, json=PAGE)
+        return httpx.Response(200, json=[])
+
+    client = client_with(handler)
+    before = client.requests()
+    assert before == RequestCounts(0, 0, 0)
+    list(client.iter_pages({}))
+    client.count_by_time(datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc), "hour")
+    client.read_run_states("flow_run", "0" * 32)
+    sent = client.requests() - before
+    assert sent == RequestCounts(pages=3, counts=1, other=1)
+    assert sent.total == len(calls) == 5

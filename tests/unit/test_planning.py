@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from archiver.ingest.windows import (
     MAX_BUCKETS,
-    MAX_QUERY_SPAN,
     SIZES,
     TARGET_PER_BUCKET,
     TICK,
@@ -21,12 +20,12 @@ from archiver.ingest.windows import (
     choose_unit,
     coarse_size,
     count_spans,
-    group_buckets,
     pack,
     refine_plan,
 )
 from archiver.prefect.client import Bucket
 from archiver.prefect.events import PIVOT
+from archiver.prefect.spans import MAX_QUERY_SPAN
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -46,15 +45,15 @@ def assert_tiles(windows, since, until):
 
 def test_groups_fit_one_page_and_tile_the_range():
     counts = [10, 20, 15, 0, 0, 49, 1, 50, 0, 3]
-    windows = list(group_buckets(buckets("hour", counts), "hour", T0, T0 + timedelta(hours=10) - TICK))
+    windows = list(pack(buckets("hour", counts), T0, T0 + timedelta(hours=10) - TICK))
     assert_tiles(windows, T0, T0 + timedelta(hours=10) - TICK)
     assert all(w.expected <= 50 for w in windows)
     assert sum(w.expected for w in windows) == sum(counts)
     assert [w.expected for w in windows] == [45, 50, 50, 3]
 
 
-def test_dense_bucket_is_its_own_window_for_drill_down():
-    windows = list(group_buckets(buckets("hour", [5, 120, 5]), "hour", T0, T0 + timedelta(hours=3) - TICK))
+def test_bucket_denser_than_a_page_is_a_window_of_its_own():
+    windows = list(pack(buckets("hour", [5, 120, 5]), T0, T0 + timedelta(hours=3) - TICK))
     assert [w.expected for w in windows] == [5, 120, 5]
     assert windows[1].since == T0 + timedelta(hours=1)
     assert windows[1].until == T0 + timedelta(hours=2) - TICK
@@ -63,18 +62,18 @@ def test_dense_bucket_is_its_own_window_for_drill_down():
 def test_partial_edge_buckets_are_clipped_to_the_range():
     since = T0 + timedelta(minutes=17)
     until = T0 + timedelta(hours=2, minutes=5)
-    windows = list(group_buckets(buckets("hour", [1, 1, 1]), "hour", since, until))
+    windows = list(pack(buckets("hour", [1, 1, 1]), since, until))
     assert_tiles(windows, since, until)
 
 
 def test_no_buckets_still_covers_the_range():
-    windows = list(group_buckets([], "day", T0, T0 + timedelta(days=2)))
+    windows = list(pack([], T0, T0 + timedelta(days=2)))
     assert len(windows) == 1 and windows[0].since == T0 and windows[0].until == T0 + timedelta(days=2)
 
 
 def test_buckets_short_of_the_end_are_stretched_to_it():
     until = T0 + timedelta(hours=5) - TICK
-    windows = list(group_buckets(buckets("hour", [3, 4]), "hour", T0, until))
+    windows = list(pack(buckets("hour", [3, 4]), T0, until))
     assert windows[-1].until == until
 
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from archiver.errors import ArchiveError, BadInput
+from archiver.ingest.report import LEDGER_COUNTERS
 from archiver.ingest.windows import UNITS
 from archiver.prefect.events import PIVOT, Event, Malformed, parse_event_id, to_utc
 from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
@@ -131,11 +132,6 @@ def _save_objects_sql(kind: str) -> str:
         f"INSERT INTO {kind} ({', '.join(columns)}) "
         f"SELECT {', '.join(columns.values())} FROM (SELECT unnest($1::JSON[]) AS o)"
     )
-
-
-LEDGER_COUNTERS = (
-    "windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
-)
 
 
 @dataclass
