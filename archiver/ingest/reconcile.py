@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from archiver.ingest.fetch import count_buckets, fetch_window, plan_range
-from archiver.ingest.windows import FINER, TICK, choose_unit
+from archiver.ingest.windows import FINER, TICK, UNITS, choose_unit
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter
 
 # Differing buckets are narrowed down to this unit before their events are read again.
 REPAIR_UNIT = "minute"
@@ -62,12 +62,12 @@ class ReconcileResult:
 
 
 def compare(
-    client: PrefectClient, archive: DuckDBWriter, since: datetime, end: datetime, unit: str, result: ReconcileResult
+    client: PrefectClient, archive: ArchiveWriter, since: datetime, end: datetime, unit: str, result: ReconcileResult
 ) -> list[BucketDiff]:
     """Buckets of `unit` over [since, end) whose server and archive counts differ."""
     diffs = []
     for span_since, span_until, buckets in count_buckets(client, since, end, unit):
-        local = archive.bucket_counts(span_since, span_until, unit)
+        local = archive.bucket_counts(span_since, span_until, UNITS[unit])
         for bucket in buckets:
             result.buckets += 1
             archived = local.get(bucket.start, 0)
@@ -80,13 +80,13 @@ def compare(
 
 def reconcile(
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     since: datetime,
     end: datetime,
     *,
     unit: str | None = None,
     repair: bool = False,
-    run_id: uuid.UUID | None = None,
+    ledger_id: uuid.UUID | None = None,
     stop: threading.Event | None = None,
     progress: ReadProgress | None = None,
 ) -> ReconcileResult:
@@ -110,23 +110,23 @@ def reconcile(
             if stop is not None and stop.is_set():
                 break  # each repaired window is committed on its own: stopping here loses nothing
             left -= diff.server
-            _repair(client, archive, diff, result, run_id, read)
+            _repair(client, archive, diff, result, ledger_id, read)
     return result
 
 
 def _repair(
-    client: PrefectClient, archive: DuckDBWriter, diff: BucketDiff, result: ReconcileResult, run_id: uuid.UUID | None,
+    client: PrefectClient, archive: ArchiveWriter, diff: BucketDiff, result: ReconcileResult, ledger_id: uuid.UUID | None,
     read: Callable[[], None],
 ) -> None:
     end = diff.until + TICK
     if diff.unit in FINER and diff.unit != REPAIR_UNIT and diff.unit != "second":
         for finer in compare(client, archive, diff.since, end, FINER[diff.unit], result):
             if finer.missing:
-                _repair(client, archive, finer, result, run_id, read)
+                _repair(client, archive, finer, result, ledger_id, read)
         return
     for window in plan_range(client, diff.since, end, diff.unit):
         fetched = fetch_window(client, window)
-        counts = archive.write_batch(fetched.events, fetched.malformed, sync_id=run_id)
+        counts = archive.write_batch(fetched.events, fetched.malformed, ledger_id=ledger_id)
         result.fetched += len(fetched.events) + len(fetched.malformed)
         result.inserted += counts.inserted
         result.duplicates += counts.duplicates

@@ -30,7 +30,7 @@ from archiver.ingest.states import refresh_states
 from archiver.ingest.windows import Window
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter, WriteCounts
+from archiver.storage.writer import ArchiveWriter, WriteCounts
 
 log = logging.getLogger("archiver.ingest.sync")
 
@@ -39,7 +39,7 @@ COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
 BATCH_BYTES = 8 * 1024 * 1024
-# How long the writer waits for the next fetched window while keeping the file (store.HOLD_SECONDS)
+# How long the writer waits for the next fetched window while keeping what a hold keeps (holding())
 # before it lets go, so readers are not kept out while the writer has nothing to write.
 IDLE_RELEASE_SECONDS = 0.05
 # Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
@@ -78,7 +78,7 @@ class SyncReport:
     outcome: str = "running"
 
     def counters(self) -> dict[str, int]:
-        """The ledger's counters (see store.LEDGER_COUNTERS)."""
+        """The ledger's counters (see archiver.storage.writer.LEDGER_COUNTERS)."""
         values = {k: v for k, v in asdict(self).items() if isinstance(v, int)}
         values["reconciled_buckets"] = self.reconciled
         return values
@@ -124,13 +124,13 @@ class _Unread:
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
-    def __init__(self, archive: DuckDBWriter, report: SyncReport, mark: datetime | None, commit_every: int,
-                 run_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
+    def __init__(self, archive: ArchiveWriter, report: SyncReport, mark: datetime | None, commit_every: int,
+                 ledger_id: uuid.UUID, progress: Progress | None, unread: _Unread) -> None:
         self.archive = archive
         self.report = report
         self.mark = mark
         self.commit_every = commit_every
-        self.run_id = run_id
+        self.ledger_id = ledger_id
         self.progress = progress
         self.unread = unread
         self.batch: list[WindowResult] = []
@@ -168,8 +168,8 @@ class _Committer:
                 size, start = 0, i
             size += event.size
         for chunk in chunks:
-            self._count(self.archive.write_batch(chunk, sync_id=self.run_id))
-        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.run_id)
+            self._count(self.archive.write_batch(chunk, ledger_id=self.ledger_id))
+        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, ledger_id=self.ledger_id)
         self._count(last)
         for item in malformed:
             log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
@@ -187,7 +187,7 @@ class _Committer:
 
 def ingest_range(
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     since: datetime,
     end: datetime,
     *,
@@ -195,7 +195,7 @@ def ingest_range(
     mark: datetime | None,
     concurrency: int = 4,
     commit_every: int = 2000,
-    run_id: uuid.UUID,
+    ledger_id: uuid.UUID,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -207,7 +207,7 @@ def ingest_range(
     keep the pool busy while a batch is being written.
     """
     unread = _Unread(Planner(client, since, end))
-    committer = _Committer(archive, report, mark, commit_every, run_id, progress, unread)
+    committer = _Committer(archive, report, mark, commit_every, ledger_id, progress, unread)
     pending: queue.Queue[Future[WindowResult] | BaseException | None] = queue.Queue(maxsize=WINDOWS_AHEAD)
     closing = threading.Event()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
@@ -284,7 +284,7 @@ def ingest_range(
 def sync(
     settings: Settings,
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -311,25 +311,25 @@ def sync(
     def stopped() -> bool:
         return stop is not None and stop.is_set()
 
-    with ledger_run(client, archive, report, "sync", since, end) as run_id:
+    with ledger_run(client, archive, report, "sync", since, end) as ledger_id:
         start = since or mark or settings.start
         if start is None:
             start = first_event_time(client, end, settings.retention)
         if since is None:
-            _check_gaps(settings, client, archive, report, run_id, start, mark, now, end)
+            _check_gaps(settings, client, archive, report, ledger_id, start, mark, now, end)
         if start is not None and start < end:
             report.since, report.until = format_timestamp(start), format_timestamp(end)
             ingest_range(
                 client, archive, start, end, report=report, mark=mark,
                 concurrency=settings.concurrency, commit_every=settings.commit_every,
-                run_id=run_id, progress=progress, stop=stop,
+                ledger_id=ledger_id, progress=progress, stop=stop,
             )
         elif start is None and mark is None:
             # The server holds no events at all: everything before `end` is archived (trivially).
             archive.advance_mark(end)
         new_mark = archive.high_water_mark()
         if reconcile_trailing and new_mark is not None and not stopped():
-            _reconcile_behind(settings, client, archive, new_mark, report, run_id, stop, progress)
+            _reconcile_behind(settings, client, archive, new_mark, report, ledger_id, stop, progress)
         if not stopped():
             report.objects_refreshed = sum(refresh_objects(client, archive, stop=stop).refreshed.values())
         if not stopped():
@@ -341,32 +341,32 @@ def sync(
 
 
 def trailing_reconcile(
-    settings: Settings, client: PrefectClient, archive: DuckDBWriter, *, stop: threading.Event | None = None,
+    settings: Settings, client: PrefectClient, archive: ArchiveWriter, *, stop: threading.Event | None = None,
     report: SyncReport | None = None,
 ) -> SyncReport:
     """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
     report = report if report is not None else SyncReport()
     mark = archive.high_water_mark()
-    with ledger_run(client, archive, report, "reconcile", None, mark) as run_id:
+    with ledger_run(client, archive, report, "reconcile", None, mark) as ledger_id:
         if mark is not None:
-            _reconcile_behind(settings, client, archive, mark, report, run_id, stop)
+            _reconcile_behind(settings, client, archive, mark, report, ledger_id, stop)
         report.high_water_mark = format_timestamp(mark) if mark else None
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
     return report
 
 
 @contextmanager
-def ledger_run(client: PrefectClient, archive: DuckDBWriter, report: SyncReport, kind: str,
+def ledger_run(client: PrefectClient, archive: ArchiveWriter, report: SyncReport, kind: str,
                 since: datetime | None, until: datetime | None) -> Iterator[uuid.UUID]:
     """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
     report's counts and outcome however it ends — "interrupted" by a stop, "failed" by an error."""
     started = time.monotonic()
     sent_before = client.sent.copy()
-    run_id = archive.start_run(kind, since, until)
-    report.run_id = str(run_id)
+    ledger_id = archive.start_run(kind, since, until)
+    report.run_id = str(ledger_id)  # the report's (and `sync --json`'s) name for the ledger row
     error: str | None = None
     try:
-        yield run_id
+        yield ledger_id
     except BaseException as exc:
         report.outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, Stopped)) else "failed"
         error = f"{type(exc).__name__}: {exc}"
@@ -377,13 +377,13 @@ def ledger_run(client: PrefectClient, archive: DuckDBWriter, report: SyncReport,
         report.pages = sent["events/filter"] + sent["events/filter/next"]
         report.counts = sent["events/count-by/time"]
         try:
-            archive.finish_run(run_id, report.counters(), report.outcome, error)
+            archive.finish_run(ledger_id, report.counters(), report.outcome, error)
         except Exception as exc:  # the ledger must not hide the error that got us here
-            log.warning("could not record the end of run %s in the ledger: %s", run_id, exc)
+            log.warning("could not record the end of run %s in the ledger: %s", ledger_id, exc)
 
 
-def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDBWriter, mark: datetime,
-                      report: SyncReport, run_id: uuid.UUID, stop: threading.Event | None,
+def _reconcile_behind(settings: Settings, client: PrefectClient, archive: ArchiveWriter, mark: datetime,
+                      report: SyncReport, ledger_id: uuid.UUID, stop: threading.Event | None,
                       progress: Progress | None = None) -> None:
     """Reconcile ingest.reconcile_horizon behind the mark; its reads count in the report like the sync's."""
     floor = mark - settings.reconcile_horizon
@@ -395,7 +395,7 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDB
         if progress is not None:
             progress(read_before + read, read_before + read + left)
 
-    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run_id, stop=stop, progress=show)
+    rec = reconcile(client, archive, floor, mark, repair=True, ledger_id=ledger_id, stop=stop, progress=show)
     report.since, report.until = report.since or format_timestamp(floor), report.until or format_timestamp(mark)
     report.reconciled += rec.differing
     report.repaired += rec.inserted
@@ -408,13 +408,13 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDB
     report.reconcile_seconds = round(report.reconcile_seconds + time.monotonic() - started, 3)
 
 
-def _check_gaps(settings: Settings, client: PrefectClient, archive: DuckDBWriter, report: SyncReport, run_id: uuid.UUID,
+def _check_gaps(settings: Settings, client: PrefectClient, archive: ArchiveWriter, report: SyncReport, ledger_id: uuid.UUID,
                 start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> None:
     """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
     found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)
     if found is None:
         return
     (since, until), why = found
-    archive.record_gap(since, until, run_id)
+    archive.record_gap(since, until, ledger_id)
     report.gaps.append({"since": format_timestamp(since), "until": format_timestamp(until), "why": why})
     log.error("GAP: %s (%s)", describe(format_timestamp(since), format_timestamp(until)), why)

@@ -1,7 +1,7 @@
 """`verify`: compare the archive with the server over a range and, with repair, fill what it lacks.
 
-Shared by `prefect-archiver verify` and the service's daily job. The caller holds the sync lock
-when repairing (the service holds it for its whole life; see lock.py).
+Shared by `prefect-archiver verify` and the service's daily job. The caller holds the writer lock
+(Archive.writer_lock) when repairing (the service holds it for its whole life).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 
 from archiver.config import Settings
 from archiver.ingest.fetch import first_event_time
-from archiver.ingest.gaps import Gap, server_gap
+from archiver.ingest.gaps import server_gap
 from archiver.ingest.reconcile import BucketDiff, ReconcileResult, compare, reconcile
 from archiver.ingest.sync import SyncReport, ledger_run
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter, Gap
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Verification:
 def verify(
     settings: Settings,
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -63,15 +63,15 @@ def verify(
         result = reconcile(client, archive, since, until, unit=unit)
         return Verification(since, until, result, remaining=result.diffs)
     report = SyncReport()
-    with ledger_run(client, archive, report, "verify", since, until) as run_id:
-        result = reconcile(client, archive, since, until, unit=unit, repair=True, run_id=run_id, stop=stop)
+    with ledger_run(client, archive, report, "verify", since, until) as ledger_id:
+        result = reconcile(client, archive, since, until, unit=unit, repair=True, ledger_id=ledger_id, stop=stop)
         report.reconciled, report.inserted = result.differing, result.inserted
         report.outcome = "interrupted" if stop is not None and stop.is_set() else "ok"
     remaining = compare(client, archive, since, until, result.unit, ReconcileResult(result.unit))
     return Verification(since, until, result, repaired=True, remaining=remaining)
 
 
-def gaps_seen(settings: Settings, client: PrefectClient, archive: DuckDBWriter) -> list[Gap]:
+def gaps_seen(settings: Settings, client: PrefectClient, archive: ArchiveWriter) -> list[Gap]:
     """The gaps syncs recorded, and the one the server shows now if it has trimmed past the mark.
 
     Verify compares only what the server still holds, so a stretch it trimmed before the archive
