@@ -430,10 +430,11 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     if not archive.exists():
         raise ArchiveMissing(settings.db_path)
     lock = archive.writer_lock(settings.lock_timeout) if args.repair else nullcontext()
-    with lock, client_for(settings, interactive=True) as client:
-        writer = archive.writer(settings.read_timeout)
-        found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=args.repair)
-        gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, writer)]
+    with lock:
+        writer = archive.writer(settings.read_timeout)  # before the client: a damaged archive is said first
+        with client_for(settings, interactive=True) as client:
+            found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=args.repair)
+            gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, writer)]
         writer.close()
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]

@@ -13,21 +13,19 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 import pytest
 
-from archiver.prefect.events import Event, Malformed, format_timestamp, parse_event
+from archiver.prefect.events import Event, Malformed, parse_event
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.writer import ArchiveWriter
+from tests.unit.storage.shapes import T0, event_json
 
 BACKENDS = ["duckdb"]  # the PostgreSQL backend joins here (next issue)
-
-# Any instant well inside what every backend stores; events are placed relative to it.
-T0 = datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -82,34 +80,12 @@ def failing_after_events(backend: Archive, monkeypatch: pytest.MonkeyPatch) -> C
     return failing
 
 
-# -- Prefect-shaped events, parsed the way a sync parses a page ----------------------------------
-
-def _event_json(occurred: datetime, *, event_id: uuid.UUID | None = None, name: str = "prefect.flow-run.Completed",
-                flow_run: uuid.UUID | None = None, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    run = flow_run or uuid.uuid4()
-    flow = uuid.UUID(int=run.int ^ 1)
-    return {
-        "id": str(event_id or uuid.uuid4()),
-        "occurred": format_timestamp(occurred),
-        "event": name,
-        "resource": {"prefect.resource.id": f"prefect.flow-run.{run}", "prefect.resource.name": "calm-otter",
-                     "prefect.state-type": name.rsplit(".", 1)[-1].upper(), "prefect.state-name": name.rsplit(".", 1)[-1],
-                     "prefect.state-timestamp": format_timestamp(occurred)},
-        "related": [{"prefect.resource.id": f"prefect.flow.{flow}", "prefect.resource.role": "flow",
-                     "prefect.resource.name": "etl"},
-                    {"prefect.resource.id": "prefect.tag.nightly", "prefect.resource.role": "tag"}],
-        "payload": payload if payload is not None else {"intended": {"from": "RUNNING", "to": "COMPLETED"}},
-        "received": format_timestamp(occurred + timedelta(milliseconds=40)),
-        "follows": None,
-    }
-
-
 @pytest.fixture
 def make_event() -> Callable[..., Event]:
     """An Event as parse_event makes it from what /events/filter returns (keyword options: event_id,
     name, flow_run, payload)."""
     def make(occurred: datetime = T0, **options: Any) -> Event:
-        item = parse_event(_event_json(occurred, **options))
+        item = parse_event(event_json(occurred, **options))
         assert isinstance(item, Event), item
         return item
 
@@ -120,7 +96,7 @@ def make_event() -> Callable[..., Event]:
 def make_malformed() -> Callable[..., Malformed]:
     """A page item that is not an archivable event (its occurred is no time), keeping its id."""
     def make(event_id: uuid.UUID | None = None, note: str = "") -> Malformed:
-        raw = _event_json(T0, event_id=event_id, payload={"note": note})
+        raw = event_json(T0, event_id=event_id, payload={"note": note})
         raw["occurred"] = "not a time"
         item = parse_event(json.loads(json.dumps(raw)))
         assert isinstance(item, Malformed), item

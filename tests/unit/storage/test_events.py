@@ -10,8 +10,7 @@ import pytest
 from archiver.errors import ArchiveError
 from archiver.prefect.events import PIVOT
 from archiver.storage.writer import WriteCounts
-
-from .conftest import T0
+from tests.unit.storage.shapes import T0
 
 
 def test_the_same_batch_twice_is_stored_once_and_the_counts_say_so(writer, stored, make_event):

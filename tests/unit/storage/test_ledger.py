@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
-
-from .conftest import T0
+from tests.unit.storage.shapes import T0
 
 
 def test_a_run_is_running_until_finished_with_its_counters_and_the_mark(writer, stored, make_event):

@@ -12,8 +12,7 @@ import pytest
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.migrate import BOOTSTRAP, available
-
-from .conftest import T0
+from tests.unit.storage.shapes import T0
 
 SCHEMAS = range(len(available()))  # an archive at each schema before the newest (0: only the bootstrap)
 EVENT_ID, RUN = uuid.uuid4(), uuid.uuid4()

@@ -6,8 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from archiver.storage.writer import PendingRun, RunState, StateFetch, StorageBlock
-
-from .conftest import T0
+from tests.unit.storage.shapes import T0
 
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
