@@ -12,7 +12,8 @@ path. What an implementation must guarantee (tests/unit/storage holds every back
   the batch) is not written again; an item already quarantined is not quarantined again.
 - **Exact counts of what was new.** WriteCounts says what the batch did: inserted + duplicates
   + quarantined = the events and malformed items handed in; conflicts counts the repeats whose
-  content differs from the archived version (the archived one is kept). Counted from what the
+  content differs from the version they were compared with (the batch's first of that id, or the
+  archived one); the version stored first is kept. Counted from what the
   database says it inserted (RETURNING), never from a driver's rowcount.
 - **Cursors only move forward.** The high-water mark and the states pass's cursor never move
   back, whatever they are given.
@@ -56,7 +57,7 @@ class WriteCounts:
 
     inserted: int = 0
     duplicates: int = 0
-    conflicts: int = 0  # of the duplicates, those whose content differs from the archived version
+    conflicts: int = 0  # of the duplicates, those whose content differs from the version kept
     quarantined: int = 0
     resolved: int = 0  # quarantined items whose real event is now archived
 
