@@ -123,7 +123,10 @@ _PREFIXES = {"flow_run": "prefect.flow-run.%", "task_run": "prefect.task-run.%"}
 # Runs with state events archived since the cursor, and runs still being retried; pending when
 # their newest state event is newer than their newest archived state and than what an earlier
 # read covered. The event columns are those of the flow_run_states / task_run_states views
-# (migration 0003), read from `events` directly so the scan can skip by archived_at.
+# (migration 0003), read from `events` directly so the scan can skip by archived_at. The fetches
+# are joined as a subquery: duckdb 2.0.1 drops the LIMIT of `LEFT JOIN run_state_fetches f ON
+# f.run_kind = $1 AND …` while that table is empty (measured: every pending run for LIMIT 3) — the
+# first pass after an upgrade, the one MAX_RUNS_PER_PASS is there to bound.
 _PENDING = """
 WITH fresh AS (
     SELECT right(resource_id, 36)::UUID AS run_id,
@@ -142,7 +145,7 @@ WITH fresh AS (
 SELECT c.run_id, c.newest, f.attempts, f.covered_until
 FROM candidates c
 LEFT JOIN newest_state s ON s.run_id = c.run_id
-LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = c.run_id
+LEFT JOIN (SELECT * FROM run_state_fetches WHERE run_kind = $1) f ON f.run_id = c.run_id
 WHERE c.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
   AND c.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
 ORDER BY c.run_id
@@ -178,10 +181,8 @@ def states_cursor(conn: sa.Connection) -> datetime | None:
 
 def pending_runs(conn: sa.Connection, run_kind: str, since: datetime, limit: int) -> list[PendingRun]:
     rows = conn.exec_driver_sql(_PENDING, (run_kind, since, _PREFIXES[run_kind], limit)).fetchall()
-    # Sliced as well: duckdb 2.0.1 plans this query without its LIMIT (measured: every pending run
-    # came back for LIMIT 3, whether the limit was a parameter or a literal, with or without a subquery).
     return [PendingRun(run_kind, str(run_id), to_utc(newest), attempts or 0, to_utc(covered) if covered else None)
-            for run_id, newest, attempts, covered in rows[:limit]]
+            for run_id, newest, attempts, covered in rows]
 
 
 def _state_columns(states: Sequence[RunState]) -> tuple[list[Any], ...]:
