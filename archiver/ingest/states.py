@@ -130,15 +130,16 @@ def pending_runs(archive: ArchiveWriter, limit: int = MAX_RUNS_PER_PASS) -> tupl
     planned, and whether that is all of them."""
     planned_at = datetime.now(timezone.utc)
     pending: list[PendingRun] = []
-    cursor = archive.states_cursor()
-    since = cursor - CURSOR_MARGIN if cursor is not None else datetime.min.replace(tzinfo=timezone.utc)
-    for kind in RUN_KINDS:
-        room = limit - len(pending)
-        # One row more than there is room for says whether this is all of them.
-        runs = archive.pending_runs(kind, since, room + 1)
-        pending += runs[:room]
-        if len(runs) > room:
-            return pending, planned_at, False
+    with archive.holding():  # three reads in a row: one opening of the archive, not three
+        cursor = archive.states_cursor()
+        since = cursor - CURSOR_MARGIN if cursor is not None else datetime.min.replace(tzinfo=timezone.utc)
+        for kind in RUN_KINDS:
+            room = limit - len(pending)
+            # One row more than there is room for says whether this is all of them.
+            runs = archive.pending_runs(kind, since, room + 1)
+            pending += runs[:room]
+            if len(runs) > room:
+                return pending, planned_at, False
     return pending, planned_at, True
 
 
