@@ -157,23 +157,23 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.ingest.sync import sync
     from archiver.lookup.events import client_for
     from archiver.service.stop import StopSignals
-    from archiver.storage.duckdb.lock import SyncLock
-    from archiver.storage.duckdb.writer import DuckDBWriter
+    from archiver.storage import open_archive
 
     since, until = _range(args)
     progress = _ProgressLine()
     signals = StopSignals()
-    with signals, SyncLock(settings.db_path, settings.lock_timeout), \
+    archive = open_archive(settings.archive_url)
+    with signals, archive.writer_lock(settings.lock_timeout), \
             client_for(settings, sleep=signals.stop.sleep, interactive=True) as client:
-        archive = DuckDBWriter(settings.db_path, settings.read_timeout)
+        writer = archive.writer(settings.read_timeout)
         try:
-            report = sync(settings, client, archive, since=since, until=until, progress=progress, stop=signals.stop)
+            report = sync(settings, client, writer, since=since, until=until, progress=progress, stop=signals.stop)
         except Stopped as exc:
             report = partial_report(exc)  # "interrupted"; committed batches are kept
         finally:
             progress.close()
     if report.outcome == "interrupted":
-        mark = archive.high_water_mark()
+        mark = writer.high_water_mark()
         print(f"prefect-archiver: stopped on {signals.received}: what was committed is kept (high-water mark "
               f"{format_timestamp(mark) if mark else 'not set'}); run `prefect-archiver sync` again to continue",
               file=sys.stderr)
@@ -342,9 +342,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.lookup.events import archive_status
     from archiver.prefect.client import redact_url
     from archiver.service.heartbeat import service_status
+    from archiver.storage import open_archive
 
     status = archive_status(settings.db_path, settings.read_timeout)
-    status["service"] = service_status(settings.db_path)
+    status["service"] = service_status(open_archive(settings.archive_url))
     status["api_url"] = redact_url(settings.api_url) if settings.api_url else None
     status["api_url_source"] = describe_source(settings, "api.url")
     if args.json:
@@ -416,17 +417,19 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.ingest.gaps import describe
     from archiver.ingest.verify import gaps_seen, verify
     from archiver.lookup.events import client_for
-    from archiver.storage.duckdb.connect import require_archive
-    from archiver.storage.duckdb.lock import SyncLock
-    from archiver.storage.duckdb.writer import DuckDBWriter
+    from archiver.storage import open_archive
 
     since, until = _range(args)
-    require_archive(settings.db_path)
-    lock = SyncLock(settings.db_path, settings.lock_timeout) if args.repair else nullcontext()
-    with lock, client_for(settings, interactive=True) as client:
-        archive = DuckDBWriter(settings.db_path, settings.read_timeout)
-        found = verify(settings, client, archive, since=since, until=until, unit=args.unit, repair=args.repair)
-        gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, archive)]
+    archive = open_archive(settings.archive_url)
+    if not archive.exists():
+        raise ArchiveMissing(settings.db_path)
+    lock = archive.writer_lock(settings.lock_timeout) if args.repair else nullcontext()
+    with lock:
+        writer = archive.writer(settings.read_timeout)  # before the client: a damaged archive is said first
+        with client_for(settings, interactive=True) as client:
+            found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=args.repair)
+            gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, writer)]
+        writer.close()
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
     gap_json = [{"since": s, "until": u} for s, u in gaps]

@@ -3,7 +3,7 @@
     python -m archiver.prefect_flow                    # serve it: a sync every 5 minutes
     prefect deploy archiver/prefect_flow.py:archive_events -n archiver --interval 300 -p POOL
 
-The flow runs the same sync as `prefect-archiver sync`, under the same sync lock, with settings
+The flow runs the same sync as `prefect-archiver sync`, under the same writer lock, with settings
 from the flow run's environment (PREFECT_API_URL is set there already; ARCHIVER_DB and
 ARCHIVER_CONFIG as for the CLI). The archiver does not need Prefect: it is imported only here, and
 by results.py when installed (to read pickled results).
@@ -18,8 +18,7 @@ from prefect import flow, get_run_logger
 from archiver.config import load_settings
 from archiver.ingest.sync import sync
 from archiver.lookup.events import client_for
-from archiver.storage.duckdb.lock import SyncLock
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage import open_archive
 
 
 @flow(name="archive-prefect-events", retries=0)
@@ -27,8 +26,13 @@ def archive_events(db: str | None = None) -> dict[str, Any]:
     """Archive every event not archived yet; returns the sync's report as `sync --json` prints it."""
     settings = load_settings({"archive.path": db})
     logger = get_run_logger()
-    with SyncLock(settings.db_path, settings.lock_timeout), client_for(settings) as client:
-        report = sync(settings, client, DuckDBWriter(settings.db_path, settings.read_timeout))
+    archive = open_archive(settings.archive_url)
+    with archive.writer_lock(settings.lock_timeout), client_for(settings) as client:
+        writer = archive.writer(settings.read_timeout)
+        try:
+            report = sync(settings, client, writer)
+        finally:
+            writer.close()
     logger.info(
         "archived %d new events (%d fetched) in %d windows; high-water mark %s",
         report.inserted, report.fetched, report.windows, report.high_water_mark,

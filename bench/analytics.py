@@ -134,7 +134,7 @@ def build(path: Path, events: int, flow_runs: int) -> None:
     flow_run_events = 4 * flow_runs
     task_runs = max((events - flow_run_events) // 2 // 3, 0)
     custom = events - flow_run_events - 3 * task_runs
-    DuckDBWriter(path).engine.dispose()  # the real migrations
+    DuckDBWriter(path).close()  # the real migrations
     sql = FILL.replace("$flow_runs", str(flow_runs)).replace("$task_runs", str(task_runs)).replace("$custom", str(custom))
     started = time.perf_counter()
     with duckdb.connect(str(path), config=dict(NO_EXTENSIONS)) as conn:

@@ -3,7 +3,7 @@
     python bench/lookup.py [--events 1000000] [--archive PATH] [--lookups 2000] [--api-events 3000]
 
 1. Builds (or reuses, if PATH already holds that many events) an archive of N synthetic,
-   Prefect-shaped events spread over 180 days, written through `store.DuckDBWriter.write_batch`
+   Prefect-shaped events spread over 180 days, written through `DuckDBWriter.write_batch`
    (the sync's own bulk path) — nothing is posted to Prefect for this.
 2. Prints p50/p99 of a lookup by id:
    - in-process: `query.read_archived_event` (fresh read-only open + query + close each time,

@@ -29,10 +29,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import duckdb  # noqa: E402
 from analytics import build  # noqa: E402
 
-from archiver.ingest.states import BATCH, CURSOR_MARGIN, PendingRun, _advance_cursor, pending_runs, save_states  # noqa: E402
+from archiver.ingest.states import BATCH, CURSOR_MARGIN, pending_runs, save_states  # noqa: E402
 from archiver.storage.duckdb.writer import DuckDBWriter  # noqa: E402
+from archiver.storage.writer import PendingRun  # noqa: E402
 
 # Every state event gets its state record, as after a sync that read every run.
 FILL_STATES = """
@@ -90,24 +92,22 @@ def main() -> None:
     print(f"plan, nothing read yet:            {len(pending):>9,} runs pending   {seconds:7.3f}s")
 
     started = time.perf_counter()
-    with archive.transaction() as conn:
-        for statement in FILL_STATES.split(";"):
-            if statement.strip() and "CHECKPOINT" not in statement:
-                conn.exec_driver_sql(statement)
-        states = conn.exec_driver_sql("SELECT count(*) FROM run_states").scalar()
+    with duckdb.connect(str(args.db)) as conn:  # the bench's own fixture, not the writer's work
+        conn.execute(FILL_STATES)
+        states = conn.execute("SELECT count(*) FROM run_states").fetchone()[0]
     print(f"(filled {states:,} state records in {time.perf_counter() - started:.1f}s)")
 
     seconds, (pending, planned_at, _) = best(args.repeat, lambda: pending_runs(archive))
     print(f"plan, all events, none pending:    {len(pending):>9,} runs pending   {seconds:7.3f}s")
     # As if the last pass ran a while after these events were archived (the bench archived them
     # seconds ago, inside the cursor's safety margin).
-    _advance_cursor(archive, planned_at + CURSOR_MARGIN + timedelta(seconds=1))
+    archive.advance_states_cursor(planned_at + CURSOR_MARGIN + timedelta(seconds=1))
     seconds, (pending, _, _) = best(args.repeat, lambda: pending_runs(archive))
     print(f"plan, since the last pass:         {len(pending):>9,} runs pending   {seconds:7.3f}s")
 
     seconds, report = best(args.repeat, lambda: save_states(archive, synthetic_batch(BATCH)))
     print(f"write one batch ({BATCH} runs, {report.states_saved} states): {seconds:24.3f}s")
-    archive.engine.dispose()
+    archive.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Prefect's run filters have no "updated since" cursor, but every state change emits an event naming
 the run and its flow, deployment and work pool. So each batch of new events queues the objects it
-names (store.write_batch, same transaction), and a refresh reads exactly the queued ones from
+names (ArchiveWriter.write_batch, same transaction), and a refresh reads exactly the queued ones from
 `POST /<collection>/filter` with an id filter, a batch at a time, saving each batch as it comes:
 an interrupted refresh resumes where it stopped.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from archiver.errors import ApiAuthError, ApiNotFound, ApiRejected
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.ingest.metadata")
 
@@ -48,7 +48,7 @@ class RefreshReport:
 
 
 def refresh_objects(
-    client: PrefectClient, archive: DuckDBWriter, *, batch: int = BATCH, stop: StopToken = NEVER
+    client: PrefectClient, archive: ArchiveWriter, *, batch: int = BATCH, stop: StopToken = NEVER
 ) -> RefreshReport:
     """Read every queued object from the API and save it; objects the server lacks keep their last version."""
     refreshed: dict[str, int] = {}

@@ -16,9 +16,9 @@ from datetime import datetime
 from archiver.ingest.fetch import Planner, count_buckets, fetch_window
 from archiver.ingest.report import Reads
 from archiver.ingest.stop import NEVER, StopToken
-from archiver.ingest.windows import FINER, TICK, choose_unit
+from archiver.ingest.windows import FINER, TICK, UNITS, choose_unit
 from archiver.prefect.client import PrefectClient
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter
 
 # Differing buckets are narrowed down to this unit before their events are read again.
 REPAIR_UNIT = "minute"
@@ -64,12 +64,12 @@ class ReconcileResult:
 
 
 def compare(
-    client: PrefectClient, archive: DuckDBWriter, since: datetime, end: datetime, unit: str
+    client: PrefectClient, archive: ArchiveWriter, since: datetime, end: datetime, unit: str
 ) -> tuple[list[BucketDiff], int]:
     """Buckets of `unit` over [since, end) whose server and archive counts differ, and how many were compared."""
     diffs, compared = [], 0
     for span_since, span_until, buckets in count_buckets(client, since, end, unit):
-        local = archive.bucket_counts(span_since, span_until, unit)
+        local = archive.bucket_counts(span_since, span_until, UNITS[unit])
         for bucket in buckets:
             compared += 1
             archived = local.get(bucket.start, 0)
@@ -82,13 +82,13 @@ def compare(
 
 def reconcile(
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     since: datetime,
     end: datetime,
     *,
     unit: str | None = None,
     repair: bool = False,
-    run_id: uuid.UUID | None = None,
+    ledger_id: uuid.UUID | None = None,
     stop: StopToken = NEVER,
     progress: ReadProgress | None = None,
 ) -> ReconcileResult:
@@ -101,7 +101,7 @@ def reconcile(
         return ReconcileResult(unit, compared, tuple(diffs))
     todo = [d for d in diffs if d.missing]
     # At most what the server counts in the buckets still to repair is read again.
-    repairing = _Repair(client, archive, run_id, progress, left=sum(d.server for d in todo))
+    repairing = _Repair(client, archive, ledger_id, progress, left=sum(d.server for d in todo))
     repairing.shown()
     for diff in todo:
         if stop.stopped:
@@ -114,11 +114,11 @@ def reconcile(
 class _Repair:
     """Reads again the buckets the archive lacks events of, counting what it compared and read."""
 
-    def __init__(self, client: PrefectClient, archive: DuckDBWriter, run_id: uuid.UUID | None,
+    def __init__(self, client: PrefectClient, archive: ArchiveWriter, ledger_id: uuid.UUID | None,
                  progress: ReadProgress | None, left: int) -> None:
         self.client = client
         self.archive = archive
-        self.run_id = run_id
+        self.ledger_id = ledger_id
         self.progress = progress
         self.left = left
         self.compared = 0
@@ -139,6 +139,6 @@ class _Repair:
             return
         for window in Planner(self.client, diff.since, end).windows():
             fetched = fetch_window(self.client, window)
-            counts = self.archive.write_batch(fetched.events, fetched.malformed, sync_id=self.run_id)
+            counts = self.archive.write_batch(fetched.events, fetched.malformed, ledger_id=self.ledger_id)
             self.reads += Reads.written(len(fetched.events) + len(fetched.malformed), counts)
             self.shown()

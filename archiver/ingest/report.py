@@ -2,7 +2,7 @@
 
 SyncReport is the one definition of the report's fields and of where each goes: every field is a
 key of `sync --json`, in field order; `log=True` puts it in the service's log line; `ledger=`
-names the `syncs` column that stores it (LEDGER_COUNTERS). A run that raises still has its
+names the `syncs` column that stores it (archiver.storage.writer.LEDGER_COUNTERS). A run that raises still has its
 counts: the report as it stood is attached to the exception (partial_report), so the ledger row,
 the service's log line and its metrics read the same frozen value a normal return gives.
 """
@@ -127,12 +127,9 @@ class SyncReport:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata["log"]}
 
     def ledger_counters(self) -> dict[str, int]:
-        """The counters the `syncs` ledger stores, by column (LEDGER_COUNTERS)."""
+        """The counters the `syncs` ledger stores, by column (archiver.storage.writer.LEDGER_COUNTERS)."""
         return {f.metadata["ledger"]: getattr(self, f.name) for f in fields(self) if f.metadata["ledger"]}
 
-
-# The `syncs` ledger's counter columns, in the order the report holds them.
-LEDGER_COUNTERS: tuple[str, ...] = tuple(f.metadata["ledger"] for f in fields(SyncReport) if f.metadata["ledger"])
 
 
 def _plain(value: Any) -> Any:

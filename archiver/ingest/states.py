@@ -22,7 +22,7 @@ from typing import Any
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import parse_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter, to_json
+from archiver.storage.writer import ArchiveWriter, PendingRun, RunState, StateFetch, StorageBlock
 
 log = logging.getLogger("archiver.ingest.states")
 
@@ -45,69 +45,6 @@ MAX_RUNS_PER_PASS = 20_000
 # A pass looks at the state events archived since the previous completed pass began, less this
 # margin for clocks stepping back between processes; re-planning those few events costs nothing.
 CURSOR_MARGIN = timedelta(minutes=5)
-
-# Runs with state events archived since the cursor, and runs still being retried; pending when
-# their newest state event is newer than their newest archived state and than what an earlier
-# read covered. The event columns are those of the flow_run_states / task_run_states views
-# (migration 0003), read from `events` directly so the scan can skip by archived_at.
-_PENDING = """
-WITH fresh AS (
-    SELECT right(resource_id, 36)::UUID AS run_id,
-           max(coalesce(TRY_CAST(resource->>'prefect.state-timestamp' AS TIMESTAMPTZ), occurred)) AS newest
-    FROM events
-    WHERE archived_at >= $2 AND resource_id LIKE $3 AND resource->>'prefect.state-type' IS NOT NULL
-    GROUP BY ALL
-), retrying AS (
-    SELECT run_id, newest_event AS newest FROM run_state_fetches WHERE run_kind = $1 AND attempts > 0
-), candidates AS (
-    SELECT run_id, max(newest) AS newest FROM (SELECT * FROM fresh UNION ALL SELECT * FROM retrying) GROUP BY ALL
-), newest_state AS (
-    SELECT run_id, max(timestamp) AS newest FROM run_states
-    WHERE run_kind = $1 AND run_id IN (SELECT run_id FROM candidates) GROUP BY ALL
-)
-SELECT c.run_id, c.newest, f.attempts, f.covered_until
-FROM candidates c
-LEFT JOIN newest_state s ON s.run_id = c.run_id
-LEFT JOIN run_state_fetches f ON f.run_kind = $1 AND f.run_id = c.run_id
-WHERE c.newest > coalesce(s.newest, '-infinity'::TIMESTAMPTZ)
-  AND c.newest > coalesce(f.covered_until, '-infinity'::TIMESTAMPTZ)
-ORDER BY c.run_id
-LIMIT $4
-"""
-
-_INSERT_STATES = """
-INSERT INTO run_states
-SELECT * FROM (SELECT
-    unnest($1::UUID[]), unnest($2::VARCHAR[]), unnest($3::UUID[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]),
-    unnest($6::TIMESTAMPTZ[]), unnest($7::VARCHAR[]), unnest($8::JSON[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]),
-    unnest($11::UUID[]), unnest($12::VARCHAR[]), unnest($13::TIMESTAMPTZ[]), unnest($14::VARCHAR[]),
-    unnest($15::JSON[]), unnest($16::TIMESTAMPTZ[]))
-"""
-
-_SAVE_FETCHES = """
-INSERT OR REPLACE INTO run_state_fetches
-SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::UUID[]), unnest($3::TIMESTAMPTZ[]), unnest($4::INTEGER[]),
-    unnest($5::TIMESTAMPTZ[]), unnest($6::TIMESTAMPTZ[]), unnest($7::INTEGER[]))
-"""
-_PREFIXES = {"flow_run": "prefect.flow-run.%", "task_run": "prefect.task-run.%"}
-
-
-_NEW_BLOCKS = """
-SELECT DISTINCT storage_block_id FROM run_states
-WHERE storage_block_id IS NOT NULL AND storage_block_id NOT IN (SELECT id FROM result_storage_blocks)
-ORDER BY ALL
-"""
-
-
-@dataclass(frozen=True)
-class PendingRun:
-    """A run whose states need reading, and what the archive knew of it when planned."""
-
-    run_kind: str
-    run_id: str
-    newest_event: datetime
-    attempts: int
-    covered_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -149,25 +86,22 @@ def _timestamp_or_none(value: Any) -> datetime | None:
         return None
 
 
-def state_columns(run_kind: str, run_id: str, states: list[dict[str, Any]], now: datetime) -> tuple[list[Any], ...]:
-    """The run_states columns for these state records, in table order."""
-    columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
-    for state in states:
-        data = state.get("data")
-        reference = result_reference(data)
-        kind = "result_reference" if reference else ("none" if data is None else "inline")
-        expiration = reference and reference["expiration"]
-        values = (
-            str(state["id"]), run_kind, run_id, str(state["type"]), state.get("name"),
-            parse_timestamp(state["timestamp"]), state.get("message") or None,
-            to_json(state.get("state_details")), kind,
-            reference and reference["storage_key"], reference and reference["storage_block_id"],
-            reference and reference["serializer_type"], _timestamp_or_none(expiration),
-            reference and reference["prefect_version"], to_json(state), now,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+def state_record(run_kind: str, run_id: str, state: dict[str, Any], now: datetime) -> RunState:
+    """A state record as the archive keeps it: its result reference, if any, taken apart."""
+    data = state.get("data")
+    reference = result_reference(data)
+    return RunState(
+        id=str(state["id"]), run_kind=run_kind, run_id=run_id, type=str(state["type"]), name=state.get("name"),
+        timestamp=parse_timestamp(state["timestamp"]), message=state.get("message") or None,
+        state_details=state.get("state_details"),
+        data_kind="result_reference" if reference else ("none" if data is None else "inline"),
+        storage_key=reference["storage_key"] if reference else None,
+        storage_block_id=reference["storage_block_id"] if reference else None,
+        serializer_type=reference["serializer_type"] if reference else None,
+        result_expiration=_timestamp_or_none(reference["expiration"]) if reference else None,
+        result_prefect_version=reference["prefect_version"] if reference else None,
+        state=state, archived_at=now,
+    )
 
 
 def _archivable(run: PendingRun, states: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,39 +126,37 @@ def _archivable(run: PendingRun, states: list[dict[str, Any]]) -> list[dict[str,
     return usable
 
 
-def pending_runs(archive: DuckDBWriter, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
+def pending_runs(archive: ArchiveWriter, limit: int = MAX_RUNS_PER_PASS) -> tuple[list[PendingRun], datetime, bool]:
     """Runs whose states need reading (flow runs first, in id order, at most `limit`), when it was
     planned, and whether that is all of them."""
     planned_at = datetime.now(timezone.utc)
     pending: list[PendingRun] = []
-    with archive.transaction() as conn:
-        cursor = conn.exec_driver_sql("SELECT events_archived_before FROM run_states_progress WHERE id = 1").scalar()
+    with archive.holding():  # three reads in a row: one opening of the archive, not three
+        cursor = archive.states_cursor()
         since = cursor - CURSOR_MARGIN if cursor is not None else datetime.min.replace(tzinfo=timezone.utc)
         for kind in RUN_KINDS:
             room = limit - len(pending)
             # One row more than there is room for says whether this is all of them.
-            rows = conn.exec_driver_sql(_PENDING, (kind, since, _PREFIXES[kind], room + 1)).fetchall()
-            for run_id, newest, attempts, covered in rows[:room]:
-                pending.append(PendingRun(kind, str(run_id), newest, attempts or 0, covered))
-            if len(rows) > room:
+            runs = archive.pending_runs(kind, since, room + 1)
+            pending += runs[:room]
+            if len(runs) > room:
                 return pending, planned_at, False
     return pending, planned_at, True
 
 
 def save_states(
-    archive: DuckDBWriter, read: list[tuple[PendingRun, list[dict[str, Any]] | None]], now: datetime | None = None,
+    archive: ArchiveWriter, read: list[tuple[PendingRun, list[dict[str, Any]] | None]], now: datetime | None = None,
 ) -> StatesReport:
     """Write the states read for a batch of runs and their ledger rows, in one transaction.
 
     States are replaced by id and never deleted: a run the server no longer has keeps its archive.
     """
     now = now or datetime.now(timezone.utc)
-    columns: tuple[list[Any], ...] = tuple([] for _ in range(16))
-    ledger: tuple[list[Any], ...] = tuple([] for _ in range(7))
+    records: list[RunState] = []
+    fetches: list[StateFetch] = []
     for run, answered in read:
         states = _archivable(run, answered or [])
-        for column, values in zip(columns, state_columns(run.run_kind, run.run_id, states, now), strict=True):
-            column.extend(values)
+        records += [state_record(run.run_kind, run.run_id, state, now) for state in states]
         newest = max((parse_timestamp(s["timestamp"]) for s in states), default=None)
         attempts = 0
         covered_until: datetime | None = run.newest_event
@@ -238,30 +170,13 @@ def save_states(
                     "the server has no %s state of %s %s (it answered %d states); the archive keeps what it has",
                     run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, len(states),
                 )
-        row = (run.run_kind, run.run_id, now, len(states), run.newest_event, covered_until, attempts)
-        for column, value in zip(ledger, row, strict=True):
-            column.append(value)
-    with archive.transaction() as conn:
-        if columns[0]:
-            conn.exec_driver_sql("DELETE FROM run_states WHERE id IN (SELECT unnest($1::UUID[]))", (columns[0],))
-            conn.exec_driver_sql(_INSERT_STATES, columns)
-        if ledger[0]:
-            conn.exec_driver_sql(_SAVE_FETCHES, ledger)
-    return StatesReport(runs_read=len(read), states_saved=len(columns[0]))
-
-
-def _advance_cursor(archive: DuckDBWriter, planned_at: datetime) -> None:
-    """Every state event archived before `planned_at` has been planned for; the cursor only moves forward."""
-    with archive.transaction() as conn:
-        conn.exec_driver_sql(
-            "UPDATE run_states_progress SET events_archived_before = "
-            "greatest(coalesce(events_archived_before, $1), $1) WHERE id = 1",
-            (planned_at,),
-        )
+        fetches.append(StateFetch(run.run_kind, run.run_id, now, len(states), run.newest_event, covered_until, attempts))
+    archive.save_states(records, fetches)
+    return StatesReport(runs_read=len(read), states_saved=len(records))
 
 
 def refresh_states(
-    client: PrefectClient, archive: DuckDBWriter, *, concurrency: int = 4, batch: int = BATCH,
+    client: PrefectClient, archive: ArchiveWriter, *, concurrency: int = 4, batch: int = BATCH,
     max_runs: int = MAX_RUNS_PER_PASS, stop: StopToken = NEVER,
 ) -> StatesReport:
     """Read the states of the runs that changed since their states were last read, and archive them."""
@@ -277,34 +192,29 @@ def refresh_states(
                 break
             runs = pending[start:start + batch]
             answers = list(pool.map(lambda run: client.read_run_states(run.run_kind, run.run_id), runs))
-            report += save_states(archive, list(zip(runs, answers, strict=True)))
+            done = save_states(archive, list(zip(runs, answers, strict=True)))
+            report += done
     if stop.stopped:
         return report  # the cursor stays: the next pass plans the rest again
     if complete:
-        _advance_cursor(archive, planned_at)
+        archive.advance_states_cursor(planned_at)
     refresh_storage_blocks(client, archive)
     return report
 
 
-def storage_block_row(block_id: str, document: dict[str, Any] | None) -> tuple[Any, ...]:
+def storage_block(block_id: str, document: dict[str, Any] | None) -> StorageBlock:
     """What locates results in a storage block: its name, type and (LocalFileSystem) basepath — no data."""
     if document is None:
-        return (block_id, False, None, None, None)
+        return StorageBlock(block_id, found=False)
     block_type = document.get("block_type") or {}
     slug = block_type.get("slug") if isinstance(block_type, dict) else None
     data = document.get("data") or {}
     basepath = data.get("basepath") if slug == "local-file-system" and isinstance(data, dict) else None
-    return (block_id, True, document.get("name"), slug, basepath if isinstance(basepath, str) else None)
+    return StorageBlock(block_id, True, document.get("name"), slug, basepath if isinstance(basepath, str) else None)
 
 
-def refresh_storage_blocks(client: PrefectClient, archive: DuckDBWriter) -> int:
+def refresh_storage_blocks(client: PrefectClient, archive: ArchiveWriter) -> int:
     """Read each result storage block that archived states reference for the first time; return how many."""
-    with archive.transaction() as conn:
-        block_ids = [str(row[0]) for row in conn.exec_driver_sql(_NEW_BLOCKS)]
-    rows = [storage_block_row(block_id, client.read_block_document(block_id)) for block_id in block_ids]
-    if rows:
-        now = datetime.now(timezone.utc)
-        with archive.transaction() as conn:
-            for row in rows:
-                conn.exec_driver_sql("INSERT OR REPLACE INTO result_storage_blocks VALUES ($1, $2, $3, $4, $5, $6)", (*row, now))
-    return len(rows)
+    blocks = [storage_block(block_id, client.read_block_document(block_id)) for block_id in archive.unread_storage_blocks()]
+    archive.save_storage_blocks(blocks)
+    return len(blocks)

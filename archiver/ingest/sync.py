@@ -33,7 +33,7 @@ from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.windows import Window
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.ingest.sync")
 
@@ -42,7 +42,7 @@ COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
 BATCH_BYTES = 8 * 1024 * 1024
-# How long the writer waits for the next fetched window while keeping the file (store.HOLD_SECONDS)
+# How long the writer waits for the next fetched window while keeping the file (what a hold keeps: holding())
 # before it lets go, so readers are not kept out while the writer has nothing to write.
 IDLE_RELEASE_SECONDS = 0.05
 # Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
@@ -93,7 +93,7 @@ class _Unread:
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
-    def __init__(self, archive: DuckDBWriter, run: LedgerRun, mark: datetime | None, commit_every: int,
+    def __init__(self, archive: ArchiveWriter, run: LedgerRun, mark: datetime | None, commit_every: int,
                  progress: Progress | None, unread: _Unread) -> None:
         self.archive = archive
         self.run = run
@@ -136,8 +136,8 @@ class _Committer:
                 size, start = 0, i
             size += event.size
         for chunk in chunks:
-            self.run.add(FetchResult(reads=Reads.written(0, self.archive.write_batch(chunk, sync_id=self.ledger_id))))
-        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, sync_id=self.ledger_id)
+            self.run.add(FetchResult(reads=Reads.written(0, self.archive.write_batch(chunk, ledger_id=self.ledger_id))))
+        last = self.archive.write_batch(events[start:], malformed, mark=self.batch_mark, ledger_id=self.ledger_id)
         self.run.add(FetchResult(reads=Reads.written(0, last)))
         for item in malformed:
             log.warning("quarantined an item the server sent (%s): event id %s", item.reason, item.event_id)
@@ -150,7 +150,7 @@ class _Committer:
 
 def _ingest_range(
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     since: datetime,
     end: datetime,
     *,
@@ -247,7 +247,7 @@ def _ingest_range(
 def sync(
     settings: Settings,
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -299,7 +299,7 @@ def sync(
 
 
 def trailing_reconcile(
-    settings: Settings, client: PrefectClient, archive: DuckDBWriter, *, stop: StopToken = NEVER,
+    settings: Settings, client: PrefectClient, archive: ArchiveWriter, *, stop: StopToken = NEVER,
 ) -> SyncReport:
     """Reconcile ingest.reconcile_horizon behind the mark on its own (schedule.reconcile_every)."""
     mark = archive.high_water_mark()
@@ -311,7 +311,7 @@ def trailing_reconcile(
 
 
 @contextmanager
-def ledger_run(client: PrefectClient, archive: DuckDBWriter, kind: str, since: datetime | None,
+def ledger_run(client: PrefectClient, archive: ArchiveWriter, kind: str, since: datetime | None,
                until: datetime | None, stop: StopToken = NEVER) -> Iterator[LedgerRun]:
     """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
     report's counts and outcome however it ends (report.outcome: "interrupted" by a stop, "failed"
@@ -347,7 +347,7 @@ class LedgerRun:
 
     def __init__(self, ledger_id: uuid.UUID) -> None:
         self.ledger_id = ledger_id
-        self._decided = SyncReport(run_id=str(ledger_id))
+        self._decided = SyncReport(run_id=str(ledger_id))  # `sync --json` names the ledger row run_id
         # Added up apart from the report: a backfill adds a window at a time (tens of thousands).
         self._fetched = FetchResult()
 
@@ -381,7 +381,7 @@ class LedgerRun:
                  reconcile_seconds=round(decided.reconcile_seconds + trailing.seconds, 3))
 
 
-def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDBWriter, mark: datetime,
+def _reconcile_behind(settings: Settings, client: PrefectClient, archive: ArchiveWriter, mark: datetime,
                       run: LedgerRun, stop: StopToken, progress: Progress | None = None) -> TrailingReconcile:
     """Reconcile ingest.reconcile_horizon behind the mark, repairing what the archive lacks."""
     floor = mark - settings.reconcile_horizon
@@ -393,12 +393,12 @@ def _reconcile_behind(settings: Settings, client: PrefectClient, archive: DuckDB
         if progress is not None:
             progress(read_before + read, read_before + read + left)
 
-    rec = reconcile(client, archive, floor, mark, repair=True, run_id=run.ledger_id, stop=stop, progress=show)
+    rec = reconcile(client, archive, floor, mark, repair=True, ledger_id=run.ledger_id, stop=stop, progress=show)
     return TrailingReconcile(floor, mark, rec.differing, rec.reads, (client.requests() - requests_before).total,
                              time.monotonic() - started)
 
 
-def _check_gaps(settings: Settings, client: PrefectClient, archive: DuckDBWriter, ledger_id: uuid.UUID,
+def _check_gaps(settings: Settings, client: PrefectClient, archive: ArchiveWriter, ledger_id: uuid.UUID,
                 start: datetime | None, mark: datetime | None, now: datetime, end: datetime) -> GapFound | None:
     """Record and say loudly any stretch the server may have trimmed before the archive reached it."""
     found = find_gap(client, archive, start, mark, now, end, settings.retention, settings.start is not None)

@@ -1,7 +1,7 @@
 """`verify`: compare the archive with the server over a range and, with repair, fill what it lacks.
 
-Shared by `prefect-archiver verify` and the service's daily job. The caller holds the sync lock
-when repairing (the service holds it for its whole life; see lock.py).
+Shared by `prefect-archiver verify` and the service's daily job. The caller holds the writer lock
+(Archive.writer_lock) when repairing (the service holds it for its whole life).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from datetime import datetime
 
 from archiver.config import Settings
 from archiver.ingest.fetch import first_event_time
-from archiver.ingest.gaps import Gap, server_gap
+from archiver.ingest.gaps import server_gap
 from archiver.ingest.reconcile import BucketDiff, ReconcileResult, compare, reconcile
 from archiver.ingest.report import SyncReport
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.sync import ledger_run
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter, Gap
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Verification:
 def verify(
     settings: Settings,
     client: PrefectClient,
-    archive: DuckDBWriter,
+    archive: ArchiveWriter,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -66,7 +66,7 @@ def verify(
         result = reconcile(client, archive, since, until, unit=unit)
         return Verification(since, until, result, remaining=result.diffs)
     with ledger_run(client, archive, "verify", since, until, stop) as run:
-        result = reconcile(client, archive, since, until, unit=unit, repair=True, run_id=run.ledger_id, stop=stop)
+        result = reconcile(client, archive, since, until, unit=unit, repair=True, ledger_id=run.ledger_id, stop=stop)
         # The ledger's verify rows count the buckets and the events added, not the reads.
         run.set(since=format_timestamp(since), until=format_timestamp(until), reconciled=result.differing,
                 inserted=result.inserted, repaired=result.inserted)
@@ -74,7 +74,7 @@ def verify(
     return Verification(since, until, result, tuple(remaining), run.report)
 
 
-def gaps_seen(settings: Settings, client: PrefectClient, archive: DuckDBWriter) -> list[Gap]:
+def gaps_seen(settings: Settings, client: PrefectClient, archive: ArchiveWriter) -> list[Gap]:
     """The gaps syncs recorded, and the one the server shows now if it has trimmed past the mark.
 
     Verify compares only what the server still holds, so a stretch it trimmed before the archive

@@ -1,9 +1,9 @@
-"""The service's heartbeat: a small JSON file beside the archive, replaced atomically.
+"""The service's heartbeat: a small JSON file where the archive's backend says (Archive.heartbeat_path).
 
-Not a table in the archive: while the service commits, no other process can open the DuckDB file
-at all (see shared stack notes), and `status` must still say whether the service is alive. A
+Not a table in the archive: while the service commits, a backend may keep every other process
+out of the archive (DuckDB's file is), and `status` must still say whether the service is alive. A
 sidecar file is readable at any moment, costs the archive no write per heartbeat, and is replaced
-with os.replace, so a reader sees the old or the new state, never half of one.
+with os.replace, so a reader sees the old or the new heartbeat, never half of one.
 """
 
 from __future__ import annotations
@@ -17,28 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from archiver.prefect.events import parse_timestamp
+from archiver.storage.base import Archive
 
 # A heartbeat older than this many intervals means the service is gone (killed, machine down).
 STALE_AFTER_BEATS = 3
 
 
-def state_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".service.json")
-
-
-def write_state(path: Path, state: dict[str, Any]) -> None:
-    """Replace the state file atomically (write a temporary file beside it, then rename)."""
+def write_heartbeat(path: Path, heartbeat: dict[str, Any]) -> None:
+    """Replace the heartbeat file atomically (write a temporary file beside it, then rename)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(state, out, default=str)
+            json.dump(heartbeat, out, default=str)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def read_state(path: Path) -> dict[str, Any] | None:
+def read_heartbeat(path: Path) -> dict[str, Any] | None:
+    """The heartbeat last written at `path`; None when there is none (or it cannot be read)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -56,9 +54,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any] | None:
-    """The last state the service wrote, with `running` and, when not running, `why`; None if none ever ran."""
-    state = read_state(state_path(db_path))
+def service_status(archive: Archive, now: datetime | None = None) -> dict[str, Any] | None:
+    """The last heartbeat the archive's service wrote, with `running` and, when not running, `why`;
+    None if no service ever ran on it."""
+    state = read_heartbeat(archive.heartbeat_path)
     if state is None:
         return None
     now = now or datetime.now(timezone.utc)
@@ -72,10 +71,10 @@ def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any]
         state["running"], state["why"] = False, f"stopped at {state['stopped']}"
     elif same_host and isinstance(pid, int) and not _pid_alive(pid):
         state["running"], state["why"] = False, f"its process (pid {pid}) is gone; last heartbeat {state['heartbeat']}"
-    elif age > every * STALE_AFTER_BEATS and same_host and isinstance(pid, int) and _holds_archive(db_path, pid):
+    elif age > every * STALE_AFTER_BEATS and same_host and isinstance(pid, int) and _holds_archive(archive, pid):
         # Alive and still holding the archive, but not beating: usually a disk it cannot write to.
         state["running"], state["why"] = True, None
-        state["heartbeat_problem"] = _why_no_heartbeat(db_path)
+        state["heartbeat_problem"] = _why_no_heartbeat(archive)
     elif age > every * STALE_AFTER_BEATS:
         state["running"], state["why"] = False, f"no heartbeat since {state['heartbeat']}"
     else:
@@ -83,22 +82,18 @@ def service_status(db_path: Path, now: datetime | None = None) -> dict[str, Any]
     return state
 
 
-def _holds_archive(db_path: Path, pid: int) -> bool:
-    """The sync lock's file names this live pid as the service ("PID run"), as the service wrote it."""
-    from archiver.storage.duckdb.lock import lock_holder, read_lock
-
-    holder_pid, holder = lock_holder(read_lock(db_path))
-    return holder_pid == pid and holder == "run" and _pid_alive(pid)
+def _holds_archive(archive: Archive, pid: int) -> bool:
+    """The writer lock names this live pid as the service (holder "run"), as the service wrote it."""
+    holder = archive.writer_holder()
+    return holder.pid == pid and holder.holder == "run" and _pid_alive(pid)
 
 
-def _why_no_heartbeat(db_path: Path) -> str:
-    """The reason the service noted in the lock file, else what this process sees of the disk."""
-    from archiver.storage.duckdb.lock import lock_note, read_lock
-
-    noted = lock_note(read_lock(db_path))
+def _why_no_heartbeat(archive: Archive) -> str:
+    """The reason the service noted with its writer lock, else what this process sees of the disk."""
+    noted = archive.writer_holder().note
     if noted:
         return noted
-    folder = state_path(db_path).parent
+    folder = archive.heartbeat_path.parent
     try:
         free = os.statvfs(folder).f_bavail
     except OSError:

@@ -34,11 +34,11 @@ from archiver.ingest.sync import sync, trailing_reconcile
 from archiver.ingest.verify import verify
 from archiver.lookup.events import client_for
 from archiver.prefect.events import format_timestamp, parse_timestamp
-from archiver.service.heartbeat import read_state, state_path, write_state
+from archiver.service.heartbeat import read_heartbeat, write_heartbeat
 from archiver.service.metrics import Metrics
 from archiver.service.stop import StopSignals
-from archiver.storage.duckdb.lock import SyncLock
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage import open_archive
+from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.service.scheduler")
 
@@ -66,16 +66,17 @@ class Service:
         self.verbose = verbose
         self.stop = StopToken()
         self._job_lock = threading.Lock()  # held while a job runs: stopping waits on it
-        self._state_lock = threading.Lock()
+        self._heartbeat_lock = threading.Lock()
         self.client = client_for(settings, sleep=self.stop.sleep)
         self.failures = 0
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
-        self.state_file = state_path(settings.db_path)
-        self.lock = SyncLock(settings.db_path, settings.lock_timeout, holder="run")
+        self.archive = open_archive(settings.archive_url)
+        self.heartbeat_file = self.archive.heartbeat_path
+        self.lock = self.archive.writer_lock(settings.lock_timeout, holder="run")
         self._heartbeat_failing = False
-        previous = read_state(self.state_file) or {}
+        previous = read_heartbeat(self.heartbeat_file) or {}
         now = _now()
-        self.state: dict[str, Any] = {
+        self.heartbeat: dict[str, Any] = {
             "pid": os.getpid(), "host": socket.gethostname(), "started": format_timestamp(now),
             "heartbeat_every": self.heartbeat_every, "every": settings.every.total_seconds(),
             "job": None, "job_started": None, "consecutive_failures": 0, "last_sync": None,
@@ -114,7 +115,7 @@ class Service:
                                    seconds=settings.verify_every.total_seconds(),
                                    next_run_time=self._first_run("last_verify", settings.verify_every, now))
         self.scheduler.start()
-        log.info("service started: syncing %s every %s (pid %d)", settings.db_path, settings.every, os.getpid(),
+        log.info("service started: syncing %s every %s (pid %d)", self.archive.name, settings.every, os.getpid(),
                  extra={"fields": {"event": "started", "every_seconds": settings.every.total_seconds()}})
         self._beat()
         while not self.stop.wait(self.heartbeat_every):
@@ -128,7 +129,7 @@ class Service:
         if ended:
             self._job_lock.release()
             self.scheduler.shutdown(wait=False)
-        self._write_state(job=None, stopped=format_timestamp(_now()))
+        self._write_heartbeat(job=None, stopped=format_timestamp(_now()))
         self.client.close()
         if not ended:
             log.warning("the current job did not end within %.0fs; exiting without it (committed batches are kept)",
@@ -140,7 +141,7 @@ class Service:
 
     def _first_run(self, last_key: str, every: timedelta, now: datetime) -> datetime:
         # Across restarts: a daily verify stays daily instead of running (or never running) at each start.
-        last = self.state.get(last_key)
+        last = self.heartbeat.get(last_key)
         due = parse_timestamp(last) + every if last else now + every
         return max(due, now + timedelta(seconds=1))
 
@@ -151,18 +152,18 @@ class Service:
 
         beat = {"heartbeat": format_timestamp(_now()), "next_sync": next_run("sync"),
                 "next_reconcile": next_run("reconcile"), "next_verify": next_run("verify")}
-        self._write_state(**beat)
+        self._write_heartbeat(**beat)
 
-    def _write_state(self, **changes: Any) -> None:
+    def _write_heartbeat(self, **changes: Any) -> None:
         # The main thread beats while a job reports: one writer of the dict and the file at a time.
         try:
-            with self._state_lock:
-                self.state.update(changes)
-                write_state(self.state_file, self.state)
+            with self._heartbeat_lock:
+                self.heartbeat.update(changes)
+                write_heartbeat(self.heartbeat_file, self.heartbeat)
         except OSError as exc:  # the heartbeat must never stop the archiving
-            log.warning("could not write the heartbeat file %s: %s", self.state_file, exc.strerror)
-            if not self._heartbeat_failing:  # `status` reads why in the lock file (see SyncLock.note)
-                self._heartbeat_failing = self.lock.note(f"{exc.strerror or exc} ({self.state_file})")
+            log.warning("could not write the heartbeat file %s: %s", self.heartbeat_file, exc.strerror)
+            if not self._heartbeat_failing:  # `status` reads why with the writer lock (WriterLock.note)
+                self._heartbeat_failing = self.lock.note(f"{exc.strerror or exc} ({self.heartbeat_file})")
         else:
             if self._heartbeat_failing:
                 self._heartbeat_failing = not self.lock.note(None)
@@ -178,7 +179,7 @@ class Service:
         self._job("reconcile", lambda archive: trailing_reconcile(self.settings, self.client, archive, stop=self.stop))
 
     def _verify_job(self) -> None:
-        def work(archive: DuckDBWriter) -> SyncReport:
+        def work(archive: ArchiveWriter) -> SyncReport:
             found = verify(self.settings, self.client, archive, repair=True, stop=self.stop)
             if found is None or found.report is None:  # the server holds nothing to compare
                 return SyncReport(outcome=outcome(self.stop))
@@ -186,56 +187,58 @@ class Service:
 
         self._job("verify", work)
 
-    def _job(self, job: str, work: Callable[[DuckDBWriter], SyncReport]) -> None:
-        """Run one job; never raise (APScheduler would only log it), log one line, update state."""
+    def _job(self, job: str, work: Callable[[ArchiveWriter], SyncReport]) -> None:
+        """Run one job; never raise (APScheduler would only log it), log one line, update the heartbeat."""
         with self._job_lock:
             if not self.stop.stopped:
                 self._run_job(job, work)
 
-    def _run_job(self, job: str, work: Callable[[DuckDBWriter], SyncReport]) -> None:
+    def _run_job(self, job: str, work: Callable[[ArchiveWriter], SyncReport]) -> None:
         started = time.monotonic()
-        with self._state_lock:
-            self.state.update(job=job, job_started=format_timestamp(_now()))
+        with self._heartbeat_lock:
+            self.heartbeat.update(job=job, job_started=format_timestamp(_now()))
         self._beat()
         error: str | None = None
-        archive: DuckDBWriter | None = None
+        writer: ArchiveWriter | None = None
         try:
-            archive = DuckDBWriter(self.settings.db_path, self.settings.read_timeout)
-            report = work(archive)
+            writer = self.archive.writer(self.settings.read_timeout)
+            report = work(writer)
         except Exception as exc:  # a stop while waiting to retry (Stopped) is "interrupted", with no error
             report = partial_report(exc)  # what it committed still counts (log line, metrics)
             if report.outcome == "failed":
                 error = str(exc) if isinstance(exc, ArchiverError) else f"unexpected {type(exc).__name__}: {exc}"
             if self.verbose and not isinstance(exc, ArchiverError):  # unforeseen: the traceback with -v
                 log.exception("details of the failed %s", job)
-        mark = self._mark(archive)
+        mark = self._mark(writer)
+        if writer is not None:
+            writer.close()
         lag = round((_now() - mark).total_seconds(), 1) if mark else None
         finished = format_timestamp(_now())
         retry = ""
         if job == "sync":
             retry = self._after_sync(report, error, finished, lag)
         elif report.outcome == "ok":
-            with self._state_lock:
-                self.state[f"last_{job}"] = finished
+            with self._heartbeat_lock:
+                self.heartbeat[f"last_{job}"] = finished
         self._log(job, report, lag, time.monotonic() - started, error, retry)
         if self.metrics is not None:
             if report.outcome == "ok":
                 self.metrics.succeeded(job, report.inserted, lag)
             else:  # failed, or interrupted by a stop: what it inserted still counts
                 self.metrics.failed(job, report.inserted, lag, counted=report.outcome == "failed")
-        with self._state_lock:
-            self.state.update(job=None, job_started=None)
+        with self._heartbeat_lock:
+            self.heartbeat.update(job=None, job_started=None)
         self._beat()
 
     @staticmethod
-    def _mark(archive: DuckDBWriter | None) -> datetime | None:
+    def _mark(writer: ArchiveWriter | None) -> datetime | None:
         try:
-            return archive.high_water_mark() if archive is not None else None
+            return writer.high_water_mark() if writer is not None else None
         except ArchiverError:  # the archive is what failed: the lag is unknown this time
             return None
 
     def _after_sync(self, report: SyncReport, error: str | None, finished: str, lag: float | None) -> str:
-        """Record the sync in the state; after a failure, back off. Returns when the next try is."""
+        """Record the sync in the heartbeat; after a failure, back off. Returns when the next try is."""
         last_sync = {"finished": finished, "outcome": report.outcome, "inserted": report.inserted,
                      "lag_seconds": lag, "error": error}
         retry = ""
@@ -247,8 +250,8 @@ class Service:
             if self.failures > 1 and not self.stop.stopped:
                 self.scheduler.modify_job("sync", next_run_time=_now() + delay)
             retry = f"; next try in {delay.total_seconds():.0f}s ({self.failures} failed in a row)"
-        with self._state_lock:
-            self.state.update(last_sync=last_sync, consecutive_failures=self.failures)
+        with self._heartbeat_lock:
+            self.heartbeat.update(last_sync=last_sync, consecutive_failures=self.failures)
         return retry
 
     def _log(self, job: str, report: SyncReport, lag: float | None, seconds: float, error: str | None,

@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # readers inside flows import neither side's machinery until they use it
     from archiver.storage.reader import ArchiveReader
     from archiver.storage.writer import ArchiveWriter
+
+
+class WriterLock(Protocol):
+    """The writer lock a backend hands out: held in a `with`, and a line its holder can leave for readers.
+
+    A Protocol, not an ABC: it is a small OS-level object each backend makes its own way.
+    """
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+    def note(self, note: str | None) -> bool:
+        """Say something to readers of the lock (None: clear it); False when it could not be said."""
+        ...
+
+
+@dataclass(frozen=True)
+class WriterHolder:
+    """Who holds (or last held) the writer lock, as the holder wrote it."""
+
+    pid: int | None
+    holder: str  # "run" for the service, "" for a sync or verify
+    note: str | None  # what the holder said to readers (WriterLock.note), e.g. why it cannot beat
 
 
 class Archive(ABC):
@@ -36,12 +62,16 @@ class Archive(ABC):
         """A reader that waits up to `timeout` for a committing writer; ArchiveMissing when there is no archive."""
 
     @abstractmethod
-    def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> AbstractContextManager[object]:
+    def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> WriterLock:
         """Held by every writer for the length of its work (sync, verify --repair, the service).
 
         ArchiveBusy, naming the holder, when another process keeps it past `timeout`; released
         by the operating system when the holding process dies.
         """
+
+    @abstractmethod
+    def writer_holder(self) -> WriterHolder:
+        """Who holds the writer lock, readable while it is held (`status` asks whether the service does)."""
 
     @abstractmethod
     def writer_alive(self) -> bool:

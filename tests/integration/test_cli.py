@@ -299,7 +299,7 @@ def test_an_unreachable_server_is_one_line_at_once_naming_the_url_the_user_set(t
     url = closed_port_url()
     db = tmp_path / "a.duckdb"
     env = cli_env(url, db, PREFECT_API_KEY="pnu_never-shown-0123")
-    DuckDBWriter(db).engine.dispose()  # an empty archive, for verify to compare
+    DuckDBWriter(db).close()  # an empty archive, for verify to compare
     for args in (["get", "0192f0c4-0000-7000-8000-000000000000"], ["check"], ["sync"], ["verify", "--since", "1d"]):
         result = run_cli(args, env)
         assert result.returncode == 1, (args, result.stderr)
@@ -352,10 +352,10 @@ def test_a_sqlite_file_given_as_the_archive_is_refused_and_makes_duckdb_fetch_no
 def test_every_connection_to_the_archive_has_extension_autoloading_off(tmp_path):
     db = tmp_path / "a.duckdb"
     archive = DuckDBWriter(db)
-    with archive.transaction() as conn:
+    with archive.engine.connect() as conn:  # every connection of the writer comes from this engine
         writer = conn.exec_driver_sql("SELECT current_setting('autoinstall_known_extensions'), "
                                       "current_setting('autoload_known_extensions')").fetchall()
-    archive.engine.dispose()
+    archive.close()
     reader = open_reader(db)
     try:
         read = reader.execute("SELECT current_setting('autoinstall_known_extensions'), "

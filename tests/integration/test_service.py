@@ -18,8 +18,9 @@ import httpx
 from archiver.errors import ArchiveError
 from archiver.lookup.events import archive_status
 from archiver.prefect.events import format_timestamp
-from archiver.service.heartbeat import service_status, state_path, write_state
+from archiver.service.heartbeat import service_status, write_heartbeat
 from archiver.service.scheduler import backoff
+from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.connect import open_reader
 from archiver.storage.duckdb.lock import lock_holder
 from tests.prefect_server import free_port, make_event, post_events, server_count, server_event_ids, wait_until_stored
@@ -115,7 +116,7 @@ def test_run_syncs_on_its_interval_one_run_at_a_time_and_tells_its_operator(pref
     service = Service(["--every", "2s", "--log-format", "json", "--metrics-port", str(port)], env, tmp_path / "run.log")
     started = time.monotonic()
     try:
-        service.wait_for(lambda: (service_status(db) or {}).get("last_sync"), what="a first sync")
+        service.wait_for(lambda: (service_status(DuckDBArchive(db)) or {}).get("last_sync"), what="a first sync")
 
         status = json.loads(run_cli(["status", "--json"], env).stdout)["service"]
         assert status["running"] and status["pid"] == service.proc.pid
@@ -177,7 +178,7 @@ def test_run_syncs_on_its_interval_one_run_at_a_time_and_tells_its_operator(pref
     assert sum(line["inserted"] for line in lines if line.get("event") in ("sync", "reconcile", "verify")) == \
         query(db, "SELECT count(*) FROM events")[0][0]
     for secret in (SECRET_KEY, SECRET_AUTH, "hunter2"):
-        assert secret not in service.text and secret not in state_path(db).read_text()
+        assert secret not in service.text and secret not in DuckDBArchive(db).heartbeat_path.read_text()
 
     after = run_cli(["status"], env).stdout
     assert "service:          not running (stopped at" in after
@@ -380,21 +381,21 @@ def test_backoff_grows_from_the_interval_to_the_cap():
 
 
 def test_status_tells_a_live_service_from_a_stopped_or_vanished_one(tmp_path):
-    db = tmp_path / "a.duckdb"
-    assert service_status(db) is None
+    archive = DuckDBArchive(tmp_path / "a.duckdb")
+    assert service_status(archive) is None
     now = datetime.now(UTC)
     base = {"pid": 1, "host": "elsewhere", "heartbeat_every": 2, "heartbeat": format_timestamp(now)}
-    write_state(state_path(db), base)
-    assert service_status(db, now + timedelta(seconds=3))["running"] is True
-    stale = service_status(db, now + timedelta(seconds=7))
+    write_heartbeat(archive.heartbeat_path, base)
+    assert service_status(archive, now + timedelta(seconds=3))["running"] is True
+    stale = service_status(archive, now + timedelta(seconds=7))
     assert stale["running"] is False and "no heartbeat since" in stale["why"]
     import socket
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    write_state(state_path(db), {**base, "host": socket.gethostname(), "pid": int(gone.stdout)})
-    assert "is gone" in service_status(db, now)["why"]
-    write_state(state_path(db), {**base, "stopped": format_timestamp(now)})
-    assert service_status(db, now)["why"].startswith("stopped at")
+    write_heartbeat(archive.heartbeat_path, {**base, "host": socket.gethostname(), "pid": int(gone.stdout)})
+    assert "is gone" in service_status(archive, now)["why"]
+    write_heartbeat(archive.heartbeat_path, {**base, "stopped": format_timestamp(now)})
+    assert service_status(archive, now)["why"].startswith("stopped at")
     assert lock_holder("123 run") == (123, "run") and lock_holder("77") == (77, "") and lock_holder("") == (None, "")
 
 
@@ -422,15 +423,15 @@ def test_status_tells_a_live_service_that_cannot_write_its_heartbeat_from_a_stop
         return next(line for line in run_cli(["status"], env).stdout.splitlines() if line.startswith("service:"))
 
     try:
-        service.wait_for(lambda: (service_status(db) or {}).get("last_sync"), what="a first sync")
+        service.wait_for(lambda: (service_status(DuckDBArchive(db)) or {}).get("last_sync"), what="a first sync")
         # The disk fills up: the service's files may not grow past 200 bytes (EFBIG, as ENOSPC on a full
         # disk). Its heartbeat file, a new file each beat, can no longer be written; the process lives on.
         resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))
         stuck = service.wait_for(lambda: "heartbeat could not be written" in (line := status_line()) and line,
                                  what="status to notice the missing heartbeat")
-        last_beat = service_status(db)["heartbeat"]
+        last_beat = service_status(DuckDBArchive(db))["heartbeat"]
         assert stuck == (f"service:          running (pid {service.proc.pid}) but its heartbeat could not be written "
-                         f"since {last_beat}: File too large ({state_path(db)})")
+                         f"since {last_beat}: File too large ({DuckDBArchive(db).heartbeat_path})")
         resource.prlimit(service.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         service.wait_for(lambda: status_line().startswith(f"service:          running, pid {service.proc.pid}"),
                          what="the heartbeat back")

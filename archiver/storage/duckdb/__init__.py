@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archiver.errors import ConfigError
-from archiver.storage.base import Archive
+from archiver.storage.base import Archive, WriterHolder
 
 if TYPE_CHECKING:
     from archiver.storage.duckdb.lock import SyncLock
@@ -57,6 +57,13 @@ class DuckDBArchive(Archive):
         from archiver.storage.duckdb.lock import SyncLock
 
         return SyncLock(self.path, timeout, holder)
+
+    def writer_holder(self) -> WriterHolder:
+        from archiver.storage.duckdb.lock import lock_holder, lock_note, read_lock
+
+        text = read_lock(self.path)
+        pid, holder = lock_holder(text)
+        return WriterHolder(pid, holder, lock_note(text))
 
     def writer_alive(self) -> bool:
         from archiver.storage.duckdb.lock import lock_is_held

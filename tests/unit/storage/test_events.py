@@ -1,0 +1,129 @@
+"""Events and the high-water mark: idempotent batches, exact counts, the mark never ahead of its events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from archiver.errors import ArchiveError
+from archiver.prefect.events import PIVOT
+from archiver.storage.writer import WriteCounts
+from tests.unit.storage.shapes import T0
+
+
+def test_the_same_batch_twice_is_stored_once_and_the_counts_say_so(writer, stored, make_event):
+    batch = [make_event(T0 + timedelta(seconds=i)) for i in range(5)]
+    first = writer.write_batch(batch)
+    again = writer.write_batch(batch)
+    assert first == WriteCounts(inserted=5)
+    assert again == WriteCounts(duplicates=5)
+    assert stored("SELECT count(*) FROM events") == [(5,)]
+    # Each event's resources once: its own (role '') and each related one.
+    assert stored("SELECT count(*) FROM event_resources") == [(15,)]
+
+
+def test_a_repeat_inside_one_batch_is_a_duplicate_and_the_first_version_wins(writer, stored, make_event):
+    event_id = uuid.uuid4()
+    first = make_event(T0, event_id=event_id, payload={"version": 1})
+    second = make_event(T0, event_id=event_id, payload={"version": 2})
+    counts = writer.write_batch([first, second, make_event(T0)])
+    assert counts == WriteCounts(inserted=2, duplicates=1, conflicts=1)
+    assert stored("SELECT payload FROM events WHERE id = $1", str(event_id)) == [('{"version":1}',)]
+
+
+def test_an_archived_event_sent_again_with_other_content_is_a_conflict_and_kept_as_first_archived(
+        writer, stored, make_event):
+    event_id, run = uuid.uuid4(), uuid.uuid4()
+    writer.write_batch([make_event(T0, event_id=event_id, flow_run=run, payload={"version": 1})])
+    again = make_event(T0, event_id=event_id, flow_run=run, payload={"version": 2})
+    assert writer.write_batch([again]) == WriteCounts(duplicates=1, conflicts=1)
+    same = make_event(T0, event_id=event_id, flow_run=run, payload={"version": 1})
+    assert writer.write_batch([same]) == WriteCounts(duplicates=1)
+    assert stored("SELECT payload FROM events WHERE id = $1", str(event_id)) == [('{"version":1}',)]
+
+
+def test_counts_add_up_to_what_was_handed_in(writer, make_event, make_malformed):
+    old = [make_event(T0 + timedelta(minutes=i)) for i in range(3)]
+    bad = make_malformed(note="first")
+    writer.write_batch(old[:2], [bad])
+    events = [*old, make_event(T0 + timedelta(hours=1)), old[0]]
+    malformed = [bad, make_malformed(note="second")]
+    counts = writer.write_batch(events, malformed)
+    assert counts.inserted + counts.duplicates + counts.quarantined == len(events) + len(malformed)
+    assert (counts.inserted, counts.duplicates, counts.quarantined) == (2, 4, 1)
+
+
+def test_malformed_items_are_quarantined_once_with_the_ledger_run_that_saw_them(writer, stored, make_malformed):
+    ledger_id = writer.start_run("sync", None, None)
+    item = make_malformed()
+    assert writer.write_batch([], [item], ledger_id=ledger_id) == WriteCounts(quarantined=1)
+    assert writer.write_batch([], [item], ledger_id=ledger_id) == WriteCounts(duplicates=1)
+    assert stored("SELECT raw, reason, event_id, sync_id FROM quarantine") == [
+        (item.raw, item.reason, item.event_id, ledger_id)]
+
+
+def test_a_quarantined_item_is_resolved_when_its_real_event_arrives(writer, stored, make_event, make_malformed):
+    event_id = uuid.uuid4()
+    writer.write_batch([], [make_malformed(event_id)])
+    assert stored("SELECT count(*) FROM quarantine WHERE resolved IS NULL") == [(1,)]
+    counts = writer.write_batch([make_event(T0, event_id=event_id)])
+    assert (counts.inserted, counts.resolved) == (1, 1)
+    assert stored("SELECT count(*) FROM quarantine WHERE resolved IS NOT NULL") == [(1,)]
+    # An item quarantined after its event was archived is resolved at once.
+    assert writer.write_batch([], [make_malformed(event_id, note="later")]).resolved == 1
+
+
+def test_the_mark_commits_with_its_events(writer, make_event):
+    assert writer.high_water_mark() is None
+    writer.write_batch([make_event(T0)], mark=T0 + timedelta(minutes=1))
+    assert writer.high_water_mark() == T0 + timedelta(minutes=1)
+
+
+def test_a_batch_that_fails_part_way_leaves_events_and_mark_as_they_were(
+        writer, stored, make_event, failing_after_events):
+    writer.write_batch([make_event(T0)], mark=T0 + timedelta(minutes=1))
+    with failing_after_events(), pytest.raises(ArchiveError, match="rolled back"):
+        writer.write_batch([make_event(T0 + timedelta(minutes=5))], mark=T0 + timedelta(minutes=10))
+    assert writer.high_water_mark() == T0 + timedelta(minutes=1)
+    assert stored("SELECT count(*) FROM events") == [(1,)]
+    assert stored("SELECT count(*) FROM event_resources") == [(3,)]
+    # The writer carries on: the same batch goes in whole once the store works again.
+    counts = writer.write_batch([make_event(T0 + timedelta(minutes=5))], mark=T0 + timedelta(minutes=10))
+    assert counts.inserted == 1 and writer.high_water_mark() == T0 + timedelta(minutes=10)
+
+
+def test_the_mark_only_moves_forward(writer, make_event):
+    writer.advance_mark(T0)
+    writer.advance_mark(T0 - timedelta(days=1))
+    assert writer.high_water_mark() == T0
+    writer.write_batch([make_event(T0 - timedelta(hours=2))], mark=T0 - timedelta(hours=1))
+    assert writer.high_water_mark() == T0
+    writer.write_batch([], mark=T0 + timedelta(seconds=1))
+    assert writer.high_water_mark() == T0 + timedelta(seconds=1)
+
+
+def test_bucket_counts_align_with_the_servers_buckets(writer, make_event):
+    hour = timedelta(hours=1)
+    start = PIVOT + 1000 * hour
+    writer.write_batch([make_event(start + timedelta(minutes=m)) for m in (0, 10, 59, 60, 61, 185)])
+    assert writer.bucket_counts(start, start + 4 * hour, hour) == {start: 3, start + hour: 2, start + 3 * hour: 1}
+    # Only [since, until] is counted.
+    assert writer.bucket_counts(start + hour, start + 2 * hour, hour) == {start + hour: 2}
+
+
+def test_newest_occurred_before_looks_only_before_the_moment(writer, make_event):
+    assert writer.newest_occurred_before(T0) is None
+    writer.write_batch([make_event(T0 - timedelta(hours=3)), make_event(T0 - timedelta(hours=1)), make_event(T0)])
+    assert writer.newest_occurred_before(T0) == T0 - timedelta(hours=1)
+    assert writer.newest_occurred_before(T0 + timedelta(microseconds=1)) == T0
+
+
+def test_a_hold_keeps_nothing_once_released(backend, writer, stored, make_event):
+    with writer.holding():
+        writer.write_batch([make_event(T0)])
+        writer.release()
+        assert stored("SELECT count(*) FROM events") == [(1,)]  # another connection gets in
+        writer.write_batch([make_event(T0 + timedelta(seconds=1))])
+    assert stored("SELECT count(*) FROM events") == [(2,)]
