@@ -18,12 +18,13 @@ from typing import Any
 from archiver.errors import ApiAuthError, ApiNotFound, ApiRejected
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
+from archiver.prefect.runs import FLOW_RUN, TASK_RUN
 from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.ingest.metadata")
 
 # Refreshed in this order, so a run's flow and deployment are there when the run is.
-COLLECTIONS = ("work_pools", "flows", "deployments", "flow_runs", "task_runs")
+COLLECTIONS = ("work_pools", "flows", "deployments", FLOW_RUN.collection, TASK_RUN.collection)
 
 # The server's default for PREFECT_SERVER_API_DEFAULT_LIMIT; a server set lower says so (HTTP 422)
 # and we follow it.

@@ -22,11 +22,12 @@ from typing import Any
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import parse_timestamp
+from archiver.prefect.runs import RUN_KINDS
+from archiver.prefect.runs import run_kind as kind_of
 from archiver.storage.writer import ArchiveWriter, PendingRun, RunState, StateFetch, StorageBlock
 
 log = logging.getLogger("archiver.ingest.states")
 
-RUN_KINDS = ("flow_run", "task_run")
 
 # Runs read per transaction: a crash costs at most this many reads.
 BATCH = 50
@@ -120,7 +121,7 @@ def _archivable(run: PendingRun, states: list[dict[str, Any]]) -> list[dict[str,
             parse_timestamp(state["timestamp"])
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("left out a state record of %s %s that cannot be archived (%s: %s)",
-                        run.run_kind.replace("_", " "), run.run_id, type(exc).__name__, exc)
+                        kind_of(run.run_kind).words, run.run_id, type(exc).__name__, exc)
             continue
         usable.append(state)
     return usable
@@ -137,7 +138,7 @@ def pending_runs(archive: ArchiveWriter, limit: int = MAX_RUNS_PER_PASS) -> tupl
         for kind in RUN_KINDS:
             room = limit - len(pending)
             # One row more than there is room for says whether this is all of them.
-            runs = archive.pending_runs(kind, since, room + 1)
+            runs = archive.pending_runs(kind.name, since, room + 1)
             pending += runs[:room]
             if len(runs) > room:
                 return pending, planned_at, False
@@ -168,7 +169,7 @@ def save_states(
                 attempts = 0
                 log.info(
                     "the server has no %s state of %s %s (it answered %d states); the archive keeps what it has",
-                    run.newest_event.isoformat(), run.run_kind.replace("_", " "), run.run_id, len(states),
+                    run.newest_event.isoformat(), kind_of(run.run_kind).words, run.run_id, len(states),
                 )
         fetches.append(StateFetch(run.run_kind, run.run_id, now, len(states), run.newest_event, covered_until, attempts))
     archive.save_states(records, fetches)

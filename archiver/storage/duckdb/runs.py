@@ -6,21 +6,15 @@ lists unnested in one INSERT … SELECT (DuckDB's bulk path: one statement per b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from archiver.prefect.events import to_utc
+from archiver.prefect.events import compact_json, to_utc
+from archiver.prefect.runs import run_kind as kind_of
 from archiver.storage.writer import PendingRun, RunState, StateFetch, StorageBlock
-
-
-def to_json(value: Any) -> str:
-    """A value as the compact JSON text the archive's JSON columns hold."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
 
 # -- run metadata --------------------------------------------------------------------------------
 
@@ -100,7 +94,7 @@ def save_objects(conn: sa.Connection, kind: str, asked: Sequence[str], objects: 
     missing = sorted(set(asked) - set(found))
     if objects:
         conn.exec_driver_sql(f"DELETE FROM {kind} WHERE id IN (SELECT unnest($1::UUID[]))", (found,))
-        conn.exec_driver_sql(_save_objects_sql(kind), ([to_json(o) for o in objects], datetime.now(timezone.utc)))
+        conn.exec_driver_sql(_save_objects_sql(kind), ([compact_json(o) for o in objects], datetime.now(timezone.utc)))
         conn.exec_driver_sql(
             "DELETE FROM object_refresh_queue WHERE kind = $1 AND id IN (SELECT unnest($2::UUID[]))", (kind, found)
         )
@@ -118,7 +112,6 @@ def save_objects(conn: sa.Connection, kind: str, asked: Sequence[str], objects: 
 
 # -- run states ----------------------------------------------------------------------------------
 
-_PREFIXES = {"flow_run": "prefect.flow-run.%", "task_run": "prefect.task-run.%"}
 
 # Runs with state events archived since the cursor, and runs still being retried; pending when
 # their newest state event is newer than their newest archived state and than what an earlier
@@ -180,7 +173,7 @@ def states_cursor(conn: sa.Connection) -> datetime | None:
 
 
 def pending_runs(conn: sa.Connection, run_kind: str, since: datetime, limit: int) -> list[PendingRun]:
-    rows = conn.exec_driver_sql(_PENDING, (run_kind, since, _PREFIXES[run_kind], limit)).fetchall()
+    rows = conn.exec_driver_sql(_PENDING, (run_kind, since, kind_of(run_kind).resource_prefix + "%", limit)).fetchall()
     return [PendingRun(run_kind, str(run_id), to_utc(newest), attempts or 0, to_utc(covered) if covered else None)
             for run_id, newest, attempts, covered in rows]
 
@@ -189,10 +182,10 @@ def _state_columns(states: Sequence[RunState]) -> tuple[list[Any], ...]:
     return (
         [s.id for s in states], [s.run_kind for s in states], [s.run_id for s in states], [s.type for s in states],
         [s.name for s in states], [s.timestamp for s in states], [s.message for s in states],
-        [to_json(s.state_details) for s in states], [s.data_kind for s in states], [s.storage_key for s in states],
+        [compact_json(s.state_details) for s in states], [s.data_kind for s in states], [s.storage_key for s in states],
         [s.storage_block_id for s in states], [s.serializer_type for s in states],
         [s.result_expiration for s in states], [s.result_prefect_version for s in states],
-        [to_json(s.state) for s in states], [s.archived_at for s in states],
+        [compact_json(s.state) for s in states], [s.archived_at for s in states],
     )
 
 

@@ -30,12 +30,11 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from archiver.errors import ArchiveError, BadInput
-from archiver.prefect.events import PIVOT, Event, Malformed, parse_event_id, to_utc
+from archiver.prefect.events import PIVOT, Event, Malformed, compact_json, parse_event_id, to_utc
 from archiver.storage.duckdb import runs
 from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
 from archiver.storage.duckdb.migrate import migrate
-from archiver.storage.duckdb.runs import to_json
 from archiver.storage.writer import (
     LEDGER_COUNTERS,
     ArchiveWriter,
@@ -375,9 +374,9 @@ def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], .
         [e.received for e in events],
         [e.event for e in events],
         [e.resource_id for e in events],
-        [to_json(e.resource) for e in events],
-        [to_json(e.related) for e in events],
-        [to_json(e.payload) for e in events],
+        [compact_json(e.resource) for e in events],
+        [compact_json(e.related) for e in events],
+        [compact_json(e.payload) for e in events],
         [str(e.follows) if e.follows else None for e in events],
         [e.content_hash for e in events],
         [now] * len(events),
