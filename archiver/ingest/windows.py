@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from archiver.prefect.client import PAGE_SIZE, Bucket
 from archiver.prefect.events import PIVOT, format_timestamp
+from archiver.prefect.filters import MAX_QUERY_SPAN as MAX_QUERY_SPAN  # one definition, with Prefect's other caps
 
 TICK = timedelta(microseconds=1)
 
@@ -34,9 +35,6 @@ FINER = {"day": "hour", "hour": "minute", "minute": "second"}
 
 # The server refuses count-by requests that would make more buckets (counting.py).
 MAX_BUCKETS = 1000
-# Prefect Cloud refuses event queries spanning more than 14 days of `occurred`; every count-by
-# span, and so every window (windows never cross a span), stays within it.
-MAX_QUERY_SPAN = timedelta(days=14)
 
 
 # Bucket sizes the planner counts with: whole seconds, because Prefect's SQLite backend buckets by

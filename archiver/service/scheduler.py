@@ -30,7 +30,7 @@ from archiver.config import Settings
 from archiver.errors import ArchiverError, Stopped
 from archiver.ingest.sync import SyncReport, sync, trailing_reconcile
 from archiver.ingest.verify import verify
-from archiver.lookup.events import client_for
+from archiver.prefect.client import client_for
 from archiver.prefect.events import format_timestamp
 from archiver.service.heartbeat import read_state, state_path, write_state
 from archiver.service.metrics import Metrics
