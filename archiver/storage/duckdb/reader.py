@@ -54,6 +54,7 @@ WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_ki
 ORDER BY 4, 1
 """
 _RUN_TABLES = (("flow_run", "flow_runs"), ("task_run", "task_runs"))
+_GAPS_SQL = "SELECT since, until FROM gaps ORDER BY since"
 
 
 class DuckDBReader(ArchiveReader):
@@ -136,7 +137,7 @@ class DuckDBReader(ArchiveReader):
 
     def gaps(self) -> list[tuple[datetime, datetime]]:
         with self._connection() as conn:
-            rows = conn.execute("SELECT since, until FROM gaps ORDER BY since").fetchall()
+            rows = conn.execute(_GAPS_SQL).fetchall()
         return [(to_utc(since), to_utc(until)) for since, until in rows]
 
     def status(self, now: datetime | None = None) -> ArchiveStatus:
@@ -149,7 +150,7 @@ class DuckDBReader(ArchiveReader):
                 "WHERE kind = 'sync' ORDER BY started DESC LIMIT 1"
             ).fetchone()
             last_ok = scalar(conn, "SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'")
-            gaps = conn.execute("SELECT since, until FROM gaps ORDER BY since").fetchall()
+            gaps = conn.execute(_GAPS_SQL).fetchall()
             try:
                 quarantined, resolved = conn.execute(
                     "SELECT count(*) FILTER (resolved IS NULL), count(*) FILTER (resolved IS NOT NULL) FROM quarantine"
