@@ -78,7 +78,7 @@ class DuckDBReader(ArchiveReader):
 
     @contextmanager
     def session(self, time_limit: timedelta | None = None) -> Iterator[DuckDBReader]:
-        if self._conn is not None:
+        if self._conn is not None:  # already a session: share its connection (and its time limit)
             yield self
             return
         session = DuckDBReader(self.path, self.timeout)
