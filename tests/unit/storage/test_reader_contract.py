@@ -7,6 +7,8 @@ archiver.prefect.events, as a sync fills them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -393,6 +395,50 @@ def test_an_archive_from_before_quarantine_resolution_reads_its_status(reader_ba
 
 def test_an_archive_from_before_run_metadata_has_no_flow_runs(reader_backend: Backend) -> None:
     assert reader_backend.at_schema(1).reader(TIMEOUT).flow_run(uuid.uuid4()) is None
+
+
+# -- reading while another process writes -------------------------------------------------------------
+
+BATCHES, PER_BATCH = 25, 80
+# Batch k holds the events that occurred at T0 + i ms for i in [k·PER_BATCH, (k+1)·PER_BATCH) and
+# carries the mark T0 + (k+1)·PER_BATCH ms: after it, exactly (k+1)·PER_BATCH events lie below the mark.
+WRITER_SCRIPT = """
+import sys, uuid
+from datetime import datetime, timedelta, timezone
+from archiver.prefect.events import format_timestamp, parse_event
+from archiver.storage import open_archive
+url, batches, per_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0 = datetime.fromisoformat(sys.argv[4])
+writer = open_archive(url).writer(timedelta(seconds=60))
+for k in range(batches):
+    raws = [{"occurred": format_timestamp(t0 + timedelta(milliseconds=i)), "event": "acme.tick",
+             "resource": {"prefect.resource.id": "acme.clock"}, "related": [], "payload": {}, "id": str(uuid.uuid4())}
+            for i in range(k * per_batch, (k + 1) * per_batch)]
+    writer.write_batch([parse_event(r) for r in raws], [], mark=t0 + timedelta(milliseconds=(k + 1) * per_batch))
+"""
+
+
+def test_a_reader_sees_whole_batches_with_their_mark_while_another_process_writes(reader_backend: Backend) -> None:
+    reader_backend.archive.writer(TIMEOUT)  # the schema, so the first reads find tables
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, reader_backend.archive.url, str(BATCHES),
+                               str(PER_BATCH), T0.isoformat()])
+    reader, seen = reader_backend.reader(), set()
+    try:
+        while writer.poll() is None or not seen or max(seen) < BATCHES * PER_BATCH:
+            with reader.session() as session:  # one snapshot: the mark and the events below it
+                mark = session.high_water_mark()
+                below = session.count(EventFilter(T0, mark - timedelta(microseconds=1))) if mark else 0
+                total = session.count(EVERYTHING)
+            # Every event below the mark is there, and no event of a batch is there without its mark.
+            assert below == total == (round((mark - T0) / timedelta(milliseconds=1)) if mark else 0)
+            assert total % PER_BATCH == 0
+            seen.add(total)
+            if writer.poll() not in (None, 0):
+                break
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0
+    assert max(seen) == BATCHES * PER_BATCH and len(seen) > 2  # the reads landed between commits
 
 
 # -- sessions ------------------------------------------------------------------------------------------
