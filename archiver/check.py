@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 from archiver.config import Settings
 from archiver.errors import ApiError, ArchiveError
 from archiver.ingest.fetch import first_event_time
-from archiver.lookup.events import archive_status, client_for
-from archiver.prefect.client import PrefectClient, redact_url
-from archiver.prefect.events import format_timestamp, to_utc
+from archiver.prefect.client import PrefectClient, client_for, redact_url
+from archiver.prefect.events import format_timestamp
+from archiver.storage import open_archive
 
 SOURCE_NAMES = {"flag": "--api-url", "env": "the environment", "config": "the config file", "default": "nowhere"}
 
@@ -84,18 +84,18 @@ def _retention(oldest: datetime | None, now: datetime) -> Finding:
 
 
 def _archive(settings: Settings, oldest: datetime | None, now: datetime) -> Finding:
+    archive = open_archive(settings.archive_url)
     try:
-        status = archive_status(settings.db_path, settings.read_timeout, now)
+        status = archive.reader(settings.read_timeout).status(now)
     except ArchiveError as exc:
         return Finding("archive", True, str(exc))
-    mark = status["high_water_mark"]
-    if mark is None:
-        return Finding("archive", True, f"{settings.db_path}: no sync yet")
-    mark_time = to_utc(datetime.fromisoformat(mark))
-    if oldest is not None and mark_time < oldest:
+    if status.high_water_mark is None:
+        return Finding("archive", True, f"{archive.name}: no sync yet")
+    mark = format_timestamp(status.high_water_mark)
+    if oldest is not None and status.high_water_mark < oldest:
         return Finding(
             "archive", False,
-            f"{settings.db_path}: high-water mark {mark} is older than the oldest event the server still holds "
+            f"{archive.name}: high-water mark {mark} is older than the oldest event the server still holds "
             f"({format_timestamp(oldest)}): events between them may be lost — run sync now",
         )
-    return Finding("archive", True, f"{settings.db_path}: {status['events']:,} events, high-water mark {mark}")
+    return Finding("archive", True, f"{archive.name}: {status.events:,} events, high-water mark {mark}")

@@ -155,7 +155,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.ingest.gaps import describe
     from archiver.ingest.report import partial_report
     from archiver.ingest.sync import sync
-    from archiver.lookup.events import client_for
+    from archiver.prefect.client import client_for
     from archiver.service.stop import StopSignals
     from archiver.storage import open_archive
 
@@ -228,10 +228,10 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.lookup.events import final_result, read_run_history
+    from archiver.lookup.runs import final_result, get_run_states
     from archiver.prefect.results import ResultUnavailable, read_result
 
-    history = read_run_history(settings.db_path, args.run_id, settings.read_timeout)
+    history = get_run_states(args.run_id, settings=settings)
     value: Any = None
     problem: ResultUnavailable | None = None
     if args.show_result:
@@ -300,7 +300,7 @@ def _print_history(history: Any) -> None:
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.lookup.events import flow_run_resource, search_events
+    from archiver.lookup.search import flow_run_resource, search_events
 
     if args.limit < 1:
         raise BadInput("--limit must be at least 1")
@@ -339,33 +339,32 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.check import describe_source
     from archiver.ingest.gaps import describe
-    from archiver.lookup.events import archive_status
     from archiver.prefect.client import redact_url
     from archiver.service.heartbeat import service_status
     from archiver.storage import open_archive
 
-    status = archive_status(settings.db_path, settings.read_timeout)
-    status["service"] = service_status(open_archive(settings.archive_url))
-    status["api_url"] = redact_url(settings.api_url) if settings.api_url else None
-    status["api_url_source"] = describe_source(settings, "api.url")
+    archive = open_archive(settings.archive_url)
+    status = archive.reader(settings.read_timeout).status()
+    service = service_status(archive)
+    api_url = redact_url(settings.api_url) if settings.api_url else None
+    api_url_source = describe_source(settings, "api.url")
     if args.json:
-        print(json.dumps(status))
+        print(json.dumps({**status.to_json(), "service": service, "api_url": api_url, "api_url_source": api_url_source}))
         return 0
-    print(f"api url:          {status['api_url'] or 'not set'} (from {status['api_url_source']})")
-    print(f"archive:          {status['archive']}")
-    print(f"events:           {status['events']:,}")
-    print(f"high-water mark:  {status['high_water_mark'] or 'not set (no sync yet)'}")
-    if status["lag_seconds"] is not None:
-        print(f"lag:              {status['lag_seconds']:,.0f}s behind now")
-    last = status["last_sync"]
+    mark, last = status.high_water_mark, status.last_sync
+    print(f"api url:          {api_url or 'not set'} (from {api_url_source})")
+    print(f"archive:          {status.archive}")
+    print(f"events:           {status.events:,}")
+    print(f"high-water mark:  {format_timestamp(mark) if mark else 'not set (no sync yet)'}")
+    if status.lag_seconds is not None:
+        print(f"lag:              {status.lag_seconds:,.0f}s behind now")
     if last:
-        print(f"last sync:        {last['started']} — {last['outcome']}" + (f": {last['error']}" if last["error"] else ""))
-    print(f"last success:     {status['last_success'] or 'never'}")
-    if status["quarantined"] or status["quarantine_resolved"]:
-        print(f"quarantined:      {status['quarantined']} malformed items"
-              + (f" ({status['quarantine_resolved']} more resolved: their real event arrived later)"
-                 if status["quarantine_resolved"] else ""))
-    service = status["service"]
+        print(f"last sync:        {format_timestamp(last.started)} — {last.outcome}" + (f": {last.error}" if last.error else ""))
+    print(f"last success:     {format_timestamp(status.last_success) if status.last_success else 'never'}")
+    if status.quarantined or status.quarantine_resolved:
+        print(f"quarantined:      {status.quarantined} malformed items"
+              + (f" ({status.quarantine_resolved} more resolved: their real event arrived later)"
+                 if status.quarantine_resolved else ""))
     if service is None:
         print("service:          none has run on this archive (`prefect-archiver run`)")
     elif service["running"] and service.get("heartbeat_problem"):
@@ -378,18 +377,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"next sync:        {service.get('next_sync') or 'not scheduled'}")
     else:
         print(f"service:          not running ({service['why']})")
-    for gap in status["gaps"]:
-        print(f"GAP:              {describe(gap['since'], gap['until'])}")
+    for since, until in status.gaps:
+        print(f"GAP:              {describe(format_timestamp(since), format_timestamp(until))}")
     return 0
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.storage.duckdb.console import print_result, run_sql
+    from archiver.output import print_result
+    from archiver.storage import open_archive
 
     query = sys.stdin.read() if args.query == "-" else args.query
     if not query.strip():
         raise BadInput("the query is empty")
-    with run_sql(settings.db_path, query, settings.read_timeout) as result:
+    with open_archive(settings.archive_url).reader(settings.read_timeout).sql(query) as result:
         printed = print_result(result, args.format)
     if args.format == "table":
         print(f"({printed.rows:,} row{'' if printed.rows == 1 else 's'})", file=sys.stderr)
@@ -416,7 +416,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     from archiver.ingest.gaps import describe
     from archiver.ingest.verify import gaps_seen, verify
-    from archiver.lookup.events import client_for
+    from archiver.prefect.client import client_for
     from archiver.storage import open_archive
 
     since, until = _range(args)

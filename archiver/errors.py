@@ -15,7 +15,8 @@
     │   ├── ArchiveMissing     no archive file where the settings point
     │   ├── ArchiveBusy        another process holds the file or the sync lock
     │   ├── ArchiveDamaged     the file cannot be opened as an archive (or is no DuckDB file)
-    │   └── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
+    │   ├── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
+    │   └── QueryTimeout       a read ran past its time limit and was stopped (serve: HTTP 504)
     ├── Stopped                a stop was asked for (SIGTERM, Ctrl-C) while waiting to retry
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
     ├── EventNotFound          also a LookupError: no event with that id where we looked
@@ -107,6 +108,10 @@ class ArchiveDamaged(ArchiveError):
 
 class ArchiveIncompatible(ArchiveError):
     """The archive was written by a newer prefect-archiver or DuckDB than this one."""
+
+
+class QueryTimeout(ArchiveError):
+    """A read ran past the time limit its caller set (ArchiveReader.session) and was stopped."""
 
 
 class Stopped(ArchiverError):

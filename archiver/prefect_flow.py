@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from archiver.config import load_settings
 from archiver.ingest.sync import sync
-from archiver.lookup.events import client_for
+from archiver.prefect.client import client_for
 from archiver.storage import open_archive
 
 

@@ -6,7 +6,7 @@
    Prefect-shaped events spread over 180 days, written through `DuckDBWriter.write_batch`
    (the sync's own bulk path) — nothing is posted to Prefect for this.
 2. Prints p50/p99 of a lookup by id:
-   - in-process: `query.read_archived_event` (fresh read-only open + query + close each time,
+   - in-process: the archive reader's `event` (fresh read-only open + query + close each time,
      which is what lets a sync in another process commit between lookups) and, for reference,
      one long-lived read-only connection;
    - a fresh process: `python -c "from archiver.query import get_event; get_event(id)"` — what a
@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archiver.config import Settings  # noqa: E402
-from archiver.lookup.events import events_of_flow_run, read_archived_event, search_events  # noqa: E402
+from archiver.lookup.search import events_of_flow_run, search_events  # noqa: E402
 from archiver.prefect.events import Event, format_timestamp  # noqa: E402
 from archiver.storage.duckdb.connect import READER_CONFIG  # noqa: E402
+from archiver.storage.duckdb.reader import DuckDBReader  # noqa: E402
 from archiver.storage.duckdb.writer import DuckDBWriter  # noqa: E402
 from tests.prefect_server import PrefectServer, free_port, make_event, post_events, wait_until_stored  # noqa: E402
 
@@ -122,10 +123,12 @@ def timed(fn, items) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def bench_in_process(path: Path, ids: list[str]) -> None:
-    def fresh(event_id: str) -> None:
-        assert read_archived_event(path, event_id) is not None
+    reader = DuckDBReader(path, timedelta(seconds=15))
 
-    report("in-process, query.read_archived_event (open+query+close)", timed(fresh, ids))
+    def fresh(event_id: str) -> None:
+        assert reader.event(uuid.UUID(event_id)) is not None
+
+    report("in-process, DuckDBReader.event (open+query+close)", timed(fresh, ids))
     conn = duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
 
     def warm(event_id: str) -> None:

@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from archiver.config import Settings  # noqa: E402
 from archiver.prefect.events import format_timestamp  # noqa: E402
-from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch, read_page  # noqa: E402
+from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch  # noqa: E402
 from archiver.storage.duckdb.connect import READER_CONFIG  # noqa: E402
+from archiver.storage.duckdb.search import read_page  # noqa: E402
 from bench.lookup import build  # noqa: E402
 
 UTC = timezone.utc

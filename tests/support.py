@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 from archiver.config import Settings
 from archiver.ingest.sync import sync
 from archiver.prefect.client import PrefectClient, RetryPolicy
+from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.connect import with_lock_retry
 from archiver.storage.duckdb.writer import DuckDBWriter
 
@@ -51,6 +53,16 @@ def archived_ids(db_path: Path, since: datetime, until: datetime) -> set[str]:
 def query(db_path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
     with _open(db_path) as conn:
         return conn.execute(sql, params or []).fetchall()
+
+
+def archive_status(db_path: Path, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
+    """What `status --json` says of the archive itself, read through its reader as `status` does."""
+    return DuckDBArchive(db_path).reader(timeout).status().to_json()
+
+
+def read_archived_event(db_path: Path, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:
+    """The archived event with this id in the API's shape (the archive's reader), or None."""
+    return DuckDBArchive(db_path).reader(timeout).event(uuid.UUID(event_id))
 
 
 def cli_env(api_url: str | None, db_path: Path, config: Path | None = None, **extra: str) -> dict[str, str]:

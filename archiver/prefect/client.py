@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
@@ -44,6 +44,9 @@ from archiver.errors import (
 )
 from archiver.prefect.events import PAGE_SIZE, format_timestamp, parse_timestamp
 from archiver.prefect.runs import run_kind as kind_named
+
+if TYPE_CHECKING:
+    from archiver.config import Settings
 
 log = logging.getLogger("archiver.prefect.client")
 
@@ -491,3 +494,27 @@ class PrefectClient:
             )
         detail = response.text[:300].replace("\n", " ")
         return ApiRejected(f"{where} was rejected (HTTP {status}): {detail}")
+
+
+def client_for(
+    settings: Settings, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+    interactive: bool = False,
+) -> PrefectClient:
+    """A client configured from settings (the same environment a flow runs with).
+
+    `sleep` waits between retries; a stoppable process passes one that ends the wait on a stop.
+    `interactive`: a command someone waits for at a terminal, which fails at once on a refused
+    connection instead of retrying it for minutes.
+    """
+    return PrefectClient(
+        settings.require_api(),
+        sleep=sleep,
+        api_key=settings.api_key,
+        auth_string=settings.auth_string,
+        timeout=settings.timeout.total_seconds(),
+        retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time, retry_refused=not interactive),
+        custom_headers=settings.custom_headers,
+        verify=tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
+        csrf_support=settings.csrf_support,
+        max_requests_per_minute=settings.max_requests_per_minute,
+    )

@@ -32,7 +32,7 @@ from archiver.ingest.report import SyncReport, outcome, partial_report
 from archiver.ingest.stop import StopToken
 from archiver.ingest.sync import sync, trailing_reconcile
 from archiver.ingest.verify import verify
-from archiver.lookup.events import client_for
+from archiver.prefect.client import client_for
 from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.service.heartbeat import read_heartbeat, write_heartbeat
 from archiver.service.metrics import Metrics

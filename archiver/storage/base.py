@@ -59,7 +59,11 @@ class Archive(ABC):
 
     @abstractmethod
     def reader(self, timeout: timedelta) -> ArchiveReader:
-        """A reader that waits up to `timeout` for a committing writer; ArchiveMissing when there is no archive."""
+        """A reader (storage.reader) that waits up to `timeout` for a committing writer.
+
+        Building it touches nothing (serve builds one before any archive exists); each of its
+        reads raises ArchiveMissing when there is no archive.
+        """
 
     @abstractmethod
     def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> WriterLock:

@@ -9,7 +9,7 @@ filter, the first page's total and the last (occurred, id) returned, so paging w
 neither skips nor repeats), ties on `occurred` are ordered by id, `limit` may go past Prefect's 50
 up to --max-limit, and unknown top-level keys are refused instead of silently ignored. Also
 `GET /api/events/{id}` and `GET /api/health`. Read-only: each request opens the file read-only and
-lets go, so a sync in another process can commit between requests.
+lets go (ArchiveReader.session), so a sync in another process can commit between requests.
 
 FastAPI and uvicorn come with the `serve` extra (Prefect's own web stack); the CLI imports this
 module only for `serve`.
@@ -25,24 +25,20 @@ import json
 import logging
 import os
 import secrets
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import uvicorn
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from archiver.config import Settings
-from archiver.errors import ArchiveError, ArchiverError, BadInput
-from archiver.lookup.events import archive_status, read_archived_event
-from archiver.prefect.events import PAGE_SIZE, parse_event_id, parse_timestamp
-from archiver.prefect.filters import EventFilter, Page, parse_filter, read_page
-from archiver.storage.duckdb.connect import open_reader
+from archiver.errors import ArchiveError, ArchiverError, BadInput, QueryTimeout
+from archiver.prefect.events import PAGE_SIZE, format_timestamp, parse_event_id, parse_timestamp
+from archiver.prefect.filters import EventFilter, parse_filter
+from archiver.storage import open_archive
+from archiver.storage.reader import Page
 
 log = logging.getLogger("archiver.web.api")
 
@@ -110,47 +106,14 @@ def bearer_credentials(authorization: str) -> str | None:
     return credentials.strip(" ") if scheme.lower() == "bearer" else None
 
 
-def _interrupt_after(conn: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
-    """Interrupt `conn`'s query once `seconds` have passed, and again until it has stopped.
-
-    DuckDB only sees an interrupt while a query is executing, and a request runs several queries:
-    one interrupt can land between them (or while one is still being planned) and be lost.
-    """
-    if done.wait(seconds):
-        return
-    while not done.is_set():
-        try:
-            conn.interrupt()
-        except duckdb.Error:  # the request ended and closed the connection meanwhile
-            return
-        done.wait(0.01)
-
-
-class _Reader:
-    """Opens the archive read-only per request and lets go, so syncs elsewhere keep committing."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @contextmanager
-    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        try:
-            conn = open_reader(self.settings.db_path, self.settings.read_timeout)
-        except ArchiveError as exc:
-            raise HTTPException(status_code=503, detail=str(exc)) from None
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-
 def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None) -> FastAPI:
     """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set."""
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
     expected = token.encode() if token else None
-    archive = _Reader(settings)
+    archive = open_archive(settings.archive_url)
+    reader = archive.reader(settings.read_timeout)
     tokens = PageTokens(token, max_limit)
-    time_limit = settings.request_timeout.total_seconds()
+    time_limit = settings.request_timeout
 
     def authorized(request: Request) -> bool:
         if expected is None:
@@ -172,19 +135,17 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
         return f"{request.base_url}{api}events/filter/next?page-token={page_token}"
 
     def answer(request: Request, f: EventFilter, limit: int, after: Any = None, total: int | None = None) -> dict[str, Any]:
-        with archive.reader() as conn:
-            done = threading.Event()
-            if time_limit > 0:
-                threading.Thread(target=_interrupt_after, args=(conn, time_limit, done), daemon=True).start()
-            try:
-                page = read_page(conn, f, limit, after=after, total=total)
-            except duckdb.InterruptException:
-                raise HTTPException(status_code=504, detail=(
-                    f"the query took longer than serve.request_timeout ({time_limit:g}s) and was stopped: "
-                    "narrow the filter (a shorter occurred window, fewer related or any_resource filters, "
-                    "exact ids instead of label patterns)")) from None
-            finally:
-                done.set()
+        try:
+            # One opening of the archive per request, let go when it is answered.
+            with reader.session(time_limit) as session:
+                page = session.page(f, limit, after=after, total=total)
+        except QueryTimeout:
+            raise HTTPException(status_code=504, detail=(
+                f"the query took longer than serve.request_timeout ({time_limit.total_seconds():g}s) and was stopped: "
+                "narrow the filter (a shorter occurred window, fewer related or any_resource filters, "
+                "exact ids instead of label patterns)")) from None
+        except ArchiveError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
         return {"events": page.events, "total": page.total, "next_page": page_link(request, tokens.encode(f, limit, page))}
 
     router = APIRouter(dependencies=[Depends(require_token)])
@@ -218,7 +179,7 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
     @router.get("/events/{event_id}")
     def read_event(event_id: str) -> dict[str, Any]:
         wanted = parse_event_id(event_id)
-        event = read_archived_event(settings.db_path, wanted, settings.read_timeout)
+        event = reader.event(wanted)
         if event is None:
             raise HTTPException(status_code=404, detail=f"no event with id {wanted} in the archive")
         return event
@@ -227,12 +188,13 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     @open_router.get("/health")
     def health(request: Request) -> dict[str, Any]:
-        status = archive_status(settings.db_path, settings.read_timeout) if settings.db_path.exists() else None
-        if status is None:
-            raise HTTPException(status_code=503, detail=f"no archive at {settings.db_path}")
+        if not archive.exists():
+            raise HTTPException(status_code=503, detail=f"no archive at {archive.name}")
+        status = reader.status()
         if not authorized(request):
             return {"status": "ok"}
-        return {"status": "ok", "events": status["events"], "high_water_mark": status["high_water_mark"]}
+        mark = status.high_water_mark
+        return {"status": "ok", "events": status.events, "high_water_mark": format_timestamp(mark) if mark else None}
 
     @open_router.get("/csrf-token")
     def csrf_token() -> JSONResponse:

@@ -17,17 +17,10 @@ import httpx
 import pytest
 
 from archiver.errors import ApiUnavailable, ArchiveError, BadInput, EventNotFound
-from archiver.lookup.events import (
-    aget_event,
-    archive_status,
-    events_of_flow_run,
-    find_event,
-    get_event,
-    read_archived_event,
-    search_events,
-)
+from archiver.lookup.events import aget_event, find_event, get_event
+from archiver.lookup.search import events_of_flow_run, search_events
+from archiver.output import MAX_CELL
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb.console import MAX_CELL
 from tests.prefect_server import (
     PrefectServer,
     free_port,
@@ -40,10 +33,12 @@ from tests.prefect_server import (
 from tests.support import (
     ROOT,
     Faults,
+    archive_status,
     archived_ids,
     cli_env,
     client_for_test,
     query,
+    read_archived_event,
     read_terminal,
     run_cli,
     settings_for,

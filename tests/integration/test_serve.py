@@ -16,7 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
-from archiver.lookup.events import find_event, search_events
+from archiver.lookup.events import find_event
+from archiver.lookup.search import search_events
 from archiver.prefect.events import Event, format_timestamp, parse_event
 from archiver.storage.duckdb.writer import DuckDBWriter
 from archiver.web.api import create_app

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 
 from archiver.errors import ArchiveError
-from archiver.lookup.events import archive_status
 from archiver.prefect.events import format_timestamp
 from archiver.service.heartbeat import service_status, write_heartbeat
 from archiver.service.scheduler import backoff
@@ -24,7 +23,7 @@ from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.connect import open_reader
 from archiver.storage.duckdb.lock import lock_holder
 from tests.prefect_server import free_port, make_event, post_events, server_count, server_event_ids, wait_until_stored
-from tests.support import ROOT, Forwarder, archived_ids, cli_env, query, run_cli, write_config
+from tests.support import ROOT, Forwarder, archive_status, archived_ids, cli_env, query, run_cli, write_config
 
 UTC = timezone.utc
 SECRET_KEY = "pnu_archiver-test-key-do-not-log-7f3a"

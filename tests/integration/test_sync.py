@@ -367,7 +367,7 @@ def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the
     assert broken["id"] in archived_ids(db, base, until) and report.repaired == 1
     assert query(db, "SELECT event_id, resolved IS NOT NULL FROM quarantine") == [(broken["id"], True)]
     assert archived_ids(db, base, until) == server_event_ids(api, base, until)
-    from archiver.lookup.events import archive_status
+    from tests.support import archive_status
 
     status = archive_status(db)
     assert (status["quarantined"], status["quarantine_resolved"]) == (0, 1)

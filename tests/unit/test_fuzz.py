@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from archiver.config import Settings
 from archiver.errors import BadInput
 from archiver.prefect.events import Event, Malformed, event_to_api, parse_event, parse_timestamp, parse_when, to_utc
-from archiver.prefect.filters import EventFilter, Page, parse_filter, read_page
-from archiver.storage.duckdb.connect import open_reader
+from archiver.prefect.filters import EventFilter, parse_filter
+from archiver.storage.duckdb.reader import DuckDBReader
 from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.reader import Page
 from archiver.web.api import PageTokens, create_app
 
 UTC = timezone.utc
@@ -149,9 +150,8 @@ filters = st.one_of(json_values, st.dictionaries(
 @pytest.fixture(scope="module")
 def reader(archive):
     archive.write_batch([e for e in (parse_event(GOOD),) if isinstance(e, Event)])
-    conn = open_reader(archive.path)
-    yield conn
-    conn.close()
+    with DuckDBReader(archive.path, timedelta(seconds=15)).session() as session:  # one opening for every example
+        yield session
 
 
 @SLOW
@@ -163,13 +163,13 @@ def test_any_filter_json_is_a_filter_that_compiles_or_bad_input(reader, value):
         assert str(exc)
         return
     assert parse_filter(f.to_api(), now=f.until) == f  # what a page token carries means the same
-    page = read_page(reader, f, 5)
+    page = reader.page(f, 5)
     assert page.total >= len(page.events)
 
 
 def token_for(tokens: PageTokens) -> str:
     f = EventFilter(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC), names=("a",))
-    page = Page([], 7, (datetime(2026, 1, 5, tzinfo=UTC), uuid.UUID(int=5)), True)
+    page = Page([], 7, (datetime(2026, 1, 5, tzinfo=UTC), uuid.UUID(int=5)))
     token = tokens.encode(f, 10, page)
     assert token is not None
     return token

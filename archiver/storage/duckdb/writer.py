@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from archiver.errors import ArchiveError, BadInput
-from archiver.prefect.events import PIVOT, Event, Malformed, compact_json, parse_event_id, to_utc
-from archiver.storage.duckdb import runs
+from archiver.prefect.events import Event, Malformed, compact_json, parse_event_id, to_utc
+from archiver.storage.duckdb import queries, runs
 from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
 from archiver.storage.duckdb.migrate import migrate
@@ -112,13 +112,10 @@ def _dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
 
 
 # The statements any SQL database runs as they are (named parameters, bound by SQLAlchemy).
-_MARK = sa.text("SELECT high_water_mark FROM archive_state WHERE id = 1")
 # The mark only moves forward.
 _ADVANCE_MARK = sa.text(
     "UPDATE archive_state SET high_water_mark = greatest(coalesce(high_water_mark, :mark), :mark) WHERE id = 1"
 )
-_NEWEST_BEFORE = sa.text("SELECT max(occurred) FROM events WHERE occurred < :moment")
-_GAPS = sa.text("SELECT since, until FROM gaps ORDER BY since")
 _RECORD_GAP = sa.text(
     "INSERT INTO gaps (since, until, detected_at, sync_id) VALUES (:since, :until, :detected_at, :ledger_id) "
     "ON CONFLICT DO NOTHING"
@@ -279,30 +276,24 @@ class DuckDBWriter(ArchiveWriter):
 
     def high_water_mark(self) -> datetime | None:
         with self._transaction() as conn:
-            value = conn.execute(_MARK).scalar()
+            value = conn.exec_driver_sql(queries.MARK).scalar()
         return to_utc(value) if value is not None else None
 
     def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:
-        size_us = width // timedelta(microseconds=1)
-        pivot_us = int(PIVOT.timestamp()) * 1_000_000
         with self._transaction() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT floor((epoch_us(occurred) - $1) / $2)::BIGINT AS bucket, count(*) FROM events "
-                "WHERE occurred BETWEEN $3 AND $4 GROUP BY bucket",
-                (pivot_us, size_us, since, until),
-            ).fetchall()
-        return {PIVOT + width * bucket: count for bucket, count in rows}
+            rows = conn.exec_driver_sql(queries.BUCKET_COUNTS, tuple(queries.bucket_params(since, until, width))).fetchall()
+        return queries.bucket_starts(rows, width)
 
     def newest_occurred_before(self, moment: datetime) -> datetime | None:
         with self._transaction() as conn:
-            value = conn.execute(_NEWEST_BEFORE, {"moment": moment}).scalar()
+            value = conn.exec_driver_sql(queries.NEWEST_BEFORE, (moment,)).scalar()
         return to_utc(value) if value is not None else None
 
     # -- gaps ----------------------------------------------------------------------------------
 
     def gaps(self) -> list[Gap]:
         with self._transaction() as conn:
-            rows = conn.execute(_GAPS).fetchall()
+            rows = conn.exec_driver_sql(queries.GAPS).fetchall()
         return [(to_utc(since), to_utc(until)) for since, until in rows]
 
     def record_gap(self, since: datetime, until: datetime, ledger_id: uuid.UUID) -> None:

@@ -1,0 +1,241 @@
+"""The DuckDB archive's reader: each call opens the file read-only, briefly, and lets go.
+
+While a sync holds the file to commit, no other process can open it at all (connect.py), so a
+read waits up to its timeout and a reader never keeps the file between calls — except inside a
+session(), which `serve` opens for one request. Imported by readers inside flows on their first
+read: neither SQLAlchemy nor the ingest machinery comes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from archiver.errors import ArchiveError, QueryTimeout, RunNotFound
+from archiver.prefect.events import EVENT_COLUMNS, event_to_api, format_timestamp, to_utc
+from archiver.prefect.filters import EventFilter
+from archiver.prefect.results import ResultReference, StorageBlock
+from archiver.storage.duckdb import queries
+from archiver.storage.duckdb.connect import open_reader, scalar
+from archiver.storage.duckdb.console import run_sql
+from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR, lock_is_held
+from archiver.storage.duckdb.search import count_events, read_page
+from archiver.storage.reader import (
+    ArchiveReader,
+    ArchiveStatus,
+    LastSync,
+    Page,
+    Position,
+    RunHistory,
+    RunState,
+    SqlResult,
+)
+
+# A run's states: its archived state records, then the state-change events of those whose record
+# was not archived (the server dropped them first), with the result's storage block when known.
+_STATES_SQL = """
+SELECT s.id, s.type, s.name, s.timestamp, s.message, s.state_details, s.data_kind, s.storage_key, s.storage_block_id,
+       s.serializer_type, s.result_expiration, s.result_prefect_version, 'state' AS source,
+       b.found, b.name, b.block_type_slug, b.basepath, s.state->'data'->'serializer'
+FROM run_states s LEFT JOIN result_storage_blocks b ON b.id = s.storage_block_id
+WHERE s.run_kind = $2 AND s.run_id = $1
+UNION ALL
+SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'event',
+       NULL, NULL, NULL, NULL, NULL
+FROM {kind}_states
+WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = $2 AND run_id = $1)
+ORDER BY 4, 1
+"""
+_RUN_TABLES = (("flow_run", "flow_runs"), ("task_run", "task_runs"))
+
+
+class DuckDBReader(ArchiveReader):
+    """Reads the archive file at `path`, waiting up to `timeout` for a committing writer."""
+
+    def __init__(self, path: Path, timeout: timedelta) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._conn: duckdb.DuckDBPyConnection | None = None  # inside a session: its connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        conn = open_reader(self.path, self.timeout)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def session(self, time_limit: timedelta | None = None) -> Iterator[DuckDBReader]:
+        if self._conn is not None:  # already a session: share its connection (and its time limit)
+            yield self
+            return
+        session = DuckDBReader(self.path, self.timeout)
+        session._conn = conn = open_reader(self.path, self.timeout)
+        done = threading.Event()
+        seconds = time_limit.total_seconds() if time_limit is not None else 0.0
+        if seconds > 0:
+            threading.Thread(target=_interrupt_after, args=(conn, seconds, done), daemon=True).start()
+        try:
+            yield session
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"reading archive {self.path} took longer than {seconds:g}s and was stopped") from None
+        finally:
+            done.set()
+            session._conn = None
+            conn.close()
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def event(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1", [str(event_id)]).fetchone()
+        return event_to_api(*row) if row else None
+
+    def page(self, search: EventFilter, limit: int, after: Position | None = None, total: int | None = None) -> Page:
+        with self._connection() as conn:
+            return read_page(conn, search, limit, after=after, total=total)
+
+    def count(self, search: EventFilter) -> int:
+        with self._connection() as conn:
+            return count_events(conn, search)
+
+    def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:
+        with self._connection() as conn:
+            rows = conn.execute(queries.BUCKET_COUNTS, queries.bucket_params(since, until, width)).fetchall()
+        return queries.bucket_starts(rows, width)
+
+    def newest_occurred_before(self, moment: datetime) -> datetime | None:
+        with self._connection() as conn:
+            value = scalar(conn, queries.NEWEST_BEFORE, [moment])
+        return to_utc(value) if value is not None else None
+
+    # -- the archive's state ---------------------------------------------------------------------------
+
+    def high_water_mark(self) -> datetime | None:
+        with self._connection() as conn:
+            return _mark(conn)
+
+    def gaps(self) -> list[tuple[datetime, datetime]]:
+        with self._connection() as conn:
+            rows = conn.execute(queries.GAPS).fetchall()
+        return [(to_utc(since), to_utc(until)) for since, until in rows]
+
+    def status(self, now: datetime | None = None) -> ArchiveStatus:
+        now = now or datetime.now(timezone.utc)
+        with self._connection() as conn:
+            events = scalar(conn, "SELECT count(*) FROM events")
+            mark = _mark(conn)
+            last = conn.execute(
+                "SELECT id, started, finished, outcome, error, inserted, fetched FROM syncs "
+                "WHERE kind = 'sync' ORDER BY started DESC LIMIT 1"
+            ).fetchone()
+            last_ok = scalar(conn, "SELECT max(finished) FROM syncs WHERE kind = 'sync' AND outcome = 'ok'")
+            gaps = conn.execute(queries.GAPS).fetchall()
+            try:
+                quarantined, resolved = conn.execute(
+                    "SELECT count(*) FILTER (resolved IS NULL), count(*) FILTER (resolved IS NOT NULL) FROM quarantine"
+                ).fetchone() or (0, 0)
+            except duckdb.BinderException:  # an archive from before migration 0006: no item resolved yet
+                quarantined, resolved = scalar(conn, "SELECT count(*) FROM quarantine"), 0
+        return ArchiveStatus(
+            archive=str(self.path),
+            events=events,
+            high_water_mark=mark,
+            lag=now - mark if mark else None,
+            last_sync=self._last_sync(last) if last else None,
+            last_success=to_utc(last_ok) if last_ok else None,
+            gaps=tuple((to_utc(since), to_utc(until)) for since, until in gaps),
+            quarantined=quarantined,
+            quarantine_resolved=resolved,
+        )
+
+    def _last_sync(self, row: tuple[Any, ...]) -> LastSync:
+        run_id, started, finished, outcome, error, inserted, fetched = row
+        if outcome == "running" and not lock_is_held(self.path):
+            # Every writer holds the sync lock while its run is 'running': with the lock free, the
+            # process is gone (the next writer marks the row so in the ledger).
+            outcome, error = "interrupted", ORPHANED_RUN_ERROR
+        return LastSync(uuid.UUID(str(run_id)), to_utc(started), to_utc(finished) if finished else None,
+                        outcome, error, inserted, fetched)
+
+    # -- runs ----------------------------------------------------------------------------------------
+
+    def flow_run(self, flow_run_id: uuid.UUID) -> dict[str, Any] | None:
+        with self._connection() as conn:
+            try:
+                value = scalar(conn, "SELECT object FROM flow_runs WHERE id = $1", [str(flow_run_id)])
+            except duckdb.CatalogException:  # an archive from before run metadata
+                return None
+        return json.loads(value) if value else None
+
+    def run_history(self, run_id: uuid.UUID) -> RunHistory:
+        wanted = str(run_id)
+        with self._connection() as conn:
+            mark = _mark(conn)
+            for kind, table in _RUN_TABLES:
+                try:
+                    rows = conn.execute(_STATES_SQL.format(kind=kind), [wanted, kind]).fetchall()
+                except duckdb.CatalogException:
+                    raise ArchiveError(
+                        f"archive {self.path} predates run states: run `prefect-archiver sync` once to upgrade it"
+                    ) from None
+                name = scalar(conn, f"SELECT name FROM {table} WHERE id = $1", [wanted])
+                if rows or name is not None:
+                    return RunHistory(kind, wanted, name, [_run_state(row) for row in rows], mark)
+        ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
+                "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
+        raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {self.path}, {ends}")
+
+    # -- the SQL console -------------------------------------------------------------------------------
+
+    def sql(self, query: str) -> AbstractContextManager[SqlResult]:
+        return run_sql(self.path, query, self.timeout)
+
+
+def _mark(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    mark = scalar(conn, queries.MARK)
+    return to_utc(mark) if mark else None
+
+
+def _run_state(row: tuple[Any, ...]) -> RunState:
+    (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
+     expiration, prefect_version, source, block_found, block_name, block_slug, basepath, serializer) = row
+    block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
+    serializer = json.loads(serializer) if serializer else None
+    reference = ResultReference(
+        storage_key, str(block_id) if block_id else None, serializer_type,
+        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
+        serializer if isinstance(serializer, dict) else None,
+    ) if storage_key is not None else None
+    return RunState(
+        str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
+        data_kind, reference, source,
+    )
+
+
+def _interrupt_after(conn: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
+    """Interrupt `conn`'s query once `seconds` have passed, and again until it has stopped.
+
+    DuckDB only sees an interrupt while a query is executing, and a session runs several queries:
+    one interrupt can land between them (or while one is still being planned) and be lost.
+    """
+    if done.wait(seconds):
+        return
+    while not done.is_set():
+        try:
+            conn.interrupt()
+        except duckdb.Error:  # the session ended and closed the connection meanwhile
+            return
+        done.wait(0.01)
