@@ -412,8 +412,6 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import nullcontext
-
     from archiver.ingest.gaps import describe
     from archiver.ingest.verify import gaps_seen, verify
     from archiver.prefect.client import client_for
@@ -423,13 +421,24 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     archive = open_archive(settings.archive_url)
     if not archive.exists():
         raise ArchiveMissing(settings.db_path)
-    lock = archive.writer_lock(settings.lock_timeout) if args.repair else nullcontext()
-    with lock:
-        writer = archive.writer(settings.read_timeout)  # before the client: a damaged archive is said first
+    # Comparing only reads (no migration, no write, no lock: a service may be syncing meanwhile);
+    # --repair writes, under the writer lock like a sync.
+    if args.repair:
+        with archive.writer_lock(settings.lock_timeout):
+            writer = archive.writer(settings.read_timeout)  # before the client: a damaged archive is said first
+            try:
+                with client_for(settings, interactive=True) as client:
+                    found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=True)
+                    seen = gaps_seen(settings, client, writer)
+            finally:
+                writer.close()
+    else:
+        reader = archive.reader(settings.read_timeout)
+        reader.high_water_mark()  # before the client: a damaged or unreadable archive is said first
         with client_for(settings, interactive=True) as client:
-            found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=args.repair)
-            gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in gaps_seen(settings, client, writer)]
-        writer.close()
+            found = verify(settings, client, reader, since=since, until=until, unit=args.unit)
+            seen = gaps_seen(settings, client, reader)
+    gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in seen]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
     gap_json = [{"since": s, "until": u} for s, u in gaps]

@@ -29,10 +29,11 @@ from archiver.ingest.fetch import first_event_time
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
 from archiver.prefect.spans import MAX_QUERY_SPAN
-from archiver.storage.writer import ArchiveWriter, Gap
+from archiver.storage.base import ArchiveCounts
+from archiver.storage.writer import Gap
 
 
-def server_gap(client: PrefectClient, archive: ArchiveWriter, mark: datetime, end: datetime, retention: timedelta) -> Gap | None:
+def server_gap(client: PrefectClient, archive: ArchiveCounts, mark: datetime, end: datetime, retention: timedelta) -> Gap | None:
     """[mark, oldest event the server holds) when the server has trimmed past the archive's newest event.
 
     `end` bounds the search for the oldest event (the sync's end); `retention` bounds its 14-day
@@ -61,7 +62,7 @@ def retention_gap(start: datetime, now: datetime, retention: timedelta) -> Gap |
     return (start, horizon) if start < horizon else None
 
 
-def find_gap(client: PrefectClient, archive: ArchiveWriter, start: datetime | None, mark: datetime | None, now: datetime,
+def find_gap(client: PrefectClient, archive: ArchiveCounts, start: datetime | None, mark: datetime | None, now: datetime,
              end: datetime, retention: timedelta, explicit_start: bool) -> tuple[Gap, str] | None:
     """The stretch a sync from `start` may have lost, and why; None when there is no sign of one.
 

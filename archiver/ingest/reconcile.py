@@ -18,6 +18,7 @@ from archiver.ingest.report import Reads
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.windows import FINER, TICK, UNITS, choose_unit
 from archiver.prefect.client import PrefectClient
+from archiver.storage.base import ArchiveCounts
 from archiver.storage.writer import ArchiveWriter
 
 # Differing buckets are narrowed down to this unit before their events are read again.
@@ -64,7 +65,7 @@ class ReconcileResult:
 
 
 def compare(
-    client: PrefectClient, archive: ArchiveWriter, since: datetime, end: datetime, unit: str
+    client: PrefectClient, archive: ArchiveCounts, since: datetime, end: datetime, unit: str
 ) -> tuple[list[BucketDiff], int]:
     """Buckets of `unit` over [since, end) whose server and archive counts differ, and how many were compared."""
     diffs, compared = [], 0
@@ -82,7 +83,7 @@ def compare(
 
 def reconcile(
     client: PrefectClient,
-    archive: ArchiveWriter,
+    archive: ArchiveCounts,
     since: datetime,
     end: datetime,
     *,
@@ -92,13 +93,16 @@ def reconcile(
     stop: StopToken = NEVER,
     progress: ReadProgress | None = None,
 ) -> ReconcileResult:
-    """Compare [since, end) bucket by bucket; with `repair`, read again what the archive lacks."""
+    """Compare [since, end) bucket by bucket; with `repair`, read again what the archive lacks
+    (repairing writes: `archive` is then the writer)."""
     unit = unit or choose_unit(since, end)
     if since >= end:
         return ReconcileResult(unit)
     diffs, compared = compare(client, archive, since, end, unit)
     if not repair:
         return ReconcileResult(unit, compared, tuple(diffs))
+    if not isinstance(archive, ArchiveWriter):
+        raise TypeError("reconcile(repair=True) writes what it reads again: pass the archive's writer")
     todo = [d for d in diffs if d.missing]
     # At most what the server counts in the buckets still to repair is read again.
     repairing = _Repair(client, archive, ledger_id, progress, left=sum(d.server for d in todo))

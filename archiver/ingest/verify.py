@@ -18,6 +18,7 @@ from archiver.ingest.stop import NEVER, StopToken
 from archiver.ingest.sync import ledger_run
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.events import format_timestamp
+from archiver.storage.base import ArchiveCounts
 from archiver.storage.writer import ArchiveWriter, Gap
 
 
@@ -41,7 +42,7 @@ class Verification:
 def verify(
     settings: Settings,
     client: PrefectClient,
-    archive: ArchiveWriter,
+    archive: ArchiveCounts,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -52,6 +53,7 @@ def verify(
     """Compare [since, until); None if there is nothing to compare.
 
     Defaults: from the oldest event the server retains (not before ingest.start) to the mark.
+    Comparing only reads the archive (a reader will do); `repair` writes, so it takes the writer.
     """
     # Counting past the server's "now" fails there (HTTP 500) when future-dated events exist.
     settled = settings.settled_until()
@@ -65,6 +67,8 @@ def verify(
     if not repair:
         result = reconcile(client, archive, since, until, unit=unit)
         return Verification(since, until, result, remaining=result.diffs)
+    if not isinstance(archive, ArchiveWriter):
+        raise TypeError("verify(repair=True) writes what it reads again: pass the archive's writer")
     with ledger_run(client, archive, "verify", since, until, stop) as run:
         result = reconcile(client, archive, since, until, unit=unit, repair=True, ledger_id=run.ledger_id, stop=stop)
         # The ledger's verify rows count the buckets and the events added, not the reads.
@@ -74,7 +78,7 @@ def verify(
     return Verification(since, until, result, tuple(remaining), run.report)
 
 
-def gaps_seen(settings: Settings, client: PrefectClient, archive: ArchiveWriter) -> list[Gap]:
+def gaps_seen(settings: Settings, client: PrefectClient, archive: ArchiveCounts) -> list[Gap]:
     """The gaps syncs recorded, and the one the server shows now if it has trimmed past the mark.
 
     Verify compares only what the server still holds, so a stretch it trimmed before the archive

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -12,6 +12,20 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # readers inside flows import neither side's machinery until they use it
     from archiver.storage.reader import ArchiveReader
     from archiver.storage.writer import ArchiveWriter
+
+
+class ArchiveCounts(Protocol):
+    """What the archive says of its own extent, for comparing it with the server (reconcile,
+    verify, gap detection). ArchiveWriter and ArchiveReader both answer it: a sync asks its writer,
+    `verify` without --repair a reader, so comparing never opens the archive for writing."""
+
+    def high_water_mark(self) -> datetime | None: ...
+
+    def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]: ...
+
+    def newest_occurred_before(self, moment: datetime) -> datetime | None: ...
+
+    def gaps(self) -> list[tuple[datetime, datetime]]: ...
 
 
 class WriterLock(Protocol):

@@ -17,6 +17,7 @@ from archiver.errors import ArchiveError
 from archiver.prefect.events import format_timestamp
 from archiver.storage.duckdb.connect import open_reader
 from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
+from archiver.storage.duckdb.migrate import BOOTSTRAP, available
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
 from tests.support import ROOT, archive_status, archived_ids, cli_env, query, read_terminal, run_cli, start_cli, write_config
@@ -221,6 +222,30 @@ def test_verify_reports_missing_buckets_and_repair_restores_them(prefect_server,
     repaired = run_cli(["verify", "--since", since, "--until", until, "--repair", "--json"], env)
     assert repaired.returncode == 0, repaired.stderr + repaired.stdout
     assert json.loads(repaired.stdout)["repaired"] == len(lost)
+    assert archived_ids(db, history.since, history.until) == history.ids
+
+
+def test_verify_only_reads_the_archive_and_repair_upgrades_it(prefect_server, history, tmp_path):
+    # An archive an older prefect-archiver left (schema 5): comparing it with the server must not
+    # migrate it or write anything (a service of that version may be using it); --repair writes.
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        conn.execute(BOOTSTRAP)
+        for migration in available():
+            if migration.version <= 5:
+                conn.execute(migration.sql)
+                conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, now())", [migration.version, migration.name])
+    before = db.read_bytes()
+    env = cli_env(prefect_server.api_url, db)
+    since, until = format_timestamp(history.since), format_timestamp(history.end)
+    checked = run_cli(["verify", "--since", since, "--until", until, "--unit", "day", "--json"], env)
+    assert checked.returncode == 1, checked.stderr
+    assert json.loads(checked.stdout)["remaining"] > 0
+    assert db.read_bytes() == before
+    assert not db.with_name(db.name + ".lock").exists()  # no writer lock taken either
+    repaired = run_cli(["verify", "--since", since, "--until", until, "--repair", "--json"], env)
+    assert repaired.returncode == 0, repaired.stderr
+    assert query(db, "SELECT max(version) FROM schema_migrations")[0][0] == available()[-1].version
     assert archived_ids(db, history.since, history.until) == history.ids
 
 
