@@ -110,7 +110,9 @@ class Settings:
     @property
     def archive_url(self) -> str:
         """The archive as a SQLAlchemy URL (storage.open_archive): the DuckDB file at archive.path."""
-        return f"duckdb:///{self.db_path}"
+        from archiver.storage.duckdb import archive_url
+
+        return archive_url(self.db_path)
 
     def settled_until(self, now: datetime | None = None) -> datetime:
         """The newest `occurred` the archive may treat as complete: now − ingest.settle, because the

@@ -51,6 +51,12 @@ LEDGER_COUNTERS = (
 )
 
 
+# What the ledger says of a run left 'running' while no process holds the writer lock: its process
+# died without recording its end (SIGKILL, out of memory, the machine stopped). Every backend's
+# start_run and status say it in these words.
+ORPHANED_RUN_ERROR = "the process ended without finishing this run (killed, or the machine stopped)"
+
+
 @dataclass(frozen=True)
 class WriteCounts:
     """What one batch did to the archive: inserted + duplicates + quarantined = what was handed in."""

@@ -16,9 +16,9 @@ import pytest
 from archiver.errors import ArchiveError
 from archiver.prefect.events import format_timestamp
 from archiver.storage.duckdb.connect import open_reader
-from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
 from archiver.storage.duckdb.migrate import BOOTSTRAP, available
 from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ORPHANED_RUN_ERROR
 from tests.prefect_server import make_event, post_events, server_count, server_event_ids, server_events, wait_until_stored
 from tests.support import ROOT, archive_status, archived_ids, cli_env, query, read_terminal, run_cli, start_cli, write_config
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
 
 from archiver.errors import ConfigError
 from archiver.storage.base import Archive, WriterHolder
@@ -22,11 +23,23 @@ if TYPE_CHECKING:
 PREFIX = "duckdb:///"
 
 
+def archive_url(path: Path) -> str:
+    """The SQLAlchemy URL of the archive file at `path` (duckdb-engine's), percent-encoded."""
+    return PREFIX + quote(str(path))
+
+
 def open_archive(url: str) -> DuckDBArchive:
-    """The archive file a `duckdb:///path` URL names (relative paths from the working directory)."""
-    if not url.startswith(PREFIX) or url == PREFIX or "?" in url:
+    """The archive file a `duckdb:///path` URL names (relative paths from the working directory).
+
+    The path is percent-encoded as in any URL (a `?` in a file name is %3F); options after `?`
+    are refused rather than ignored.
+    """
+    if not url.startswith(PREFIX) or url == PREFIX:
         raise ConfigError(f"a DuckDB archive URL is duckdb:///PATH (duckdb:////abs/path/archive.duckdb), not {url!r}")
-    return DuckDBArchive(Path(url.removeprefix(PREFIX)))
+    if "?" in url:
+        raise ConfigError(f"the DuckDB archive URL {url!r} has options after '?', which prefect-archiver does not "
+                          "take; name the file alone (a '?' in its name is written %3F)")
+    return DuckDBArchive(Path(unquote(url.removeprefix(PREFIX))))
 
 
 class DuckDBArchive(Archive):
@@ -34,7 +47,7 @@ class DuckDBArchive(Archive):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.url = PREFIX + str(path)
+        self.url = archive_url(path)
 
     @property
     def name(self) -> str:

@@ -16,10 +16,6 @@ from types import TracebackType
 
 from archiver.errors import ArchiveBusy
 
-# What the ledger says of a run left 'running' while no process holds the lock: its process died
-# without recording its end (SIGKILL, out of memory, the machine stopped).
-ORPHANED_RUN_ERROR = "the process ended without finishing this run (killed, or the machine stopped)"
-
 
 def lock_path(db_path: Path) -> Path:
     """The sync lock's file beside the archive (its text: the holder's pid, and "run" for the service)."""

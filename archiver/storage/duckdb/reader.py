@@ -26,7 +26,7 @@ from archiver.prefect.results import ResultReference, StorageBlock
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
-from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR, lock_is_held
+from archiver.storage.duckdb.lock import lock_is_held
 from archiver.storage.duckdb.search import count_events, read_page
 from archiver.storage.reader import (
     ArchiveReader,
@@ -38,6 +38,7 @@ from archiver.storage.reader import (
     RunState,
     SqlResult,
 )
+from archiver.storage.writer import ORPHANED_RUN_ERROR
 
 # A run's states: its archived state records, then the state-change events of those whose record
 # was not archived (the server dropped them first), with the result's storage block when known.

@@ -33,10 +33,10 @@ from archiver.errors import ArchiveError, BadInput
 from archiver.prefect.events import Event, Malformed, compact_json, parse_event_id, to_utc
 from archiver.storage.duckdb import queries, runs
 from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
-from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
 from archiver.storage.duckdb.migrate import migrate
 from archiver.storage.writer import (
     LEDGER_COUNTERS,
+    ORPHANED_RUN_ERROR,
     ArchiveWriter,
     Gap,
     PendingRun,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
+from archiver.storage.writer import ORPHANED_RUN_ERROR
 from tests.unit.storage.shapes import T0
 
 

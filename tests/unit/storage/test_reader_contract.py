@@ -22,8 +22,8 @@ from archiver.errors import ArchiveError, ArchiveMissing, BadInput, QueryTimeout
 from archiver.prefect.events import Event, Malformed, format_timestamp, parse_event
 from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch
 from archiver.storage import Archive, open_archive
-from archiver.storage.duckdb.lock import ORPHANED_RUN_ERROR
 from archiver.storage.reader import ArchiveReader, ArchiveStatus
+from archiver.storage.writer import ORPHANED_RUN_ERROR
 
 UTC = timezone.utc
 TIMEOUT = timedelta(seconds=5)
