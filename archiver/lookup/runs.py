@@ -12,6 +12,7 @@ from typing import Any
 from archiver.config import Settings, load_settings
 from archiver.prefect.events import parse_prefect_id
 from archiver.prefect.results import ResultReference, ResultUnavailable, read_result
+from archiver.prefect.runs import run_kind as kind_of
 from archiver.storage import open_archive
 from archiver.storage.reader import RunHistory, RunState
 
@@ -42,7 +43,7 @@ def final_result(history: RunHistory) -> ResultReference:
     """The result reference of the run's final state; ResultUnavailable if it has none."""
     final = history.final
     if final is None:
-        raise ResultUnavailable(f"the archive holds no states of {history.run_kind.replace('_', ' ')} {history.run_id}")
+        raise ResultUnavailable(f"the archive holds no states of {kind_of(history.run_kind).words} {history.run_id}")
     if final.result is None:
         why = {
             "none": "the run did not persist its result (persist_result was off, or nothing to persist)",

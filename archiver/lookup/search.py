@@ -13,14 +13,15 @@ from typing import Any
 
 from archiver.config import Settings, load_settings
 from archiver.errors import BadInput
-from archiver.prefect.events import parse_prefect_id, to_utc
+from archiver.prefect.events import EPOCH, parse_prefect_id, to_utc
 from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch
+from archiver.prefect.runs import FLOW_RUN as FLOW_RUN_KIND
 from archiver.storage import open_archive
 
 # Bounds for "no bound": DuckDB's TIMESTAMPTZ holds these, and no Prefect event falls outside them.
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EARLIEST = EPOCH
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
-FLOW_RUN = "prefect.flow-run."
+FLOW_RUN = FLOW_RUN_KIND.resource_prefix
 
 
 def _tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:

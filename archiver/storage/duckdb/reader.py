@@ -23,6 +23,7 @@ from archiver.errors import ArchiveError, QueryTimeout, RunNotFound
 from archiver.prefect.events import EVENT_COLUMNS, event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.results import ResultReference, StorageBlock
+from archiver.prefect.runs import RUN_KINDS
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
@@ -55,7 +56,7 @@ FROM {kind}_states
 WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = $2 AND run_id = $1)
 ORDER BY 4, 1
 """
-_RUN_TABLES = (("flow_run", "flow_runs"), ("task_run", "task_runs"))
+_RUN_TABLES = tuple((kind.name, kind.collection) for kind in RUN_KINDS)
 
 
 class DuckDBReader(ArchiveReader):
