@@ -327,12 +327,12 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        from archiver.web.api import run
+        from archiver.web.api import serve_api
     except ImportError as exc:
         raise ConfigError(
-            f'serve needs the web extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
+            f'serve needs the serve extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
         ) from None
-    run(settings, host=args.host, port=args.port, max_limit=args.max_limit)
+    serve_api(settings, host=args.host, port=args.port, max_limit=args.max_limit)
     return 0
 
 

@@ -218,13 +218,13 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
     return app
 
 
-def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 4300, max_limit: int = 1000) -> None:
-    """Serve until interrupted."""
+def serve_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 4300, max_limit: int = 1000) -> None:
+    """`prefect-archiver serve`: answer the API over HTTP until interrupted."""
     if max_limit < 1:
         raise BadInput("--max-limit must be at least 1")
     if port < 0 or port > 65535:
         raise BadInput(f"--port must be from 0 to 65535, not {port}")
     app = create_app(settings, max_limit=max_limit)
     token = "with a bearer token" if os.environ.get(TOKEN_VARIABLE) else f"WITHOUT a token (set {TOKEN_VARIABLE})"
-    print(f"serving {settings.db_path} read-only on http://{host}:{port}/api {token}", flush=True)
+    print(f"serving {open_archive(settings.archive_url).name} read-only on http://{host}:{port}/api {token}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
