@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML config file (default: $ARCHIVER_CONFIG)")
     common.add_argument("--db", help="archive file (default: $ARCHIVER_DB or $PREFECT_HOME/archive.duckdb)")
+    common.add_argument("--url", help="the archive as a SQLAlchemy URL instead of --db, e.g. duckdb:///PATH "
+                                      "(default: $ARCHIVER_URL)")
     common.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
     common.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks")
     common.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines on stderr as text or JSON")
@@ -112,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {"archive.path": args.db, "api.url": args.api_url, "schedule.every": getattr(args, "every", None)}
+    flags = {"archive.path": args.db, "archive.url": args.url, "api.url": args.api_url,
+             "schedule.every": getattr(args, "every", None)}
     return load_settings(flags, config_path=args.config)
 
 
@@ -220,10 +223,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.lookup.events import find_event
+    from archiver.storage import open_archive
 
     event, source = find_event(args.id, settings=settings, archive_only=args.archive_only, interactive=True)
     print(json.dumps(event, ensure_ascii=False) if args.json else json.dumps(event, indent=2, ensure_ascii=False))
-    print(f"source: {'archive ' + str(settings.db_path) if source == 'archive' else 'live Prefect API'}", file=sys.stderr)
+    where = f"archive {open_archive(settings.archive_url).name}" if source == "archive" else "live Prefect API"
+    print(f"source: {where}", file=sys.stderr)
     return 0
 
 
@@ -420,7 +425,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _range(args)
     archive = open_archive(settings.archive_url)
     if not archive.exists():
-        raise ArchiveMissing(settings.db_path)
+        raise ArchiveMissing(archive.name)
     # Comparing only reads (no migration, no write, no lock: a service may be syncing meanwhile);
     # --repair writes, under the writer lock like a sync.
     if args.repair:
@@ -499,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_closed()
     except ArchiveMissing as exc:  # say where the path came from: --db, ARCHIVER_DB, the config, the default
-        _fail(args, ArchiveMissing(exc.path, settings.sources.get("archive.path") if settings else None))
+        source = (settings.sources.get("archive.url") if settings and settings.url else
+                  settings.sources.get("archive.path") if settings else None)
+        _fail(args, ArchiveMissing(exc.path, source, by_url=bool(settings and settings.url)))
         return 1
     except (ConfigError, BadInput) as exc:
         _fail(args, exc)

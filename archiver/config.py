@@ -37,6 +37,8 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("api", "csrf_support"): (True, "bool"),
     ("api", "max_requests_per_minute"): (None, "int"),
     ("archive", "path"): (None, "path"),
+    # A SQLAlchemy URL naming the archive in any backend (a PostgreSQL one may hold a password).
+    ("archive", "url"): (None, "secret"),
     ("archive", "read_timeout"): (timedelta(seconds=15), "duration"),
     ("archive", "lock_timeout"): (timedelta(0), "duration"),
     ("ingest", "start"): (None, "when"),
@@ -63,7 +65,7 @@ PREFECT_NAMES = {
     ("api", "tls_insecure_skip_verify"): "PREFECT_API_TLS_INSECURE_SKIP_VERIFY",
     ("api", "csrf_support"): "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED",
 }
-ENVIRONMENT = {**PREFECT_NAMES, ("archive", "path"): "ARCHIVER_DB"}
+ENVIRONMENT = {**PREFECT_NAMES, ("archive", "path"): "ARCHIVER_DB", ("archive", "url"): "ARCHIVER_URL"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -75,6 +77,8 @@ class Settings:
     """Resolved settings. Secrets are kept out of repr so they never reach a log line."""
 
     db_path: Path
+    # archive.url when set (it may hold a database password: kept out of repr); else the DuckDB file db_path.
+    url: str | None = field(default=None, repr=False)
     api_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     auth_string: str | None = field(default=None, repr=False)
@@ -109,7 +113,9 @@ class Settings:
 
     @property
     def archive_url(self) -> str:
-        """The archive as a SQLAlchemy URL (storage.open_archive): the DuckDB file at archive.path."""
+        """The archive as a SQLAlchemy URL (storage.open_archive): archive.url, else the DuckDB file at archive.path."""
+        if self.url:
+            return self.url
         from archiver.storage.duckdb import archive_url
 
         return archive_url(self.db_path)
@@ -208,6 +214,13 @@ def read_config_file(path: Path) -> dict[tuple[str, str], Any]:
     return values
 
 
+def _origin(name: str, sources: Mapping[str, str]) -> str:
+    """Where a setting came from, in the words a user set it with."""
+    section, key = name.split(".")
+    return {"flag": f"--{'url' if key == 'url' else 'db'}", "env": ENVIRONMENT.get((section, key), name),
+            "config": f"{name} in the config file"}.get(sources.get(name, ""), name)
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -252,11 +265,17 @@ def load_settings(
         sources[name] = source
 
     db_path = resolved["archive.path"]
+    if resolved["archive.url"] and db_path is not None:
+        raise ConfigError(
+            f"both archive.url (from {_origin('archive.url', sources)}) and archive.path (from "
+            f"{_origin('archive.path', sources)}) name the archive: keep one (a DuckDB file is duckdb:///PATH)"
+        )
     if db_path is None:
         db_path = prefect_home(environ) / "archive.duckdb"
 
     return Settings(
         db_path=db_path,
+        url=resolved["archive.url"],
         api_url=resolved["api.url"],
         api_key=resolved["api.key"],
         auth_string=resolved["api.auth_string"],

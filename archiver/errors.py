@@ -81,14 +81,15 @@ class ArchiveError(ArchiverError):
 
 
 class ArchiveMissing(ArchiveError):
-    """No archive file at the path the settings give; reading never creates one."""
+    """No archive where the settings point (a file, or a database without one); reading never creates one."""
 
-    # Where archive.path came from (Settings.sources), as the user would recognise it.
+    # Where archive.path (or archive.url) came from (Settings.sources), as the user would recognise it.
     _ORIGINS = {"flag": "given with --db", "env": "from ARCHIVER_DB", "config": "archive.path in the config file"}
+    _URL_ORIGINS = {"flag": "given with --url", "env": "from ARCHIVER_URL", "config": "archive.url in the config file"}
 
-    def __init__(self, path: Path, source: str | None = None) -> None:
+    def __init__(self, path: Path | str, source: str | None = None, by_url: bool = False) -> None:
         self.path = path
-        origin = self._ORIGINS.get(source or "")
+        origin = (self._URL_ORIGINS if by_url else self._ORIGINS).get(source or "")
         if origin:  # the user chose this path: suggesting ARCHIVER_DB would not help
             message = (f"no archive at {path} ({origin}): check the path, or run `prefect-archiver sync` "
                        "to start an archive there")

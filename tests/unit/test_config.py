@@ -15,6 +15,7 @@ import pytest
 from archiver.config import SETTINGS, load_settings
 from archiver.errors import BadInput, ConfigError
 from archiver.prefect.events import parse_when
+from archiver.storage import open_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -204,3 +205,16 @@ def test_an_archive_path_that_is_not_a_string_is_refused_naming_the_key(tmp_path
                                     '"/data/archive.duckdb", not ')
     assert result.stderr.count("\n") == 1
     assert not list(tmp_path.glob("4*")) and not list(tmp_path.glob("True*"))  # no archive made at "42"
+
+
+def test_the_archive_is_named_by_url_or_by_path_never_both(tmp_path):
+    by_path = load_settings({}, {"ARCHIVER_DB": str(tmp_path / "a b.duckdb")})
+    assert open_archive(by_path.archive_url).name == str(tmp_path / "a b.duckdb")
+    url = "postgresql+psycopg://archiver:pa55word@db.internal:5432/archive"
+    by_url = load_settings({"archive.url": url}, {})
+    assert by_url.archive_url == url and by_url.sources["archive.url"] == "flag"
+    assert "pa55word" not in repr(by_url)  # the URL may hold a database password
+    assert load_settings({}, {"ARCHIVER_URL": f"duckdb:///{tmp_path}/x.duckdb"}).sources["archive.url"] == "env"
+    with pytest.raises(ConfigError, match="both archive.url .*--url.* and archive.path .*ARCHIVER_DB") as both:
+        load_settings({"archive.url": url}, {"ARCHIVER_DB": str(tmp_path / "a.duckdb")})
+    assert "pa55word" not in str(both.value)
