@@ -11,24 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from archiver.errors import Stopped
 from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.events import format_timestamp
-
-
-class Written(Protocol):
-    """What one write of a batch did (the storage writer's WriteCounts)."""
-
-    @property
-    def inserted(self) -> int: ...
-    @property
-    def duplicates(self) -> int: ...
-    @property
-    def conflicts(self) -> int: ...
-    @property
-    def quarantined(self) -> int: ...
+from archiver.storage.writer import WriteCounts
 
 
 @dataclass(frozen=True)
@@ -42,7 +30,7 @@ class Reads:
     quarantined: int = 0
 
     @classmethod
-    def written(cls, fetched: int, counts: Written) -> Reads:
+    def written(cls, fetched: int, counts: WriteCounts) -> Reads:
         """`fetched` items read and what writing them did."""
         return cls(fetched, counts.inserted, counts.duplicates, counts.conflicts, counts.quarantined)
 
