@@ -240,3 +240,39 @@ def query_columns(url: str, view: str) -> list[str]:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
         cursor = conn.execute(f"SELECT * FROM {view} LIMIT 0")
         return [column.name for column in cursor.description or []]
+
+
+KILLED_WRITER = """
+import sys, uuid
+from datetime import timedelta
+from archiver.prefect.events import parse_event
+from archiver.storage import open_archive
+from tests.unit.storage.shapes import T0, event_json
+writer = open_archive(sys.argv[1]).writer(timedelta(seconds=5))
+size = int(sys.argv[2])
+for b in range(10_000):
+    batch = [parse_event(event_json(T0 + timedelta(seconds=b * size + i), payload={"n": "x" * 2000}))
+             for i in range(size)]
+    writer.write_batch(batch, mark=T0 + timedelta(seconds=(b + 1) * size))
+    print(b, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_sync_leaves_whole_batches_and_a_mark_that_claims_no_more(archive):
+    size = 300
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, archive.url, str(size)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for _ in range(3):  # a few batches committed, the next one under way
+            process.stdout.readline()
+        time.sleep(0.05)
+        process.kill()
+        process.wait()
+    finally:
+        process.kill()
+    [(events, mark, below)] = query_postgresql(
+        archive.url, "SELECT count(*), (SELECT high_water_mark FROM archive_state), "
+                     "count(*) FILTER (WHERE occurred < (SELECT high_water_mark FROM archive_state)) FROM events")
+    assert events >= 3 * size and events % size == 0  # whole batches only
+    assert below == events and mark == T0 + timedelta(seconds=events)  # the mark is its batches' own
