@@ -209,7 +209,7 @@ class PostgreSQLWriter(ArchiveWriter):
                     (
                         [m.raw_hash for m in malformed],
                         [_quarantine_text(m.raw) for m in malformed],
-                        [m.reason for m in malformed],
+                        [_quarantine_text(m.reason) for m in malformed],
                         [_quarantine_text(m.event_id) for m in malformed],
                         [now] * len(malformed),
                         [ledger_id] * len(malformed),

@@ -276,3 +276,23 @@ def test_a_writer_killed_mid_sync_leaves_whole_batches_and_a_mark_that_claims_no
                      "count(*) FILTER (WHERE occurred < (SELECT high_water_mark FROM archive_state)) FROM events")
     assert events >= 3 * size and events % size == 0  # whole batches only
     assert below == events and mark == T0 + timedelta(seconds=events)  # the mark is its batches' own
+
+
+def test_nul_in_run_metadata_and_states_is_replaced_rather_than_failing_every_refresh(archive):
+    from archiver.storage.writer import RunState
+
+    run, state_id = uuid.uuid4(), uuid.uuid4()
+    writer = archive.writer(timedelta(seconds=5))
+    try:
+        writer.save_objects("flow_runs", [str(run)], [{"id": str(run), "name": "a\x00b", "parameters": {"x": "c\x00d"}}],
+                            give_up_after=5)
+        writer.save_states([RunState(
+            id=str(state_id), run_kind="flow_run", run_id=str(run), type="FAILED", name="Failed", timestamp=T0,
+            message="boom\x00", state_details={}, data_kind="none", storage_key=None, storage_block_id=None,
+            serializer_type=None, result_expiration=None, result_prefect_version=None, state={"message": "boom\x00"},
+            archived_at=T0)], [])
+    finally:
+        writer.close()
+    assert query_postgresql(archive.url, "SELECT name, parameters FROM flow_runs") == [("a\ufffdb", '{"x":"c\ufffdd"}')]
+    assert query_postgresql(archive.url, "SELECT message, state FROM run_states") == [
+        ("boom\ufffd", '{"message":"boom\ufffd"}')]
