@@ -296,3 +296,20 @@ def test_nul_in_run_metadata_and_states_is_replaced_rather_than_failing_every_re
     assert query_postgresql(archive.url, "SELECT name, parameters FROM flow_runs") == [("a\ufffdb", '{"x":"c\ufffdd"}')]
     assert query_postgresql(archive.url, "SELECT message, state FROM run_states") == [
         ("boom\ufffd", '{"message":"boom\ufffd"}')]
+
+
+def test_a_write_waits_for_another_sessions_lock_only_as_long_as_its_timeout(archive):
+    import psycopg
+
+    writer = archive.writer(timedelta(seconds=0.5))
+    try:
+        with psycopg.connect(archive.url.replace("postgresql+psycopg://", "postgresql://", 1)) as other:
+            other.execute("SELECT * FROM archive_state FOR UPDATE")  # held until `other` ends its transaction
+            started = time.monotonic()
+            with pytest.raises(ArchiveError, match="rolled back"):
+                writer.advance_mark(T0)
+            assert 0.4 <= time.monotonic() - started < 5
+        writer.advance_mark(T0)  # once the other session lets go
+        assert writer.high_water_mark() == T0
+    finally:
+        writer.close()
