@@ -1,6 +1,7 @@
 """Storage: the archive behind one interface, a writer for ingest and a reader for everything else.
 
-An archive is named by a SQLAlchemy URL (`duckdb:///path/archive.duckdb`; PostgreSQL next) and
+An archive is named by a SQLAlchemy URL (`duckdb:///path/archive.duckdb`,
+`postgresql+psycopg://user:password@host:5432/db`) and
 opened with open_archive(); ingest, the service, the CLI, `serve` and the in-flow lookups receive
 the Archive it returns, never a path. Each backend lives in a subpackage (duckdb/ first); only a
 backend imports its database driver or holds SQL.
@@ -22,7 +23,7 @@ from archiver.storage.base import Archive
 __all__ = ["Archive", "open_archive"]
 
 # Backends by URL scheme (the part before "+driver"), imported only when an archive of theirs is opened.
-BACKENDS = {"duckdb": "archiver.storage.duckdb"}
+BACKENDS = {"duckdb": "archiver.storage.duckdb", "postgresql": "archiver.storage.postgresql"}
 
 
 def backend_name(url: str) -> str:
@@ -35,13 +36,25 @@ def backend_name(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and `status`."""
+    """The URL with any password replaced by ***, for messages and `status`.
+
+    The password may hold an unencoded @ or / (the credentials end at the last @ before any
+    query), or come as a query option (libpq's ?password=…): both are hidden.
+    """
+    import re
+
     head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    if not sep:
         return url
-    credentials, host = rest.split("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{head}://{user}:***@{host}" if ":" in credentials else url
+    path, qmark, query = rest.partition("?")
+    if qmark:
+        query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", query)
+    at = path.rfind("@")
+    if at >= 0 and not path.startswith("/"):  # duckdb:///PATH has no credentials, whatever the file is called
+        credentials, host = path[:at], path[at + 1:]
+        user = credentials.split(":", 1)[0]
+        path = f"{user}:***@{host}" if ":" in credentials else path
+    return f"{head}://{path}{qmark}{query}"
 
 
 def open_archive(url: str) -> Archive:

@@ -1,4 +1,9 @@
-"""Migrations: an archive made at any earlier schema opens as the writer at the newest, keeping its rows."""
+"""Migrations: an archive made at any earlier schema opens as the writer at the newest, keeping its rows.
+
+Each backend numbers its own migrations. DuckDB's earlier schemas are 0 (only the bootstrap) to
+5; a PostgreSQL archive starts at today's schema in one migration, so its only earlier schema is
+0 (an empty database) -> 1 for now: its 0002 will add the next case here.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,22 @@ import pytest
 
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
-from archiver.storage.duckdb.migrate import BOOTSTRAP, available
+from archiver.storage.duckdb import migrate as duckdb_migrate
+from archiver.storage.postgresql import PostgreSQLArchive
+from archiver.storage.postgresql import migrate as postgresql_migrate
+from tests.unit.storage.conftest import BACKENDS
 from tests.unit.storage.shapes import T0
 
-SCHEMAS = range(len(available()))  # an archive at each schema before the newest (0: only the bootstrap)
+MIGRATIONS = {"duckdb": duckdb_migrate, "postgresql": postgresql_migrate}
 EVENT_ID, RUN = uuid.uuid4(), uuid.uuid4()
+
+
+# An archive at each schema before its backend's newest (0: only the bootstrap), per backend.
+EARLIER = [(name, n) for name in BACKENDS for n in range(len(MIGRATIONS[name].available()))]
+
+
+def available(backend: Archive) -> list[duckdb_migrate.Migration] | list[postgresql_migrate.Migration]:
+    return MIGRATIONS["duckdb" if isinstance(backend, DuckDBArchive) else "postgresql"].available()
 
 
 @pytest.fixture
@@ -23,11 +39,14 @@ def at_schema(backend: Archive) -> Callable[[int], None]:
     """Make the backend's archive as a version that knew only the first `n` migrations left it,
     with an event, the mark, a ledger row and a quarantined item if its schema has their tables."""
     def build(n: int) -> None:
+        if isinstance(backend, PostgreSQLArchive):
+            _build_postgresql(backend, n)
+            return
         if not isinstance(backend, DuckDBArchive):
             raise AssertionError(f"no older schema for {backend!r}")
         with duckdb.connect(str(backend.path)) as conn:
-            conn.execute(BOOTSTRAP)
-            for migration in available()[:n]:
+            conn.execute(duckdb_migrate.BOOTSTRAP)
+            for migration in duckdb_migrate.available()[:n]:
                 conn.execute(migration.sql)
                 conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3)",
                              [migration.version, migration.name, datetime.now(timezone.utc)])
@@ -48,23 +67,48 @@ def at_schema(backend: Archive) -> Callable[[int], None]:
     return build
 
 
+def _build_postgresql(backend: PostgreSQLArchive, n: int) -> None:
+    """A PostgreSQL archive at its first `n` migrations, each recorded (n = 1: today's schema, with rows)."""
+    import psycopg
+
+    with psycopg.connect(backend.url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute(postgresql_migrate.BOOTSTRAP)
+        for migration in postgresql_migrate.available()[:n]:
+            conn.execute(migration.sql.encode())
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                         [migration.version, migration.name, datetime.now(timezone.utc)])
+        if n >= 1:
+            conn.execute(
+                "INSERT INTO events VALUES (%s, %s, NULL, 'prefect.flow-run.Completed', %s, %s, '[]', '{}', NULL, "
+                "'hash', %s)",
+                [EVENT_ID, T0, f"prefect.flow-run.{RUN}", f'{{"prefect.resource.id":"prefect.flow-run.{RUN}"}}', T0])
+            conn.execute("INSERT INTO event_resources VALUES (%s, %s, %s, '')", [EVENT_ID, T0, f"prefect.flow-run.{RUN}"])
+            conn.execute("UPDATE archive_state SET high_water_mark = %s", [T0 + timedelta(minutes=1)])
+            conn.execute("INSERT INTO syncs (id, kind, started, outcome) VALUES (gen_random_uuid(), 'sync', %s, 'ok')",
+                         [T0])
+            conn.execute("INSERT INTO quarantine (raw_hash, raw, reason, first_seen) VALUES ('h', '{}', 'missing id', %s)",
+                         [T0])
+
+
 def test_a_new_archive_gets_every_migration(backend, writer, stored):
-    assert stored("SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in available()]
+    assert stored("SELECT version FROM schema_migrations ORDER BY version") == [
+        (m.version,) for m in available(backend)]
 
 
-@pytest.mark.parametrize("n", SCHEMAS)
+@pytest.mark.parametrize(("backend", "n"), EARLIER, indirect=["backend"], ids=[f"{b}-{n}" for b, n in EARLIER])
 def test_an_archive_at_an_earlier_schema_reaches_the_newest_and_keeps_its_rows(
         backend, at_schema, stored, make_event, n):
     at_schema(n)
     writer = backend.writer(timedelta(seconds=5))
     try:
-        assert stored("SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in available()]
+        assert stored("SELECT version FROM schema_migrations ORDER BY version") == [
+            (m.version,) for m in available(backend)]
         if n >= 1:
             assert stored("SELECT id FROM events") == [(EVENT_ID,)]
             assert writer.high_water_mark() == T0 + timedelta(minutes=1)
             assert stored("SELECT outcome FROM syncs") == [("ok",)]
             assert stored("SELECT reason, resolved FROM quarantine") == [("missing id", None)]
-        if n == 1:  # events archived before run metadata existed: its migration queues what they name
+        if n == 1 and isinstance(backend, DuckDBArchive):  # events from before run metadata: 0002 queues them
             assert writer.queued_objects("flow_runs", None, 10) == [str(RUN)]
         # And it writes as any archive does.
         assert writer.write_batch([make_event(T0 + timedelta(hours=1))]).inserted == 1
@@ -73,16 +117,21 @@ def test_an_archive_at_an_earlier_schema_reaches_the_newest_and_keeps_its_rows(
     # Opened again, there is nothing left to apply.
     again = backend.writer(timedelta(seconds=5))
     again.close()
-    assert len(stored("SELECT version FROM schema_migrations")) == len(available())
+    assert len(stored("SELECT version FROM schema_migrations")) == len(available(backend))
 
 
 def test_an_archive_from_a_newer_prefect_archiver_is_refused(backend, at_schema, stored):
     from archiver.errors import ArchiveIncompatible
 
-    at_schema(len(available()))
-    newest = available()[-1].version
+    at_schema(len(available(backend)))
+    newest = available(backend)[-1].version
     if isinstance(backend, DuckDBArchive):
         with duckdb.connect(str(backend.path)) as conn:
             conn.execute("INSERT INTO schema_migrations VALUES ($1, 'from_the_future', now())", [newest + 1])
+    elif isinstance(backend, PostgreSQLArchive):
+        import psycopg
+
+        with psycopg.connect(backend.url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, 'from_the_future', now())", [newest + 1])
     with pytest.raises(ArchiveIncompatible, match="upgrade prefect-archiver"):
         backend.writer(timedelta(seconds=5))

@@ -1,0 +1,94 @@
+"""The PostgreSQL backend: an archive in one database of a PostgreSQL server, for teams.
+
+Many processes may read and one writes at a time (an advisory lock, lock.py); readers never wait
+for the writer, since PostgreSQL's MVCC shows each reader the last committed batch. The archive
+has no folder: the service's heartbeat goes under $PREFECT_HOME, named after the database.
+The URL is postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (postgresql:// means the same); its
+password appears nowhere we write: `name`, messages and file names use storage.redact or host/port/db.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archiver.storage.base import Archive, WriterHolder
+from archiver.storage.postgresql.connect import parse_url
+
+if TYPE_CHECKING:
+    from archiver.storage.postgresql.lock import AdvisoryLock
+    from archiver.storage.postgresql.reader import PostgreSQLReader
+    from archiver.storage.postgresql.writer import PostgreSQLWriter
+
+
+def open_archive(url: str) -> PostgreSQLArchive:
+    """The archive in the database a postgresql[+psycopg]://… URL names. Opening connects to nothing."""
+    parse_url(url)  # ConfigError now for a URL that names no database or another driver
+    return PostgreSQLArchive(url)
+
+
+class PostgreSQLArchive(Archive):
+    """An archive in one PostgreSQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"PostgreSQLArchive({self.name!r})"
+
+    @property
+    def name(self) -> str:
+        from archiver.storage import redact
+
+        return redact(self.url)
+
+    def exists(self) -> bool:
+        """True when the database holds an archive (schema_migrations); False when the database or
+        its schema is missing. A server that cannot be reached, or refuses us, raises ArchiveError
+        saying what to check: "no archive" would send the user looking in the wrong place."""
+        from archiver.storage.postgresql.connect import APPLICATION_NAME, DatabaseMissing, raw_connect
+
+        try:
+            conn = raw_connect(self.url, f"{APPLICATION_NAME} status")
+        except DatabaseMissing:
+            return False
+        with conn:
+            row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+
+    def writer(self, timeout: timedelta) -> PostgreSQLWriter:
+        from archiver.storage.postgresql.writer import PostgreSQLWriter
+
+        return PostgreSQLWriter(self.url, timeout)
+
+    def reader(self, timeout: timedelta) -> PostgreSQLReader:
+        from archiver.storage.postgresql.reader import PostgreSQLReader
+
+        return PostgreSQLReader(self.url, timeout)
+
+    def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> AdvisoryLock:
+        from archiver.storage.postgresql.lock import AdvisoryLock
+
+        return AdvisoryLock(self.url, timeout, holder)
+
+    def writer_holder(self) -> WriterHolder:
+        from archiver.storage.postgresql.lock import read_holder
+
+        return read_holder(self.url)
+
+    def writer_alive(self) -> bool:
+        from archiver.storage.postgresql.lock import lock_is_held
+
+        return lock_is_held(self.url)
+
+    @property
+    def heartbeat_path(self) -> Path:
+        """$PREFECT_HOME/archiver-postgresql-HOST-PORT-DB.service.json (never the user or password)."""
+        from archiver.prefect.profiles import prefect_home
+        from archiver.storage.postgresql.connect import where
+
+        safe = re.sub(r"[^A-Za-z0-9.-]+", "_", where(self.url).replace(":", "-").replace("/", "-")).strip("_")
+        return prefect_home(os.environ) / f"archiver-postgresql-{safe}.service.json"
