@@ -29,11 +29,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from archiver.errors import ArchiveError, BadInput
-from archiver.prefect.events import Event, Malformed, compact_json, parse_event_id, to_utc
+from archiver.errors import ArchiveError
+from archiver.prefect.events import Event, Malformed, compact_json, to_utc
+from archiver.storage.batches import dedupe, resource_columns, uuid_text
 from archiver.storage.duckdb import queries, runs
 from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
 from archiver.storage.duckdb.migrate import migrate
+from archiver.storage.statements import ADVANCE_MARK, FINISH_RUN, ORPHAN_RUNS, RECORD_GAP, START_RUN
 from archiver.storage.writer import (
     LEDGER_COUNTERS,
     ORPHANED_RUN_ERROR,
@@ -87,49 +89,6 @@ WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
     SELECT id FROM events WHERE id IN (SELECT unnest($1::UUID[])))
 RETURNING raw_hash
 """
-
-def _uuid_text(value: str | None) -> str | None:
-    """A quarantined item's event id as the archive spells it, or None if it is no UUID."""
-    try:
-        return str(parse_event_id(value)) if value else None
-    except BadInput:
-        return None
-
-
-def _dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
-    """First occurrence of each id wins; return (unique, repeats, repeats with other content)."""
-    first: dict[uuid.UUID, Event] = {}
-    repeats, conflicting = 0, []
-    for event in events:
-        seen = first.get(event.id)
-        if seen is None:
-            first[event.id] = event
-            continue
-        repeats += 1
-        if seen.content_hash != event.content_hash:
-            conflicting.append(event)
-    return list(first.values()), repeats, conflicting
-
-
-# The statements any SQL database runs as they are (named parameters, bound by SQLAlchemy).
-# The mark only moves forward.
-_ADVANCE_MARK = sa.text(
-    "UPDATE archive_state SET high_water_mark = greatest(coalesce(high_water_mark, :mark), :mark) WHERE id = 1"
-)
-_RECORD_GAP = sa.text(
-    "INSERT INTO gaps (since, until, detected_at, sync_id) VALUES (:since, :until, :detected_at, :ledger_id) "
-    "ON CONFLICT DO NOTHING"
-)
-_ORPHAN_RUNS = sa.text("UPDATE syncs SET outcome = 'interrupted', error = :error WHERE outcome = 'running'")
-_START_RUN = sa.text(
-    "INSERT INTO syncs (id, kind, started, since, until, outcome) VALUES (:id, :kind, :started, :since, :until, 'running')"
-)
-_FINISH_RUN = sa.text(
-    "UPDATE syncs SET finished = :finished, outcome = :outcome, error = :error, "
-    "high_water_mark = (SELECT high_water_mark FROM archive_state WHERE id = 1), "
-    + ", ".join(f"{name} = :{name}" for name in LEDGER_COUNTERS) + " WHERE id = :id"
-)
-
 
 class DuckDBWriter(ArchiveWriter):
     """The writer side of one archive file."""
@@ -224,7 +183,7 @@ class DuckDBWriter(ArchiveWriter):
         ledger_id: uuid.UUID | None = None,
     ) -> WriteCounts:
         """Insert events (first write wins), quarantine the malformed, advance the mark: atomically."""
-        unique, repeats, conflicting = _dedupe(events)
+        unique, repeats, conflicting = dedupe(events)
         now = datetime.now(timezone.utc)
         quarantined = resolved = 0
         with self._transaction() as conn:
@@ -242,7 +201,7 @@ class DuckDBWriter(ArchiveWriter):
                 conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
             new = [e for e in unique if e.id in inserted]
             if new:
-                resources = _resource_columns(new)
+                resources = resource_columns(new)
                 conn.exec_driver_sql(_INSERT_RESOURCES, resources)
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 conn.exec_driver_sql(runs.QUEUE_OBJECTS, (list(dict.fromkeys(resources[2])), now))
@@ -259,11 +218,11 @@ class DuckDBWriter(ArchiveWriter):
                     ),
                 ).fetchall()
                 quarantined = len(rows)
-            resolvable = [str(e.id) for e in unique] + [i for i in (_uuid_text(m.event_id) for m in malformed) if i]
+            resolvable = [str(e.id) for e in unique] + [i for i in (uuid_text(m.event_id) for m in malformed) if i]
             if resolvable:
                 resolved = len(conn.exec_driver_sql(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
             if mark is not None:
-                conn.execute(_ADVANCE_MARK, {"mark": mark})
+                conn.execute(ADVANCE_MARK, {"mark": mark})
         for event in conflicting:
             log.warning("event %s arrived again with different content; the first archived version is kept", event.id)
         # A malformed item quarantined before is a repeat too: fetched = inserted + duplicates + quarantined.
@@ -272,7 +231,7 @@ class DuckDBWriter(ArchiveWriter):
 
     def advance_mark(self, mark: datetime) -> None:
         with self._transaction() as conn:
-            conn.execute(_ADVANCE_MARK, {"mark": mark})
+            conn.execute(ADVANCE_MARK, {"mark": mark})
 
     def high_water_mark(self) -> datetime | None:
         with self._transaction() as conn:
@@ -298,7 +257,7 @@ class DuckDBWriter(ArchiveWriter):
 
     def record_gap(self, since: datetime, until: datetime, ledger_id: uuid.UUID) -> None:
         with self._transaction() as conn:
-            conn.execute(_RECORD_GAP, {"since": since, "until": until, "detected_at": datetime.now(timezone.utc),
+            conn.execute(RECORD_GAP, {"since": since, "until": until, "detected_at": datetime.now(timezone.utc),
                                        "ledger_id": str(ledger_id)})
 
     # -- run metadata and states (the SQL is in runs.py) ----------------------------------------
@@ -346,15 +305,15 @@ class DuckDBWriter(ArchiveWriter):
         """
         ledger_id = uuid.uuid4()
         with self._transaction() as conn:
-            conn.execute(_ORPHAN_RUNS, {"error": ORPHANED_RUN_ERROR})
-            conn.execute(_START_RUN, {"id": str(ledger_id), "kind": kind, "started": datetime.now(timezone.utc),
+            conn.execute(ORPHAN_RUNS, {"error": ORPHANED_RUN_ERROR})
+            conn.execute(START_RUN, {"id": str(ledger_id), "kind": kind, "started": datetime.now(timezone.utc),
                                       "since": since, "until": until})
         return ledger_id
 
     def finish_run(self, ledger_id: uuid.UUID, counters: dict[str, int], outcome: str, error: str | None = None) -> None:
         values = {name: int(counters.get(name, 0)) for name in LEDGER_COUNTERS}
         with self._transaction() as conn:
-            conn.execute(_FINISH_RUN, {"id": str(ledger_id), "finished": datetime.now(timezone.utc),
+            conn.execute(FINISH_RUN, {"id": str(ledger_id), "finished": datetime.now(timezone.utc),
                                        "outcome": outcome, "error": error, **values})
 
 
@@ -372,19 +331,3 @@ def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], .
         [e.content_hash for e in events],
         [now] * len(events),
     )
-
-
-def _resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
-    event_ids, occurred, resource_ids, roles = [], [], [], []
-    for e in events:
-        pairs = [(e.resource_id, "")] + [
-            (str(r.get("prefect.resource.id")), str(r.get("prefect.resource.role", "")))
-            for r in e.related
-            if r.get("prefect.resource.id") is not None
-        ]
-        for resource_id, role in pairs:
-            event_ids.append(str(e.id))
-            occurred.append(e.occurred)
-            resource_ids.append(resource_id)
-            roles.append(role)
-    return event_ids, occurred, resource_ids, roles

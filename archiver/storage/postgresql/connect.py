@@ -8,6 +8,7 @@ not even inside the driver's own text (scrubbed in case a server or libpq ever e
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -62,13 +63,19 @@ def parse_url(url: str) -> URL:
     return parsed.set(drivername=DRIVER)
 
 
-def connect_args(application_name: str = APPLICATION_NAME) -> dict[str, Any]:
-    """Keyword arguments every psycopg connection gets (SQLAlchemy passes them through)."""
-    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": SESSION_OPTIONS,
-            "application_name": application_name}
+def connect_args(application_name: str = APPLICATION_NAME, lock_timeout: timedelta | None = None) -> dict[str, Any]:
+    """Keyword arguments every psycopg connection gets (SQLAlchemy passes them through).
+
+    `lock_timeout`: how long a statement waits for a row or table lock another session holds
+    (a writer's, or a DDL's) before failing, instead of the server's default of forever.
+    """
+    options = SESSION_OPTIONS
+    if lock_timeout is not None:
+        options += f" -c lock_timeout={max(1, int(lock_timeout.total_seconds() * 1000))}"
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": options, "application_name": application_name}
 
 
-def create_engine(url: str, pool_size: int = 2) -> sa.Engine:
+def create_engine(url: str, pool_size: int = 2, lock_timeout: timedelta | None = None) -> sa.Engine:
     """An engine on a real pool (QueuePool), unlike DuckDB's NullPool.
 
     An idle PostgreSQL connection holds no lock that keeps readers or other writers out (MVCC),
@@ -78,7 +85,7 @@ def create_engine(url: str, pool_size: int = 2) -> sa.Engine:
     """
     require_psycopg()
     return sa.create_engine(parse_url(url), pool_size=pool_size, max_overflow=2, pool_pre_ping=True,
-                            connect_args=connect_args())
+                            connect_args=connect_args(lock_timeout=lock_timeout))
 
 
 def raw_connect(url: str, application_name: str, autocommit: bool = True) -> psycopg.Connection[Any]:

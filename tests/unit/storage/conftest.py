@@ -29,7 +29,7 @@ from archiver.storage.writer import ArchiveWriter
 from tests.servers import PostgresDatabase
 from tests.unit.storage.shapes import T0, event_json
 
-BACKENDS = ["duckdb"]
+BACKENDS = ["duckdb", "postgresql"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,15 @@ def failing_after_events(backend: Archive, monkeypatch: pytest.MonkeyPatch) -> C
             # Queueing the new events' objects is the statement after the events' INSERT.
             with monkeypatch.context() as patch:
                 patch.setattr(runs, "QUEUE_OBJECTS", "INSERT INTO object_refresh_queue SELECT no_such_column")
+                yield
+            return
+        if isinstance(backend, PostgreSQLArchive):
+            from archiver.storage.postgresql import runs as postgresql_runs
+
+            # The same statement, taking its two parameters, failing in the server (no such column).
+            with monkeypatch.context() as patch:
+                patch.setattr(postgresql_runs, "QUEUE_OBJECTS",
+                              "INSERT INTO object_refresh_queue SELECT no_such_column FROM (SELECT %s, %s) AS p")
                 yield
             return
         raise AssertionError(f"no fault for {backend!r}")

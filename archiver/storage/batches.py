@@ -1,0 +1,55 @@
+"""What a batch of events becomes before any database sees it: deduplicated, its resources listed.
+
+Pure functions both writers share (the DuckDB and PostgreSQL backends), so the two count and
+index a batch the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from archiver.errors import BadInput
+from archiver.prefect.events import Event, parse_event_id
+
+
+def uuid_text(value: str | None) -> str | None:
+    """A quarantined item's event id as the archive spells it, or None if it is no UUID."""
+    try:
+        return str(parse_event_id(value)) if value else None
+    except BadInput:
+        return None
+
+
+def dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
+    """First occurrence of each id wins; return (unique, repeats, repeats with other content)."""
+    first: dict[uuid.UUID, Event] = {}
+    repeats, conflicting = 0, []
+    for event in events:
+        seen = first.get(event.id)
+        if seen is None:
+            first[event.id] = event
+            continue
+        repeats += 1
+        if seen.content_hash != event.content_hash:
+            conflicting.append(event)
+    return list(first.values()), repeats, conflicting
+
+
+def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
+    """event_resources' columns (event id, occurred, resource id, role): each event's own resource
+    with role '' and every related resource that has an id (Prefect's event_resources split)."""
+    event_ids, occurred, resource_ids, roles = [], [], [], []
+    for e in events:
+        pairs = [(e.resource_id, "")] + [
+            (str(r.get("prefect.resource.id")), str(r.get("prefect.resource.role", "")))
+            for r in e.related
+            if r.get("prefect.resource.id") is not None
+        ]
+        for resource_id, role in pairs:
+            event_ids.append(str(e.id))
+            occurred.append(e.occurred)
+            resource_ids.append(resource_id)
+            roles.append(role)
+    return event_ids, occurred, resource_ids, roles
