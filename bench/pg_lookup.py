@@ -69,7 +69,7 @@ def bench(url: str, lookups: int) -> None:
     report("reader.event(id), warm (pooled connection)", timed(lambda i: reader.event(i), ids))
 
     def fresh(event_id: uuid.UUID) -> None:
-        pool._idle.clear()  # the bench's own process: drop the idle connections, open anew
+        pool.close_idle()  # open anew
         assert reader.event(event_id) is not None
 
     report("reader.event(id), fresh connection each", timed(fresh, ids[:300]))

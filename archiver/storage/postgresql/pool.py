@@ -31,7 +31,8 @@ T = TypeVar("T")
 MAX_IDLE = 4
 READER_NAME = f"{APPLICATION_NAME} reader"
 
-_idle: dict[str, list[psycopg.Connection[Any]]] = {}
+# By archive URL and lock timeout (each connection carries its own lock_timeout).
+_idle: dict[tuple[str, timedelta], list[psycopg.Connection[Any]]] = {}
 _lock = threading.Lock()
 _pid = os.getpid()
 
@@ -75,21 +76,30 @@ def take(url: str, timeout: timedelta) -> tuple[psycopg.Connection[Any], bool]:
         if os.getpid() != _pid:  # a forked child: the parent's sockets are not ours to use or close
             _idle.clear()
             _pid = os.getpid()
-        idle = _idle.get(url)
+        idle = _idle.get((url, timeout))
         if idle:
             return idle.pop(), True
     return _open(url, timeout), False
 
 
-def give_back(url: str, conn: psycopg.Connection[Any]) -> None:
+def give_back(url: str, timeout: timedelta, conn: psycopg.Connection[Any]) -> None:
     """Keep `conn` for the next call if it is healthy and idle (no transaction left open)."""
     healthy = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with _lock:
-        idle = _idle.setdefault(url, [])
+        idle = _idle.setdefault((url, timeout), [])
         if healthy and len(idle) < MAX_IDLE and os.getpid() == _pid:
             idle.append(conn)
             return
     conn.close()
+
+
+def close_idle() -> None:
+    """Close every idle connection of this process (a bench measuring fresh connects, a test)."""
+    with _lock:
+        idle = [conn for conns in _idle.values() for conn in conns] if os.getpid() == _pid else []
+        _idle.clear()
+    for conn in idle:
+        conn.close()
 
 
 def with_connection(url: str, timeout: timedelta, read: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -112,7 +122,7 @@ def with_connection(url: str, timeout: timedelta, read: Callable[[psycopg.Connec
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.close()
         else:
-            give_back(url, conn)
+            give_back(url, timeout, conn)
         raise
-    give_back(url, conn)
+    give_back(url, timeout, conn)
     return result

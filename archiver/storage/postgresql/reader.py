@@ -118,14 +118,14 @@ class PostgreSQLReader(ArchiveReader):
         seconds = time_limit.total_seconds() if time_limit is not None else 0.0
         session._limit = seconds
         conn, _ = pool.take(self.url, self.timeout)
-        done = threading.Event()
+        done, fired, cancelling = threading.Event(), threading.Event(), threading.Lock()
         try:
             conn.execute(_SNAPSHOT)
             if seconds > 0:
                 # The server stops any one statement at the limit; the timer stops whichever runs
                 # when the block as a whole reaches it (as DuckDB's session does).
                 conn.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
-                threading.Thread(target=_cancel_after, args=(conn, seconds, done), daemon=True).start()
+                threading.Thread(target=_cancel_after, args=(conn, seconds, done, fired, cancelling), daemon=True).start()
             session._conn = conn
             yield session
         except pg_errors.QueryCanceled:
@@ -135,13 +135,16 @@ class PostgreSQLReader(ArchiveReader):
 
             raise classify(self.url, exc) from None
         finally:
-            done.set()
+            with cancelling:  # once set, no cancel is sent any more (one in flight has been delivered)
+                done.set()
             session._conn = None
             try:
                 conn.execute("ROLLBACK")
             except psycopg.Error:
                 conn.close()
-            pool.give_back(self.url, conn)
+            if fired.is_set():  # a cancel still on its way must not stop the next caller's statement
+                conn.close()
+            pool.give_back(self.url, self.timeout, conn)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -255,16 +258,22 @@ def _mark(conn: Conn) -> datetime | None:
     return to_utc(mark) if mark else None
 
 
-def _cancel_after(conn: Conn, seconds: float, done: threading.Event) -> None:
+def _cancel_after(conn: Conn, seconds: float, done: threading.Event, fired: threading.Event,
+                  cancelling: threading.Lock) -> None:
     """Cancel `conn`'s statement once `seconds` have passed, and again until the session ends.
 
     A cancel reaches only a statement that is running: one landing between two reads is lost.
+    `fired` tells the session to close the connection rather than pool it.
     """
     if done.wait(seconds):
         return
-    while not done.is_set():
-        try:
-            conn.cancel_safe(timeout=1.0)
-        except psycopg.Error:  # the session ended and closed the connection meanwhile
-            return
+    while True:
+        with cancelling:
+            if done.is_set():
+                return
+            fired.set()
+            try:
+                conn.cancel_safe(timeout=1.0)
+            except psycopg.Error:  # the connection is gone: nothing left to stop
+                return
         done.wait(0.02)

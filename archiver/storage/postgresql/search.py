@@ -184,8 +184,11 @@ def read_page(
 ) -> Page:
     """Up to `limit` events after the keyset position `after`, in the filter's order.
 
-    One query: PostgreSQL walks the events_occurred index in order and fetches only the rows it
-    returns, so DuckDB's two-step (ids first, then rows by id) would only add a round trip.
+    One query: PostgreSQL walks the events_occurred index in order (an incremental sort breaks
+    the ties by id) and fetches only the rows it returns. DuckDB's two steps (the page's ids,
+    then its rows by id) measured slower here on 100k events, p50: the newest 50 0.52 ms in one
+    query against 1.23 ms in two, by event name 1.13 against 1.48; only a related-resource
+    filter gained (6.5 against 5.9 ms), less than the second round trip costs a remote server.
     `total` is counted when not given (a page token carries the first page's count, as Prefect's does).
     """
     sql = _Sql()
