@@ -44,18 +44,23 @@ from archiver.storage.writer import (
 
 log = logging.getLogger("archiver.storage.postgresql.writer")
 
-_INSERT_EVENTS = """
-INSERT INTO events (id, occurred, received, event, resource_id, resource, related, payload, follows, content_hash,
-                    archived_at)
-SELECT * FROM unnest(%s::UUID[], %s::TIMESTAMPTZ[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::TEXT[], %s::JSONB[],
-                     %s::JSONB[], %s::JSONB[], %s::UUID[], %s::TEXT[], %s::TIMESTAMPTZ[])
+# Events arrive by COPY into a temporary table, then one INSERT … SELECT … ON CONFLICT moves the
+# new ones in: measured on 2,000-event batches (~3.3 KB each) 0.17-0.19 s, against 0.6-1.1 s for
+# the same rows as arrays through unnest() (bench/storage_write.py has the whole-batch figures).
+# The table lives as long as its connection and empties itself at every commit.
+_EVENT_COLUMNS = ("id", "occurred", "received", "event", "resource_id", "resource", "related", "payload", "follows",
+                  "content_hash", "archived_at")
+_INCOMING = "incoming_events"
+_CREATE_INCOMING = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (LIKE events) ON COMMIT DELETE ROWS"
+_COPY_INCOMING = f"COPY {_INCOMING} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
+_INSERT_EVENTS = f"""
+INSERT INTO events ({', '.join(_EVENT_COLUMNS)})
+SELECT {', '.join(_EVENT_COLUMNS)} FROM {_INCOMING}
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
-_INSERT_RESOURCES = """
-INSERT INTO event_resources (event_id, occurred, resource_id, role)
-SELECT * FROM unnest(%s::UUID[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::TEXT[])
-"""
+_COPY_RESOURCES = "COPY event_resources (event_id, occurred, resource_id, role) FROM STDIN"
+_STORED_HASHES = "SELECT id, content_hash FROM events WHERE id = ANY(%s::UUID[])"
 _INSERT_QUARANTINE = """
 INSERT INTO quarantine (raw_hash, raw, reason, event_id, first_seen, sync_id)
 SELECT * FROM unnest(%s::TEXT[], %s::TEXT[], %s::TEXT[], %s::TEXT[], %s::TIMESTAMPTZ[], %s::UUID[])
@@ -78,27 +83,16 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 NUL_REASON = "holds the NUL character (\\u0000), which PostgreSQL cannot store in text or JSON"
 
 
-def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], ...]:
-    return (
-        [e.id for e in events],
-        [e.occurred for e in events],
-        [e.received for e in events],
-        [e.event for e in events],
-        [e.resource_id for e in events],
-        [compact_json(e.resource) for e in events],
-        [compact_json(e.related) for e in events],
-        [compact_json(e.payload) for e in events],
-        [e.follows for e in events],
-        [e.content_hash for e in events],
-        [now] * len(events),
-    )
-
-
-def _storable(event: Event) -> bool:
-    """False for an event PostgreSQL cannot store as it is: NUL in its text (see NUL_REASON)."""
-    texts = (event.event, event.resource_id, compact_json(event.resource), compact_json(event.related),
-             compact_json(event.payload))
-    return not any("\x00" in text or _NUL_ESCAPE.search(text) for text in texts)
+def _event_row(event: Event, now: datetime) -> tuple[Any, ...] | None:
+    """The event as a row of events (_EVENT_COLUMNS), or None when PostgreSQL cannot store it as
+    it is: NUL in its text (see NUL_REASON). Its JSON is serialized once, for both."""
+    resource, related, payload = compact_json(event.resource), compact_json(event.related), compact_json(event.payload)
+    for text in (event.event, event.resource_id, resource, related, payload):
+        # The substring test first: the regex is slow on long texts, and almost no event needs it.
+        if "\x00" in text or ("\\u0000" in text and _NUL_ESCAPE.search(text)):
+            return None
+    return (event.id, event.occurred, event.received, event.event, event.resource_id, resource, related, payload,
+            event.follows, event.content_hash, now)
 
 
 def _as_malformed(event: Event) -> Malformed:
@@ -173,32 +167,44 @@ class PostgreSQLWriter(ArchiveWriter):
     ) -> WriteCounts:
         """Insert events (first write wins), quarantine the malformed, advance the mark: atomically."""
         unique, repeats, conflicting = dedupe(events)
-        unstorable = [e for e in unique if not _storable(e)]
-        if unstorable:  # quarantined whole, instead of failing the batch on every sync
-            gone = {e.id for e in unstorable}
-            unique = [e for e in unique if e.id not in gone]
-            malformed = [*malformed, *(_as_malformed(e) for e in unstorable)]
         now = datetime.now(timezone.utc)
+        rows = {e.id: _event_row(e, now) for e in unique}
+        unstorable = [e for e in unique if rows[e.id] is None]
+        if unstorable:  # quarantined whole, instead of failing the batch on every sync
+            unique = [e for e in unique if rows[e.id] is not None]
+            malformed = [*malformed, *(_as_malformed(e) for e in unstorable)]
         quarantined = resolved = 0
         with self._transaction() as conn:
-            inserted: set[uuid.UUID] = set()
+            driver = conn.connection.driver_connection
+            assert driver is not None  # a live connection inside its transaction
+            # Ids already archived are looked up first (an index probe), so a re-read window does
+            # not send its events again; ON CONFLICT still settles anything that raced in.
+            stored: dict[uuid.UUID, str] = {}
             if unique:
-                inserted = {row[0] for row in conn.exec_driver_sql(_INSERT_EVENTS, _event_columns(unique, now))}
+                stored = {row[0]: row[1] for row in conn.exec_driver_sql(_STORED_HASHES, ([e.id for e in unique],))}
+            fresh = [e for e in unique if e.id not in stored]
+            inserted: set[uuid.UUID] = set()
+            if fresh:
+                conn.exec_driver_sql(_CREATE_INCOMING)
+                with driver.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
+                    for event in fresh:
+                        copy.write_row(rows[event.id])
+                inserted = {row[0] for row in conn.exec_driver_sql(_INSERT_EVENTS)}
+                raced = [e.id for e in fresh if e.id not in inserted]
+                if raced:
+                    stored.update((row[0], row[1]) for row in conn.exec_driver_sql(_STORED_HASHES, (raced,)))
             known = [e for e in unique if e.id not in inserted]
-            if known:
-                stored: dict[uuid.UUID, str] = {
-                    row[0]: row[1] for row in conn.exec_driver_sql(
-                        "SELECT id, content_hash FROM events WHERE id = ANY(%s::UUID[])", ([e.id for e in known],))
-                }
-                conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
+            conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
             new = [e for e in unique if e.id in inserted]
             if new:
                 resources = resource_columns(new)
-                conn.exec_driver_sql(_INSERT_RESOURCES, resources)
+                with driver.cursor() as cursor, cursor.copy(_COPY_RESOURCES) as copy:
+                    for row in zip(*resources, strict=True):
+                        copy.write_row(row)
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 conn.exec_driver_sql(runs.QUEUE_OBJECTS, (now, list(dict.fromkeys(resources[2]))))
             if malformed:
-                rows = conn.exec_driver_sql(
+                quarantine_rows = conn.exec_driver_sql(
                     _INSERT_QUARANTINE,
                     (
                         [m.raw_hash for m in malformed],
@@ -209,7 +215,7 @@ class PostgreSQLWriter(ArchiveWriter):
                         [ledger_id] * len(malformed),
                     ),
                 ).fetchall()
-                quarantined = len(rows)
+                quarantined = len(quarantine_rows)
             resolvable = [e.id for e in unique] + [
                 uuid.UUID(i) for i in (uuid_text(m.event_id) for m in malformed) if i]
             if resolvable:
