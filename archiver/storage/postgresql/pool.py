@@ -93,6 +93,25 @@ def give_back(url: str, timeout: timedelta, conn: psycopg.Connection[Any]) -> No
     conn.close()
 
 
+def begin(url: str, timeout: timedelta, statement: str) -> psycopg.Connection[Any]:
+    """A connection that has run `statement` (a session's BEGIN), on a new one if a reused one was dropped."""
+    conn, reused = take(url, timeout)
+    try:
+        conn.execute(statement)
+    except psycopg.OperationalError as exc:
+        dropped = conn.broken
+        conn.close()
+        if not (reused and dropped):
+            raise classify(url, exc) from None
+        conn = _open(url, timeout)
+        try:
+            conn.execute(statement)
+        except psycopg.Error as again:
+            conn.close()
+            raise classify(url, again) from None
+    return conn
+
+
 def close_idle() -> None:
     """Close every idle connection of this process (a bench measuring fresh connects, a test)."""
     with _lock:

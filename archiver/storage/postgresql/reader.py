@@ -117,10 +117,9 @@ class PostgreSQLReader(ArchiveReader):
         session = PostgreSQLReader(self.url, self.timeout)
         seconds = time_limit.total_seconds() if time_limit is not None else 0.0
         session._limit = seconds
-        conn, _ = pool.take(self.url, self.timeout)
+        conn = pool.begin(self.url, self.timeout, _SNAPSHOT)
         done, fired, cancelling = threading.Event(), threading.Event(), threading.Lock()
         try:
-            conn.execute(_SNAPSHOT)
             if seconds > 0:
                 # The server stops any one statement at the limit; the timer stops whichever runs
                 # when the block as a whole reaches it (as DuckDB's session does).

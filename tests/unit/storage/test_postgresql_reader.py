@@ -96,9 +96,18 @@ def test_a_reader_replaces_a_connection_the_server_dropped(postgres_database: st
     archive.writer(TIMEOUT).write_batch([an_event(T0)], [])
     reader = archive.reader(TIMEOUT)
     assert reader.count(EVERYTHING) == 1  # its connection now waits idle for the next call
-    with connect(postgres_database) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [READER_NAME])
-    assert reader.count(EVERYTHING) == 1
+    with reader.session() as session:  # two idle connections now: the call's and the session's
+        assert reader.count(EVERYTHING) == session.count(EVERYTHING) == 1
+
+    def in_session() -> int:
+        with reader.session() as session:
+            return session.count(EVERYTHING)
+
+    for read in (lambda: reader.count(EVERYTHING), in_session):
+        with connect(postgres_database) as admin:  # the server drops them (a restart, an idle timeout)
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                          [READER_NAME])
+        assert read() == 1
 
 
 def test_no_read_shows_the_password(postgres_database: str) -> None:
