@@ -10,15 +10,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from archiver.errors import ArchiveBusy, ArchiveError, ConfigError
+from archiver.prefect.events import format_timestamp, parse_event
 from archiver.storage import open_archive
+from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.postgresql import PostgreSQLArchive
 from archiver.storage.postgresql.connect import create_engine
 from archiver.storage.postgresql.migrate import available, migrate
+from tests.unit.storage.conftest import query_postgresql
+from tests.unit.storage.shapes import T0, event_json
 
 PASSWORD = "s3cret-pw"
 
@@ -149,3 +155,88 @@ def test_the_writer_lock_is_released_when_its_process_is_killed(archive):
             assert archive.writer_holder().pid is not None
     finally:
         holder.kill()
+
+
+def test_an_event_holding_nul_is_quarantined_whole_instead_of_failing_the_batch(archive, make_event):
+    writer = archive.writer(timedelta(seconds=5))
+    try:
+        odd = make_event(T0, payload={"note": "before\x00after"})
+        counts = writer.write_batch([odd, make_event(T0)], mark=T0 + timedelta(minutes=1))
+        assert (counts.inserted, counts.quarantined) == (1, 1)
+        assert writer.high_water_mark() == T0 + timedelta(minutes=1)
+        [(raw, reason, event_id)] = query_postgresql(archive.url, "SELECT raw, reason, event_id FROM quarantine")
+        assert "before\\u0000after" in raw and "NUL" in reason and event_id == str(odd.id)
+        # Sent again, it is a duplicate of its quarantined self, as any malformed item is.
+        assert writer.write_batch([odd]).duplicates == 1
+    finally:
+        writer.close()
+
+
+def test_writer_errors_never_show_the_password(postgres_server):
+    url = f"postgresql+psycopg://nobody:{PASSWORD}@/postgres?host={postgres_server.socket_dir}"
+    with pytest.raises(ArchiveError) as refused:
+        open_archive(url).writer(timedelta(seconds=1))
+    assert PASSWORD not in str(refused.value) and "credentials" in str(refused.value)
+
+
+def test_the_writer_carries_on_after_the_server_drops_its_connections(archive, postgres_server, make_event):
+    writer = archive.writer(timedelta(seconds=5))
+    try:
+        writer.write_batch([make_event(T0)])
+        with postgres_server.admin() as admin:  # a server restart or an idle timeout, as the pool sees it
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", [archive.url.split("/")[-1].split("?")[0]])
+        assert writer.write_batch([make_event(T0 + timedelta(seconds=1))]).inserted == 1
+    finally:
+        writer.close()
+
+
+def test_the_views_answer_as_duckdbs_for_the_same_writes(archive, tmp_path, make_event):
+    """flow_run_states, task_run_states, flow_run_durations, deployment_health, event_volume and
+    late_runs: the same rows, column for column, from both backends after the same writes."""
+    duck = DuckDBArchive(tmp_path / "archive.duckdb")
+    flow, deployment = uuid.uuid4(), uuid.uuid4()
+    runs = [uuid.uuid4() for _ in range(5)]
+    day = T0.replace(hour=0, minute=0)
+    objects = {
+        "flows": [{"id": str(flow), "name": "etl", "tags": []}],
+        "deployments": [{"id": str(deployment), "name": "nightly", "flow_id": str(flow)}],
+        "flow_runs": [
+            {"id": str(run), "name": f"run-{n}", "flow_id": str(flow), "deployment_id": str(deployment),
+             "state_type": state, "state_name": state.title(), "total_run_time": 1.25 * n,
+             "expected_start_time": format_timestamp(day + timedelta(hours=n, seconds=-20 * n)),
+             "start_time": format_timestamp(day + timedelta(hours=n, microseconds=n)),
+             "end_time": format_timestamp(day + timedelta(hours=n, seconds=7 * n + 1.1))}
+            for n, (run, state) in enumerate(zip(runs, ["COMPLETED", "FAILED", "COMPLETED", "CRASHED", "CANCELLED"], strict=True))
+        ],
+    }
+    events = [make_event(T0 + timedelta(minutes=37 * n), flow_run=run) for n, run in enumerate(runs)]
+    task_run = event_json(T0, name="prefect.task-run.Completed")
+    task_run["resource"]["prefect.resource.id"] = f"prefect.task-run.{uuid.uuid4()}"
+    events.append(parse_event(task_run))
+    events.append(make_event(T0, name="prefect.flow-run.Failed", payload={"validated_state": {"message": "boom"}}))
+    for target in (duck, archive):
+        writer = target.writer(timedelta(seconds=5))
+        try:
+            writer.write_batch(events)
+            for kind, found in objects.items():
+                writer.save_objects(kind, [o["id"] for o in found], found, give_up_after=5)
+        finally:
+            writer.close()
+    for view in ("flow_run_states", "task_run_states", "flow_run_durations", "deployment_health", "event_volume",
+                 "late_runs"):
+        sql = f"SELECT * FROM {view}"
+        with duckdb.connect(str(duck.path), read_only=True) as conn:
+            expected = conn.execute(sql).fetchall()
+            columns = [d[0] for d in conn.description]
+        assert expected, view
+        assert query_columns(archive.url, view) == columns
+        assert sorted(query_postgresql(archive.url, sql), key=repr) == sorted(expected, key=repr), view
+
+
+def query_columns(url: str, view: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        cursor = conn.execute(f"SELECT * FROM {view} LIMIT 0")
+        return [column.name for column in cursor.description or []]

@@ -121,3 +121,32 @@ def test_storage_blocks_are_read_once(writer, stored):
     assert writer.unread_storage_blocks() == []
     assert sorted(stored("SELECT found, name, block_type_slug, basepath FROM result_storage_blocks")) == [
         (False, None, None, None), (True, "results", "local-file-system", "/srv/results")]
+
+
+def test_a_value_not_of_its_columns_type_leaves_the_column_null_and_the_object_whole(writer, stored):
+    odd, coercible = uuid.uuid4(), uuid.uuid4()
+    objects = [
+        {**flow_run_object(odd), "run_count": "many", "start_time": "yesterday", "end_time": "20000-01-01T00:00:00Z",
+         "total_run_time": "slow", "flow_id": "not-a-uuid", "tags": "nightly", "parameters": None,
+         "expected_start_time": "2026-11-02T09:29:00+01:00"},
+        {**flow_run_object(coercible), "run_count": "3", "total_run_time": "1.5", "tags": [1, "a", None],
+         "start_time": "2026-11-02T09:29:30.5Z"},
+    ]
+    writer.save_objects("flow_runs", [str(odd), str(coercible)], objects, give_up_after=5)
+    rows = stored("SELECT id, run_count, start_time, end_time, total_run_time, flow_id, tags, expected_start_time, "
+                  "parameters FROM flow_runs")
+    assert sorted(rows, key=lambda row: row[0] == coercible) == [
+        (odd, None, None, None, None, None, None, datetime(2026, 11, 2, 8, 29, tzinfo=timezone.utc), "null"),
+        (coercible, 3, datetime(2026, 11, 2, 9, 29, 30, 500000, tzinfo=timezone.utc), None, 1.5,
+         uuid.UUID(int=coercible.int ^ 1), ["1", "a", None], None, '{"day":"2026-11-02"}'),
+    ]
+    assert stored("SELECT object->>'run_count' FROM flow_runs WHERE id = $1", str(odd)) == [("many",)]
+
+
+def test_a_deployments_paused_flag_is_read_as_duckdb_reads_booleans(writer, stored):
+    ids = [uuid.uuid4() for _ in range(4)]
+    flags = ["yes", False, "maybe", 1]
+    objects = [{"id": str(i), "name": f"d{n}", "paused": flag} for n, (i, flag) in enumerate(zip(ids, flags, strict=True))]
+    writer.save_objects("deployments", [str(i) for i in ids], objects, give_up_after=5)
+    assert sorted(stored("SELECT name, paused FROM deployments")) == [
+        ("d0", True), ("d1", False), ("d2", None), ("d3", True)]

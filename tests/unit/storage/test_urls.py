@@ -37,3 +37,16 @@ def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql+psycopg://user:p%40ss@host:5432/db") == "postgresql+psycopg://user:***@host:5432/db"
     assert redact("postgresql+psycopg://user@host/db") == "postgresql+psycopg://user@host/db"
     assert redact("duckdb:////data/archive.duckdb") == "duckdb:////data/archive.duckdb"
+    # A password with an unencoded @ or /, or given as libpq's ?password= option, is hidden too.
+    assert redact("postgresql://user:p@ss/w0rd@host/db") == "postgresql://user:***@host/db"
+    assert redact("postgresql://user@/db?host=/run/pg&password=s3cret&sslmode=require") == (
+        "postgresql://user@/db?host=/run/pg&password=***&sslmode=require")
+    # A DuckDB file whose name has a colon and an @ has no credentials to hide.
+    assert redact("duckdb:////data/a:b@c.duckdb") == "duckdb:////data/a:b@c.duckdb"
+
+
+def test_a_postgresql_url_opens_the_postgresql_backend_and_shows_no_password() -> None:
+    for url in ("postgresql+psycopg://archiver:s3cret@db.example:5432/archive",
+                "postgresql://archiver:s3cret@db.example/archive"):
+        archive = open_archive(url)
+        assert archive.name.startswith("postgresql") and "s3cret" not in archive.name + repr(archive)
