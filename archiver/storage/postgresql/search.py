@@ -175,6 +175,26 @@ def count_events(conn: psycopg.Connection[Any], f: EventFilter) -> int:
     return int(row[0]) if row else 0
 
 
+def _by_one_resource(sql: _Sql, f: EventFilter) -> str | None:
+    """The condition on event_resources (r) when the filter is one resource filter and a time range.
+
+    Then a page is the newest (or oldest) resource rows that match, in (occurred, event_id) order —
+    event_resources repeats each event's occurred — joined to their events afterwards: a flow's
+    events page through its resource rows, instead of fetching every one of its events to sort
+    them (1M events, a flow with 5,000: p50 133 ms that way, 40 ms this way, 1.7 ms with an index
+    on event_resources (resource_id, occurred, event_id)). None for any other filter.
+    """
+    if f.names or f.prefixes or f.exclude_names or f.exclude_prefixes or f.ids or f.resource:
+        return None
+    if any(_needs_json(r.labels) for r in f.related) or any(_needs_json(m.labels) for m in f.any_resource):
+        return None
+    matches = [c for c in (_related_conditions(sql, r) for r in f.related) if c]
+    matches += [c for c in (_any_resource_conditions(sql, m) for m in f.any_resource) if c]
+    if len(matches) != 1:
+        return None
+    return f"r.occurred >= {sql.p(f.since)} AND r.occurred <= {sql.p(f.until)} AND " + " AND ".join(matches[0])
+
+
 def read_page(
     conn: psycopg.Connection[Any],
     f: EventFilter,
@@ -188,20 +208,28 @@ def read_page(
     the ties by id) and fetches only the rows it returns. DuckDB's two steps (the page's ids,
     then its rows by id) measured slower here on 100k events, p50: the newest 50 0.52 ms in one
     query against 1.23 ms in two, by event name 1.13 against 1.48; only a related-resource
-    filter gained (6.5 against 5.9 ms), less than the second round trip costs a remote server.
-    `total` is counted when not given (a page token carries the first page's count, as Prefect's does).
+    filter gained (6.5 against 5.9 ms) — that case pages through event_resources instead
+    (_by_one_resource). `total` is counted when not given (a page token carries the first
+    page's count, as Prefect's does).
     """
     sql = _Sql()
-    where = where_clause(f, sql)
-    if after is not None:
-        op = ">" if f.order == "ASC" else "<"
-        where += f" AND (e.occurred, e.id) {op} ({sql.p(after[0])}::timestamptz, {sql.p(after[1])}::uuid)"
+    op = ">" if f.order == "ASC" else "<"
     direction = "ASC" if f.order == "ASC" else "DESC"
-    rows = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events e WHERE {where} "
-        f"ORDER BY e.occurred {direction}, e.id {direction} LIMIT {sql.p(limit + 1)}",
-        sql.params,
-    ).fetchall()
+    order = f"ORDER BY e.occurred {direction}, e.id {direction}"
+    resource = _by_one_resource(sql, f)
+    if resource is not None:
+        if after is not None:
+            resource += f" AND (r.occurred, r.event_id) {op} ({sql.p(after[0])}::timestamptz, {sql.p(after[1])}::uuid)"
+        # GROUP BY: an event may name the same resource twice (two roles); it is one event.
+        query = (f"SELECT {EVENT_COLUMNS} FROM events e JOIN (SELECT r.event_id FROM event_resources r WHERE {resource} "
+                 f"GROUP BY r.occurred, r.event_id ORDER BY r.occurred {direction}, r.event_id {direction} "
+                 f"LIMIT {sql.p(limit + 1)}) k ON e.id = k.event_id {order}")
+    else:
+        where = where_clause(f, sql)
+        if after is not None:
+            where += f" AND (e.occurred, e.id) {op} ({sql.p(after[0])}::timestamptz, {sql.p(after[1])}::uuid)"
+        query = f"SELECT {EVENT_COLUMNS} FROM events e WHERE {where} {order} LIMIT {sql.p(limit + 1)}"
+    rows = conn.execute(query, sql.params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     if total is None:

@@ -202,6 +202,34 @@ def test_keyset_pages_order_ties_on_occurred_by_id_and_neither_skip_nor_repeat(r
     assert [e["id"] for e in seen] == [e["id"] for e in expected]
 
 
+@pytest.mark.parametrize("order", ["ASC", "DESC"])
+def test_pages_of_one_resources_events_neither_skip_nor_repeat_an_event_naming_it_twice(
+    reader_backend: Backend, order: str,
+) -> None:
+    run = "prefect.flow-run.7"
+    # Ties on occurred, events naming the run in two roles, its own events, and others' events.
+    raws = [raw_event(T0 + timedelta(seconds=i // 3), related=[related(run, "flow-run")] + (
+        [related(run, "parent")] if i % 4 == 0 else [])) for i in range(10)]
+    raws += [raw_event(T0 + timedelta(seconds=1), resource=run), raw_event(T0, related=[related("acme.other", "x")])]
+    reader_backend.write([event(e) for e in raws])
+    reader = reader_backend.reader()
+    for search, wanted in [
+        (EventFilter(T0, T0 + timedelta(minutes=1), order=order, related=(RelatedMatch(ids=(run,)),)), raws[:10]),
+        (EventFilter(T0, T0 + timedelta(minutes=1), order=order, any_resource=(ResourceMatch(ids=(run,)),)), raws[:11]),
+    ]:
+        seen: list[str] = []
+        page = reader.page(search, 4)
+        while True:
+            seen += [e["id"] for e in page.events]
+            assert page.total == len(wanted)
+            if page.after is None:
+                break
+            page = reader.page(search, 4, after=page.after, total=page.total)
+        expected = sorted(wanted, key=lambda e: (datetime.fromisoformat(e["occurred"]), uuid.UUID(e["id"])),
+                          reverse=order == "DESC")
+        assert seen == [e["id"] for e in expected]
+
+
 def test_a_page_boundary_holds_while_events_are_written_between_pages(reader_backend: Backend) -> None:
     raws = [raw_event(T0 + timedelta(seconds=i)) for i in range(6)]
     reader_backend.write([event(e) for e in raws])
