@@ -25,6 +25,8 @@ STALE_AFTER_BEATS = 3
 
 def write_heartbeat(path: Path, heartbeat: dict[str, Any]) -> None:
     """Replace the heartbeat file atomically (write a temporary file beside it, then rename)."""
+    # A PostgreSQL archive beats under $PREFECT_HOME, which a fresh machine may not have yet.
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -10,6 +10,13 @@ holds it is readable by anyone who can connect, from pg_locks joined to pg_stat_
 - a note for readers (WriterLock.note) is the last statement the connection ran, a constant
   "SELECT 'prefect-archiver note:<hex>'" (pg_stat_activity.query; hex, so no quoting can break
   it). It needs nothing written anywhere: it works before the schema exists and on a full disk.
+  PostgreSQL shows a session's query only to its own role, members of pg_read_all_stats and
+  superusers: another role reading status sees the holder but not its note.
+
+A session lock needs a session: connect directly or through session pooling, not a transaction
+pooler (PgBouncer pool_mode=transaction would hand the lock's session to others). If the server
+drops the lock's connection (a restart) the lock is gone while its holder writes on; what then
+keeps the archive whole is what keeps it whole anyway: every batch is one idempotent transaction.
 """
 
 from __future__ import annotations

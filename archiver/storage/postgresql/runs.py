@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from archiver.prefect.events import to_utc
 from archiver.prefect.runs import run_kind as kind_of
-from archiver.storage.postgresql.typed import COLUMN_TYPES, OBJECT_COLUMNS, column_values, jsonb_text
+from archiver.storage.postgresql.typed import COLUMN_TYPES, OBJECT_COLUMNS, column_values, jsonb_text, text_value
 from archiver.storage.writer import PendingRun, RunState, StateFetch, StorageBlock
 
 # -- run metadata --------------------------------------------------------------------------------
@@ -165,11 +165,12 @@ def pending_runs(conn: sa.Connection, run_kind: str, since: datetime, limit: int
 
 def _state_columns(states: Sequence[RunState]) -> tuple[list[Any], ...]:
     return (
-        [s.id for s in states], [s.run_kind for s in states], [s.run_id for s in states], [s.type for s in states],
-        [s.name for s in states], [s.timestamp for s in states], [s.message for s in states],
-        [jsonb_text(s.state_details) for s in states], [s.data_kind for s in states], [s.storage_key for s in states],
-        [s.storage_block_id for s in states], [s.serializer_type for s in states],
-        [s.result_expiration for s in states], [s.result_prefect_version for s in states],
+        [s.id for s in states], [s.run_kind for s in states], [s.run_id for s in states], [text_value(s.type) for s in states],
+        [text_value(s.name) for s in states], [s.timestamp for s in states], [text_value(s.message) for s in states],
+        [jsonb_text(s.state_details) for s in states], [s.data_kind for s in states],
+        [text_value(s.storage_key) for s in states], [s.storage_block_id for s in states],
+        [text_value(s.serializer_type) for s in states], [s.result_expiration for s in states],
+        [text_value(s.result_prefect_version) for s in states],
         [jsonb_text(s.state) for s in states], [s.archived_at for s in states],
     )
 
@@ -206,6 +207,6 @@ def save_storage_blocks(conn: sa.Connection, blocks: Sequence[StorageBlock]) -> 
     now = datetime.now(timezone.utc)
     latest = list({b.id: b for b in blocks}.values())  # the last read of a block wins, as it replaces
     conn.exec_driver_sql(_SAVE_BLOCKS, (
-        [b.id for b in latest], [b.found for b in latest], [b.name for b in latest],
-        [b.block_type_slug for b in latest], [b.basepath for b in latest], [now] * len(latest),
+        [b.id for b in latest], [b.found for b in latest], [text_value(b.name) for b in latest],
+        [text_value(b.block_type_slug) for b in latest], [text_value(b.basepath) for b in latest], [now] * len(latest),
     ))

@@ -69,6 +69,11 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+def text_value(text: str | None) -> str | None:
+    """A string as a TEXT column holds it (NUL as U+FFFD), for states' and blocks' text fields."""
+    return _no_nul(text) if text else text
+
+
 def jsonb_text(value: Any) -> str:
     """JSON text PostgreSQL's JSONB accepts: \\u0000 (which JSONB refuses) as U+FFFD."""
     text = compact_json(value)

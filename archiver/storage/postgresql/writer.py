@@ -108,6 +108,12 @@ def _quarantine_text(text: str | None) -> str | None:
     return text.replace("\x00", "\\u0000") if text and "\x00" in text else text
 
 
+# SQLSTATEs: class 08 (connection exception) and 57P (the server shutting down or restarting) mean
+# the connection is gone; none at all is libpq's own failure. 55P03: lock_timeout ran out.
+_CONNECTION_LOST = ("08", "57P")
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
 class PostgreSQLWriter(ArchiveWriter):
     """The writer side of one PostgreSQL archive."""
 
@@ -142,12 +148,15 @@ class PostgreSQLWriter(ArchiveWriter):
             with conn.begin():
                 yield conn
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError):
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if exc.connection_invalidated or (sqlstate or "08").startswith(_CONNECTION_LOST):
                 self.engine.dispose()  # the server went away: every pooled connection with it
                 raise classify(self.url, exc) from exc
             first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            waited = (" (another session held a lock on what it writes for longer than archive.read_timeout: a "
+                      "long transaction or a migration elsewhere)") if sqlstate == _LOCK_NOT_AVAILABLE else ""
             raise ArchiveError(
-                f"writing to archive {self.name} failed ({first}); the transaction was rolled back, so the "
+                f"writing to archive {self.name} failed ({first}){waited}; the transaction was rolled back, so the "
                 "archive and its high-water mark are as they were — the next sync continues from there"
             ) from exc
         finally:
@@ -209,7 +218,7 @@ class PostgreSQLWriter(ArchiveWriter):
                     (
                         [m.raw_hash for m in malformed],
                         [_quarantine_text(m.raw) for m in malformed],
-                        [m.reason for m in malformed],
+                        [_quarantine_text(m.reason) for m in malformed],
                         [_quarantine_text(m.event_id) for m in malformed],
                         [now] * len(malformed),
                         [ledger_id] * len(malformed),

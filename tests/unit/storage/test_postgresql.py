@@ -240,3 +240,76 @@ def query_columns(url: str, view: str) -> list[str]:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
         cursor = conn.execute(f"SELECT * FROM {view} LIMIT 0")
         return [column.name for column in cursor.description or []]
+
+
+KILLED_WRITER = """
+import sys, uuid
+from datetime import timedelta
+from archiver.prefect.events import parse_event
+from archiver.storage import open_archive
+from tests.unit.storage.shapes import T0, event_json
+writer = open_archive(sys.argv[1]).writer(timedelta(seconds=5))
+size = int(sys.argv[2])
+for b in range(10_000):
+    batch = [parse_event(event_json(T0 + timedelta(seconds=b * size + i), payload={"n": "x" * 2000}))
+             for i in range(size)]
+    writer.write_batch(batch, mark=T0 + timedelta(seconds=(b + 1) * size))
+    print(b, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_sync_leaves_whole_batches_and_a_mark_that_claims_no_more(archive):
+    size = 300
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, archive.url, str(size)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for _ in range(3):  # a few batches committed, the next one under way
+            process.stdout.readline()
+        time.sleep(0.05)
+        process.kill()
+        process.wait()
+    finally:
+        process.kill()
+    [(events, mark, below)] = query_postgresql(
+        archive.url, "SELECT count(*), (SELECT high_water_mark FROM archive_state), "
+                     "count(*) FILTER (WHERE occurred < (SELECT high_water_mark FROM archive_state)) FROM events")
+    assert events >= 3 * size and events % size == 0  # whole batches only
+    assert below == events and mark == T0 + timedelta(seconds=events)  # the mark is its batches' own
+
+
+def test_nul_in_run_metadata_and_states_is_replaced_rather_than_failing_every_refresh(archive):
+    from archiver.storage.writer import RunState
+
+    run, state_id = uuid.uuid4(), uuid.uuid4()
+    writer = archive.writer(timedelta(seconds=5))
+    try:
+        writer.save_objects("flow_runs", [str(run)], [{"id": str(run), "name": "a\x00b", "parameters": {"x": "c\x00d"}}],
+                            give_up_after=5)
+        writer.save_states([RunState(
+            id=str(state_id), run_kind="flow_run", run_id=str(run), type="FAILED", name="Failed", timestamp=T0,
+            message="boom\x00", state_details={}, data_kind="none", storage_key=None, storage_block_id=None,
+            serializer_type=None, result_expiration=None, result_prefect_version=None, state={"message": "boom\x00"},
+            archived_at=T0)], [])
+    finally:
+        writer.close()
+    assert query_postgresql(archive.url, "SELECT name, parameters FROM flow_runs") == [("a\ufffdb", '{"x":"c\ufffdd"}')]
+    assert query_postgresql(archive.url, "SELECT message, state FROM run_states") == [
+        ("boom\ufffd", '{"message":"boom\ufffd"}')]
+
+
+def test_a_write_waits_for_another_sessions_lock_only_as_long_as_its_timeout(archive):
+    import psycopg
+
+    writer = archive.writer(timedelta(seconds=0.5))
+    try:
+        with psycopg.connect(archive.url.replace("postgresql+psycopg://", "postgresql://", 1)) as other:
+            other.execute("SELECT * FROM archive_state FOR UPDATE")  # held until `other` ends its transaction
+            started = time.monotonic()
+            with pytest.raises(ArchiveError, match="rolled back"):
+                writer.advance_mark(T0)
+            assert 0.4 <= time.monotonic() - started < 5
+        writer.advance_mark(T0)  # once the other session lets go
+        assert writer.high_water_mark() == T0
+    finally:
+        writer.close()
