@@ -163,6 +163,30 @@ class SqlResult:
     numeric: list[bool]
 
 
+# The columns a backend's run-history query returns, in this order (storage/*/reader.py's
+# _STATES_SQL): the state, its result-reference columns, where it came from, its storage block.
+def run_state_from_row(row: tuple[Any, ...]) -> RunState:
+    """One row of a backend's run-history query as a RunState (JSON columns as text)."""
+    import json
+
+    from archiver.prefect.events import to_utc
+    from archiver.prefect.results import ResultReference, StorageBlock
+
+    (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
+     expiration, prefect_version, source, block_found, block_name, block_slug, basepath, serializer) = row
+    block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
+    serializer = json.loads(serializer) if serializer else None
+    reference = ResultReference(
+        storage_key, str(block_id) if block_id else None, serializer_type,
+        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
+        serializer if isinstance(serializer, dict) else None,
+    ) if storage_key is not None else None
+    return RunState(
+        str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
+        data_kind, reference, source,
+    )
+
+
 class ArchiveReader(ABC):
     """Reads one archive; every call opens the store briefly and lets go (see session())."""
 

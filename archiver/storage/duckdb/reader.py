@@ -22,7 +22,6 @@ import duckdb
 from archiver.errors import ArchiveError, QueryTimeout, RunNotFound
 from archiver.prefect.events import EVENT_COLUMNS, event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
-from archiver.prefect.results import ResultReference, StorageBlock
 from archiver.prefect.runs import RUN_KINDS
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
@@ -36,8 +35,8 @@ from archiver.storage.reader import (
     Page,
     Position,
     RunHistory,
-    RunState,
     SqlResult,
+    run_state_from_row,
 )
 from archiver.storage.writer import ORPHANED_RUN_ERROR
 
@@ -195,7 +194,7 @@ class DuckDBReader(ArchiveReader):
                     ) from None
                 name = scalar(conn, f"SELECT name FROM {table} WHERE id = $1", [wanted])
                 if rows or name is not None:
-                    return RunHistory(kind, wanted, name, [_run_state(row) for row in rows], mark)
+                    return RunHistory(kind, wanted, name, [run_state_from_row(row) for row in rows], mark)
         ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
                 "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
         raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {self.path}, {ends}")
@@ -209,22 +208,6 @@ class DuckDBReader(ArchiveReader):
 def _mark(conn: duckdb.DuckDBPyConnection) -> datetime | None:
     mark = scalar(conn, queries.MARK)
     return to_utc(mark) if mark else None
-
-
-def _run_state(row: tuple[Any, ...]) -> RunState:
-    (state_id, type_, name, timestamp, message, details, data_kind, storage_key, block_id, serializer_type,
-     expiration, prefect_version, source, block_found, block_name, block_slug, basepath, serializer) = row
-    block = StorageBlock(str(block_id), block_found, block_name, block_slug, basepath) if block_found is not None else None
-    serializer = json.loads(serializer) if serializer else None
-    reference = ResultReference(
-        storage_key, str(block_id) if block_id else None, serializer_type,
-        format_timestamp(to_utc(expiration)) if expiration else None, prefect_version, block,
-        serializer if isinstance(serializer, dict) else None,
-    ) if storage_key is not None else None
-    return RunState(
-        str(state_id), type_, name, to_utc(timestamp), message, json.loads(details) if details else None,
-        data_kind, reference, source,
-    )
 
 
 def _interrupt_after(conn: duckdb.DuckDBPyConnection, seconds: float, done: threading.Event) -> None:
