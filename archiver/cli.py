@@ -504,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_closed()
     except ArchiveMissing as exc:  # say where the path came from: --db, ARCHIVER_DB, the config, the default
+        if not hasattr(exc, "path"):  # a backend's own words (a PostgreSQL database that is not there)
+            _fail(args, exc)
+            return 1
         source = (settings.sources.get("archive.url") if settings and settings.url else
                   settings.sources.get("archive.path") if settings else None)
         _fail(args, ArchiveMissing(exc.path, source, by_url=bool(settings and settings.url)))

@@ -313,3 +313,13 @@ def test_a_write_waits_for_another_sessions_lock_only_as_long_as_its_timeout(arc
         assert writer.high_water_mark() == T0
     finally:
         writer.close()
+
+
+def test_status_on_a_database_that_is_not_there_says_so_in_one_line_without_the_password(postgres_server, capsys):
+    from archiver.cli import main
+
+    url = postgres_server.url("no_such_archive").replace("postgres@", "postgres:s3cret@")
+    assert main(["status", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prefect-archiver: error: no database 'no_such_archive'") and "CREATE DATABASE" in err
+    assert "s3cret" not in err and "Traceback" not in err
