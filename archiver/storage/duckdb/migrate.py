@@ -7,18 +7,12 @@ next checkpoint left a WAL that would not replay (duckdb#18259).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from archiver.errors import ArchiveIncompatible
-
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+from archiver.storage.migrations import Migration, shipped
 
 BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -29,31 +23,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def _migrations_dir() -> Traversable:
-    # Installed, migrations/ ships as the package archiver.migrations; in a source checkout
-    # (tests run from the repository) it is the top-level folder beside archiver/. Each backend
-    # numbers its own migrations in a folder of its name.
-    try:
-        return resources.files("archiver.migrations") / "duckdb"
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[3] / "migrations" / "duckdb"
-
-
 def available() -> list[Migration]:
     """The migrations shipped with this version, in order."""
-    found = []
-    for entry in _migrations_dir().iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(found, key=lambda m: m.version)
+    return shipped("duckdb")
 
 
 def applied_versions(conn: sa.Connection) -> set[int]:

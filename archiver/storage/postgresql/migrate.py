@@ -8,18 +8,12 @@ rows in schema_migrations and applies nothing twice.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from archiver.errors import ArchiveIncompatible
-
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+from archiver.storage.migrations import Migration, shipped
 
 # The advisory lock key migrations take (pg_advisory_xact_lock): a constant of our own, apart from
 # the writer lock's (lock.py). A writer opened without the writer lock (a test, a script) still
@@ -35,29 +29,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def _migrations_dir() -> Traversable:
-    # As duckdb/migrate.py: the package data when installed, the top-level folder in a checkout.
-    try:
-        return resources.files("archiver.migrations") / "postgresql"
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[3] / "migrations" / "postgresql"
-
-
 def available() -> list[Migration]:
     """The migrations shipped with this version, in order."""
-    found = []
-    for entry in _migrations_dir().iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(found, key=lambda m: m.version)
+    return shipped("postgresql")
 
 
 def _locked_versions(conn: sa.Connection) -> set[int]:
