@@ -21,6 +21,7 @@ from archiver.storage.postgresql.connect import parse_url
 if TYPE_CHECKING:
     from archiver.storage.postgresql.lock import AdvisoryLock
     from archiver.storage.postgresql.reader import PostgreSQLReader
+    from archiver.storage.postgresql.rows import PostgreSQLSink, PostgreSQLTables
     from archiver.storage.postgresql.writer import PostgreSQLWriter
 
 
@@ -68,6 +69,16 @@ class PostgreSQLArchive(Archive):
         from archiver.storage.postgresql.reader import PostgreSQLReader
 
         return PostgreSQLReader(self.url, timeout)
+
+    def table_source(self, timeout: timedelta) -> PostgreSQLTables:
+        from archiver.storage.postgresql.rows import open_source
+
+        return open_source(self.url, timeout)
+
+    def table_sink(self, timeout: timedelta) -> PostgreSQLSink:
+        from archiver.storage.postgresql.rows import open_sink
+
+        return open_sink(self.url, timeout)
 
     def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> AdvisoryLock:
         from archiver.storage.postgresql.lock import AdvisoryLock
