@@ -64,6 +64,11 @@ class Archive(ABC):
     def name(self) -> str:
         """How messages and `status` name the archive (a path, or the URL with its password redacted)."""
 
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Which archive this is, however its URL is spelled and never with a password (copy records it)."""
+
     @abstractmethod
     def exists(self) -> bool:
         """True when there is an archive to read (reading never creates one)."""

@@ -135,6 +135,8 @@ def copy_archive(source: Archive, destination: Archive, lock_timeout: timedelta 
     archive's rows, BadInput when both name the same archive.
     """
     started = time.monotonic()
+    if source.identity == destination.identity:
+        raise BadInput(f"the source and the destination are the same archive ({source.name}): name another with --to")
     if not source.exists():
         raise ArchiveMissing(source.name)
     with destination.writer_lock(lock_timeout, holder="copy"):
@@ -152,9 +154,7 @@ def copy_archive(source: Archive, destination: Archive, lock_timeout: timedelta 
 
 def _copy(source: Archive, destination: Archive, reading: TableSource, sink: TableSink, started: float,
           say: _Throttle) -> CopyReport:
-    identity = reading.identity
-    if identity == sink.identity:
-        raise BadInput(f"the source and the destination are the same archive ({source.name}): name another with --to")
+    identity = source.identity
     _check_schema(source, reading)
     progress = sink.progress(identity)
     if not progress and sink.holds_rows():

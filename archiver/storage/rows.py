@@ -69,11 +69,6 @@ def key_values(text: str) -> Key:
 class TableSource(ABC):
     """Reads whole tables of one archive, by key, from one consistent state of it."""
 
-    @property
-    @abstractmethod
-    def identity(self) -> str:
-        """Names the archive for copy_progress and messages: a path or host:port/db, never a password."""
-
     @abstractmethod
     def schema_version(self) -> int | None:
         """The newest migration applied to the archive (None: no schema)."""

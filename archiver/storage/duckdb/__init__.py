@@ -54,6 +54,10 @@ class DuckDBArchive(Archive):
     def name(self) -> str:
         return str(self.path)
 
+    @property
+    def identity(self) -> str:
+        return f"duckdb:///{self.path.resolve()}"
+
     def exists(self) -> bool:
         return self.path.exists()
 

@@ -41,10 +41,6 @@ class DuckDBTables(TableSource):
         self.conn = conn
         self._columns: dict[str, list[Column] | None] = {}
 
-    @property
-    def identity(self) -> str:
-        return f"duckdb:///{self.path.resolve()}"
-
     def schema_version(self) -> int | None:
         try:
             value = scalar(self.conn, "SELECT max(version) FROM schema_migrations")

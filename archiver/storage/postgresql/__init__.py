@@ -46,6 +46,13 @@ class PostgreSQLArchive(Archive):
 
         return redact(self.url)
 
+    @property
+    def identity(self) -> str:
+        """postgresql://HOST:PORT/DB: the user is left out too (another role reads the same archive)."""
+        from archiver.storage.postgresql.connect import where
+
+        return f"postgresql://{where(self.url)}"
+
     def exists(self) -> bool:
         """True when the database holds an archive (schema_migrations); False when the database or
         its schema is missing. A server that cannot be reached, or refuses us, raises ArchiveError

@@ -21,7 +21,7 @@ import psycopg
 
 from archiver.errors import ArchiveError
 from archiver.prefect.events import compact_json
-from archiver.storage.postgresql.connect import classify, raw_connect, where
+from archiver.storage.postgresql.connect import classify, raw_connect
 from archiver.storage.rows import Column, Key, Progress, Row, TableSink, TableSource, key_text, key_values
 from archiver.storage.tables import TABLES, TableSpec
 
@@ -57,10 +57,6 @@ class PostgreSQLTables(TableSource):
         self.url = url
         self.conn = conn
         self._columns: dict[str, list[Column] | None] = {}
-
-    @property
-    def identity(self) -> str:
-        return f"postgresql://{where(self.url)}"
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
