@@ -129,16 +129,16 @@ def answers(archive: Archive, events: list[Event]) -> dict[str, Any]:
     """What `get`, `events`, `states` and `status` answer, as text (byte for byte)."""
     from archiver.prefect.filters import EventFilter
 
-    reader = archive.reader(WAIT)
-    status = reader.status(now=T0 + timedelta(days=1)).to_json()
-    status.pop("archive")
-    page = reader.page(EventFilter(T0 - timedelta(days=1), T0 + timedelta(days=1)), limit=100)
-    return {
-        "get": [json.dumps(reader.event(e.id)) for e in events],
-        "events": json.dumps(page.events), "total": page.total,
-        "states": repr(reader.run_history(RUN)), "flow_run": reader.flow_run(RUN),
-        "status": status,
-    }
+    with archive.reader(WAIT).session() as reader:  # one opening for every read
+        status = reader.status(now=T0 + timedelta(days=1)).to_json()
+        status.pop("archive")
+        page = reader.page(EventFilter(T0 - timedelta(days=1), T0 + timedelta(days=1)), limit=100)
+        return {
+            "get": [json.dumps(reader.event(e.id)) for e in events],
+            "events": json.dumps(page.events), "total": page.total,
+            "states": repr(reader.run_history(RUN)), "flow_run": reader.flow_run(RUN),
+            "status": status,
+        }
 
 
 def test_a_copy_holds_every_row_and_answers_as_its_source_both_ways(pair: tuple[Archive, Archive],
