@@ -8,7 +8,8 @@
    synthetic Prefect-shaped events written through the archive's writer (write_batch, 5,000 per
    batch, inside holding(): a backfill's path): a flow run's state change naming its flow and a
    tag (three event_resources rows each), payloads sized like a real workspace's (lognormal,
-   median ~2 KB, mean ~3 KB, a tail to 280 KB), a run's events recurring, the mark set.
+   median ~2 KB, mean ~3 KB, a tail to 280 KB; hex of random bytes, which compresses as little as
+   real payloads do — PostgreSQL's TOAST shrinks repeated letters to almost nothing), a run's events recurring, the mark set.
 2. Copies it into a fresh PostgreSQL database (--postgres-url's server, or an embedded PostgreSQL
    18 with durability on), then that database into a new DuckDB file, each copy in a child process
    (`prefect-archiver copy`), and prints per copy: wall time, events/s, and the child's peak RSS
@@ -53,7 +54,8 @@ def build(path: Path, events: int) -> None:
             for start in range(0, events, BATCH):
                 batch = []
                 for i in range(start, min(start + BATCH, events)):
-                    note = "x" * min(int(rng.lognormvariate(7.6, 0.8)), 280_000)
+                    # Hex of random bytes: text that compresses about as little as real payloads do.
+                    note = rng.randbytes(min(int(rng.lognormvariate(7.6, 0.8)), 280_000) // 2).hex()
                     raw = event_json(T0 + timedelta(milliseconds=i * 50), flow_run=rng.choice(runs),
                                      payload={"intended": {"from": "RUNNING", "to": "COMPLETED"},
                                               "validated_state": {"type": "COMPLETED", "message": note}})

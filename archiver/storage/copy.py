@@ -8,8 +8,8 @@ inserts mean nothing is doubled. The cursors (the high-water mark, the states pa
 last, so the destination's mark never claims an event it does not hold, and `sync` on the
 copy continues where the source stopped.
 
-At the end every table is compared: its keys, range by range of the source's key order, on both
-sides (rows of event_resources by their event's range), so a million rows are checked without
+At the end every table is compared: its keys in key order from both sides, merged as two sorted
+streams (event_resources' whole rows, repeats counted), so a million rows are checked without
 holding them. A table whose copy resumed or was finished before and now lacks rows (the source
 got them after that part was copied) is copied again from its start, once.
 """
@@ -17,19 +17,19 @@ got them after that part was copied) is copied again from its start, once.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import chain
 from typing import Any
 
 from archiver.errors import ArchiveError, ArchiveIncompatible, ArchiveMissing, BadInput
 from archiver.storage.base import Archive
 from archiver.storage.migrations import shipped
-from archiver.storage.rows import Column, Key, Progress, TableSink, TableSource
+from archiver.storage.rows import Column, Key, Progress, Row, TableSink, TableSource
 from archiver.storage.tables import TABLES, TableSpec, children
 
-# Keys compared per range when verifying (both sides' keys of one range are held at once).
+# Keys fetched at a time from each side when verifying.
 VERIFY_KEYS = 20_000
 # At most one progress line this often (seconds).
 PROGRESS_EVERY = 5.0
@@ -187,6 +187,25 @@ def _copy(source: Archive, destination: Archive, reading: TableSource, sink: Tab
                       resumed=bool(progress))
 
 
+class _Stream:
+    """A child table's rows in parent-key order, handed out page by page as the parent's pages pass."""
+
+    def __init__(self, pages: Iterator[list[Row]], at: int) -> None:
+        self.rows = chain.from_iterable(pages)
+        self.at = at  # where the parent key sits in a row
+        self.held: Row | None = None
+
+    def through(self, last: Any) -> list[Row]:
+        """The rows whose parent key is at most `last` (the last key of the parent's page)."""
+        taken = []
+        row = self.held if self.held is not None else next(self.rows, None)
+        while row is not None and row[self.at] <= last:
+            taken.append(row)
+            row = next(self.rows, None)
+        self.held = row
+        return taken
+
+
 def _copy_table(reading: TableSource, sink: TableSink, identity: str, spec: TableSpec,
                 columns: dict[str, list[Column]], done: Progress | None, results: dict[str, TableResult],
                 say: _Throttle) -> bool:
@@ -196,14 +215,13 @@ def _copy_table(reading: TableSource, sink: TableSink, identity: str, spec: Tabl
     after = done.after if done is not None else None
     copied = done.rows_copied if done is not None else 0
     total = reading.count(spec.name)
-    kids = children(spec.name)
     key_at = [[c.name for c in columns[spec.name]].index(k) for k in spec.key]
-    while True:
-        rows = reading.rows(spec, columns[spec.name], after, spec.page_rows)
-        if not rows:
-            break
+    kids = [(kid, _Stream(reading.pages(kid, columns[kid.name], after, kid.page_rows),
+                          [c.name for c in columns[kid.name]].index(kid.parent_key or "")))
+            for kid in children(spec.name)]
+    for rows in reading.pages(spec, columns[spec.name], after, spec.page_rows):
         last: Key = tuple(rows[-1][i] for i in key_at)
-        page_children = [(kid, columns[kid.name], reading.child_rows(kid, columns[kid.name], after, last)) for kid in kids]
+        page_children = [(kid, columns[kid.name], stream.through(last[0])) for kid, stream in kids]
         new = sink.write_page(identity, spec, columns[spec.name], rows, page_children,
                               Progress(spec.name, last, copied + len(rows), False))
         for name, count in new.items():
@@ -216,41 +234,33 @@ def _copy_table(reading: TableSource, sink: TableSink, identity: str, spec: Tabl
 
 
 def _verify(reading: TableSource, sink: TableSink, specs: list[TableSpec], results: dict[str, TableResult]) -> None:
-    """Compare these tables' keys (and their children's) on both sides, range by range; fill in results."""
-    for spec in specs:
+    """Compare these tables' keys (and their children's) on both sides as two sorted streams; fill in results."""
+    for spec in [s for parent in specs for s in (parent, *children(parent.name))]:
         result = results[spec.name]
         result.source_rows = result.destination_rows = result.missing = result.extra = 0
         result.examples = []
-        kids = children(spec.name)
-        for kid in kids:
-            kid_result = results[kid.name]
-            kid_result.source_rows = kid_result.destination_rows = kid_result.missing = kid_result.extra = 0
-            kid_result.examples = []
         if spec.cursor is not None:
             _verify_cursor(reading, sink, spec, result)
             continue
-        low: Key | None = None
-        while True:
-            ours = reading.keys(spec, low, None, VERIFY_KEYS)
-            high = ours[-1] if ours else None
-            theirs = sink.keys(spec, low, high) if ours else sink.keys(spec, low, None, None)
-            _compare(Counter(ours), Counter(theirs), result)
-            for kid in kids:
-                _compare(Counter(reading.child_keys(kid, low, high)) if ours else Counter(),
-                         Counter(sink.child_keys(kid, low, high)), results[kid.name])
-            if not ours:
-                break
-            low = high
-
-
-def _compare(ours: Counter[Key], theirs: Counter[Key], result: TableResult) -> None:
-    result.source_rows += sum(ours.values())
-    result.destination_rows += sum(theirs.values())
-    missing, extra = ours - theirs, theirs - ours
-    result.missing += sum(missing.values())
-    result.extra += sum(extra.values())
-    for key in list(missing)[: 3 - len(result.examples)]:
-        result.examples.append(", ".join(str(v) for v in key))
+        key = [Column(k, "") for k in spec.key]
+        ours = chain.from_iterable(reading.pages(spec, key, None, VERIFY_KEYS))
+        theirs = chain.from_iterable(sink.pages(spec, key, None, VERIFY_KEYS))
+        a, b = next(ours, None), next(theirs, None)  # a key is a tuple: None only at the end
+        while a is not None or b is not None:
+            if a is not None and (b is None or a < b):
+                result.missing += 1
+                result.source_rows += 1
+                if len(result.examples) < 3:
+                    result.examples.append(", ".join(str(v) for v in a))
+                a = next(ours, None)
+            elif b is not None and (a is None or b < a):
+                result.extra += 1
+                result.destination_rows += 1
+                b = next(theirs, None)
+            else:
+                result.source_rows += 1
+                result.destination_rows += 1
+                a, b = next(ours, None), next(theirs, None)
 
 
 def _verify_cursor(reading: TableSource, sink: TableSink, spec: TableSpec, result: TableResult) -> None:

@@ -10,8 +10,8 @@ backends in one neutral form, so a row read from either backend can be written t
   everything else as Python's own str, int, float, bool or None.
 
 What an implementation must guarantee (tests/unit/storage/test_copy.py holds both backends to it):
-- pages are in key order, the same order on every backend (text compared byte by byte, UUIDs
-  as 128-bit numbers), so a key range (low, high] names the same rows on both sides;
+- pages are in key order, the same order on every backend and in Python (text compared byte
+  by byte, UUIDs as 128-bit numbers), so two archives' keys can be compared as two sorted streams;
 - a source reads one consistent state of the archive for as long as it is open, and never writes;
 - a sink writes each page, the rows of its children and the copy's progress in ONE transaction,
   first version wins (a row whose key is there already is left as it is), and says how many rows
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,20 +82,13 @@ class TableSource(ABC):
         """How many rows the table holds."""
 
     @abstractmethod
-    def rows(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, limit: int) -> list[Row]:
-        """Up to `limit` rows (the `columns`, in that order) with a key after `after`, in key order."""
+    def pages(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, size: int) -> Iterator[list[Row]]:
+        """Every row (the `columns`, in that order) after `after`, in key order, `size` rows at a time.
 
-    @abstractmethod
-    def child_rows(self, spec: TableSpec, columns: Sequence[Column], low: Key | None, high: Key) -> list[Row]:
-        """The rows of a child table whose parent key is in (low, high] (low None: from the start)."""
-
-    @abstractmethod
-    def keys(self, spec: TableSpec, low: Key | None, high: Key | None, limit: int | None = None) -> list[Key]:
-        """The keys in (low, high] in key order (None: unbounded), at most `limit` (a child's: every row's)."""
-
-    @abstractmethod
-    def child_keys(self, spec: TableSpec, low: Key | None, high: Key | None) -> list[Key]:
-        """The keys of a child table's rows whose parent key is in (low, high], repeats included."""
+        One ordered query streamed to the end (not a query per page: a child table has no index on
+        its parent key, and a page each would scan it again and again). For a child table `after`
+        is its parent's key and applies to `parent_key`.
+        """
 
     @abstractmethod
     def cursor_value(self, spec: TableSpec) -> Any:

@@ -9,7 +9,7 @@ row by row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,54 +59,35 @@ class DuckDBTables(TableSource):
     def _kinds(self, table: str) -> dict[str, str]:
         return {c.name: c.kind for c in self.columns(table) or []}
 
-    def _range(self, table: str, key: Sequence[str], low: Key | None, high: Key | None,
-               params: list[Any]) -> str:
-        """WHERE text for (low, high] on `key`, its values appended to `params` as text cast in SQL."""
+    def _after(self, table: str, key: Sequence[str], after: Key | None, params: list[Any]) -> str:
+        """WHERE text for rows after `after` on `key`, its values appended to `params` as text cast in SQL."""
+        if after is None:
+            return ""
         kinds = self._kinds(table)
+        casts = []
+        for name, value in zip(key, after, strict=True):
+            params.append(value.isoformat() if isinstance(value, datetime) else str(value))
+            casts.append(f"CAST(${len(params)} AS {_TYPES[kinds[name]]})")
         columns = ", ".join(_q(k) for k in key)
-        conditions = []
-        for bound, op in ((low, ">"), (high, "<=")):
-            if bound is None:
-                continue
-            casts = []
-            for name, value in zip(key, bound, strict=True):
-                params.append(None if value is None else str(value) if not isinstance(value, datetime) else value.isoformat())
-                casts.append(f"CAST(${len(params)} AS {_TYPES[kinds[name]]})")
-            conditions.append(f"({columns}) {op} ({', '.join(casts)})" if len(key) > 1 else f"{columns} {op} {casts[0]}")
-        return " WHERE " + " AND ".join(conditions) if conditions else ""
+        return f" WHERE ({columns}) > ({', '.join(casts)})" if len(key) > 1 else f" WHERE {columns} > {casts[0]}"
 
     def count(self, table: str) -> int:
         return int(scalar(self.conn, f"SELECT count(*) FROM {_q(table)}"))
 
-    def rows(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, limit: int) -> list[Row]:
+    def pages(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, size: int) -> Iterator[list[Row]]:
         params: list[Any] = []
-        where = self._range(spec.name, spec.key, after, None, params)
+        bound = (spec.parent_key,) if spec.parent_key else spec.key
+        where = self._after(spec.name, bound, after, params)
         order = ", ".join(_q(k) for k in spec.key)
         selected = ", ".join(_q(c.name) for c in columns)
-        return self.conn.execute(f"SELECT {selected} FROM {_q(spec.name)}{where} ORDER BY {order} LIMIT {int(limit)}",
-                                 params).fetchall()
-
-    def child_rows(self, spec: TableSpec, columns: Sequence[Column], low: Key | None, high: Key) -> list[Row]:
-        assert spec.parent_key is not None
-        params: list[Any] = []
-        where = self._range(spec.name, (spec.parent_key,), low, high, params)
-        selected = ", ".join(_q(c.name) for c in columns)
-        return self.conn.execute(f"SELECT {selected} FROM {_q(spec.name)}{where}", params).fetchall()
-
-    def keys(self, spec: TableSpec, low: Key | None, high: Key | None, limit: int | None = None) -> list[Key]:
-        params: list[Any] = []
-        where = self._range(spec.name, spec.key, low, high, params)
-        order = ", ".join(_q(k) for k in spec.key)
-        cap = f" LIMIT {int(limit)}" if limit is not None else ""
-        return [tuple(row) for row in self.conn.execute(
-            f"SELECT {order} FROM {_q(spec.name)}{where} ORDER BY {order}{cap}", params).fetchall()]
-
-    def child_keys(self, spec: TableSpec, low: Key | None, high: Key | None) -> list[Key]:
-        assert spec.parent_key is not None
-        params: list[Any] = []
-        where = self._range(spec.name, (spec.parent_key,), low, high, params)
-        selected = ", ".join(_q(k) for k in spec.key)
-        return [tuple(row) for row in self.conn.execute(f"SELECT {selected} FROM {_q(spec.name)}{where}", params).fetchall()]
+        # A cursor of its own: a second stream (a child table's) beside this one on the same database.
+        cursor = self.conn.cursor()
+        try:
+            result = cursor.execute(f"SELECT {selected} FROM {_q(spec.name)}{where} ORDER BY {order}", params)
+            while chunk := result.fetchmany(size):
+                yield chunk
+        finally:
+            cursor.close()
 
     def cursor_value(self, spec: TableSpec) -> Any:
         assert spec.cursor is not None

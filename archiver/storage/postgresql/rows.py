@@ -13,7 +13,7 @@ holds the same rows here as in a DuckDB archive whatever the database's collatio
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,6 +57,7 @@ class PostgreSQLTables(TableSource):
         self.url = url
         self.conn = conn
         self._columns: dict[str, list[Column] | None] = {}
+        self._streams = 0  # server-side cursors opened, for their names
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -86,20 +87,18 @@ class PostgreSQLTables(TableSource):
         kinds = self._kinds(table)
         return [f'{_q(k)} COLLATE "C"' if kinds[k] == "text" else _q(k) for k in key]
 
-    def _range(self, table: str, key: Sequence[str], low: Key | None, high: Key | None, params: list[Any]) -> str:
+    def _after(self, table: str, key: Sequence[str], after: Key | None, params: list[Any]) -> str:
+        if after is None:
+            return ""
         kinds = self._kinds(table)
         columns = self._order(table, key)
-        left = f"({', '.join(columns)})" if len(key) > 1 else columns[0]
-        conditions = []
-        for bound, op in ((low, ">"), (high, "<=")):
-            if bound is None:
-                continue
-            casts = []
-            for name, value in zip(key, bound, strict=True):
-                params.append(None if value is None else value.isoformat() if isinstance(value, datetime) else str(value))
-                casts.append(f"CAST(%s AS {_TYPES[kinds[name]]})")
-            conditions.append(f"{left} {op} ({', '.join(casts)})" if len(key) > 1 else f"{left} {op} {casts[0]}")
-        return " WHERE " + " AND ".join(conditions) if conditions else ""
+        casts = []
+        for name, value in zip(key, after, strict=True):
+            params.append(value.isoformat() if isinstance(value, datetime) else str(value))
+            casts.append(f"CAST(%s AS {_TYPES[kinds[name]]})")
+        if len(key) > 1:
+            return f" WHERE ({', '.join(columns)}) > ({', '.join(casts)})"
+        return f" WHERE {columns[0]} > {casts[0]}"
 
     def _select(self, columns: Sequence[Column]) -> str:
         # JSON as text: the json type exactly as stored; jsonb re-made compact below.
@@ -122,34 +121,20 @@ class PostgreSQLTables(TableSource):
     def count(self, table: str) -> int:
         return int(self._fetch(f"SELECT count(*) FROM {_q(table)}")[0][0])
 
-    def rows(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, limit: int) -> list[Row]:
+    def pages(self, spec: TableSpec, columns: Sequence[Column], after: Key | None, size: int) -> Iterator[list[Row]]:
         params: list[Any] = []
-        where_ = self._range(spec.name, spec.key, after, None, params)
+        bound = (spec.parent_key,) if spec.parent_key else spec.key
+        where = self._after(spec.name, bound, after, params)
         order = ", ".join(self._order(spec.name, spec.key))
-        return self._neutral(columns, self._fetch(
-            f"SELECT {self._select(columns)} FROM {_q(spec.name)}{where_} ORDER BY {order} LIMIT {int(limit)}", params))
-
-    def child_rows(self, spec: TableSpec, columns: Sequence[Column], low: Key | None, high: Key) -> list[Row]:
-        assert spec.parent_key is not None
-        params: list[Any] = []
-        where_ = self._range(spec.name, (spec.parent_key,), low, high, params)
-        return self._neutral(columns, self._fetch(f"SELECT {self._select(columns)} FROM {_q(spec.name)}{where_}", params))
-
-    def keys(self, spec: TableSpec, low: Key | None, high: Key | None, limit: int | None = None) -> list[Key]:
-        params: list[Any] = []
-        where_ = self._range(spec.name, spec.key, low, high, params)
-        order = ", ".join(self._order(spec.name, spec.key))
-        cap = f" LIMIT {int(limit)}" if limit is not None else ""
-        selected = ", ".join(_q(k) for k in spec.key)
-        return [tuple(row) for row in self._fetch(f"SELECT {selected} FROM {_q(spec.name)}{where_} ORDER BY {order}{cap}",
-                                                  params)]
-
-    def child_keys(self, spec: TableSpec, low: Key | None, high: Key | None) -> list[Key]:
-        assert spec.parent_key is not None
-        params: list[Any] = []
-        where_ = self._range(spec.name, (spec.parent_key,), low, high, params)
-        selected = ", ".join(_q(k) for k in spec.key)
-        return [tuple(row) for row in self._fetch(f"SELECT {selected} FROM {_q(spec.name)}{where_}", params)]
+        self._streams += 1
+        # A server-side cursor: the rows come `size` at a time, however many the table holds.
+        try:
+            with self.conn.cursor(name=f"copy_stream_{self._streams}") as cursor:
+                cursor.execute(f"SELECT {self._select(columns)} FROM {_q(spec.name)}{where} ORDER BY {order}", params)
+                while chunk := cursor.fetchmany(size):
+                    yield self._neutral(columns, chunk)
+        except psycopg.Error as exc:
+            raise classify(self.url, exc) from exc
 
     def cursor_value(self, spec: TableSpec) -> Any:
         assert spec.cursor is not None

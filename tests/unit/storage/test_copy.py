@@ -107,14 +107,7 @@ def contents(archive: Archive) -> dict[str, list[tuple[Any, ...]]]:
         found = {}
         for spec in TABLES:
             columns = sorted(source.columns(spec.name) or [], key=lambda c: c.name)
-            rows: list[tuple[Any, ...]] = []
-            after = None
-            if spec.parent:
-                rows = source.child_rows(spec, columns, None, (uuid.UUID(int=2**128 - 1),))
-            else:
-                while page := source.rows(spec, columns, after, 1000):
-                    rows += page
-                    after = tuple(page[-1][[c.name for c in columns].index(k)] for k in spec.key)
+            rows = [row for page in source.pages(spec, columns, None, 1000) for row in page]
             if spec.name != "events":
                 json_at = [i for i, c in enumerate(columns) if c.kind in ("json", "jsonb")]
                 rows = [tuple(json.loads(v) if i in json_at and v is not None else v for i, v in enumerate(row))
