@@ -300,3 +300,31 @@ def test_the_cli_never_shows_a_password_and_names_a_table_that_differs(
         assert PASSWORD not in text
     assert cli.main(["copy", "--db", str(source.path), "--to", "ftp://nowhere/x"]) == 2
     assert "names no backend" in capsys.readouterr().err
+
+
+def test_a_postgresql_source_written_during_the_copy_is_copied_as_it_was_when_the_copy_began(
+        tmp_path: Path, postgres_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, destination = PostgreSQLArchive(postgres_database), DuckDBArchive(tmp_path / "copy.duckdb")
+    seed(source, events=9)
+    _small_pages(monkeypatch)
+    from archiver.storage.duckdb.rows import DuckDBSink
+
+    original = DuckDBSink.write_page
+    late = [_event(700 + n) for n in range(3)]
+
+    def write_then_sync_the_source(self: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
+        if late:  # a `run` on the source commits between two of the copy's pages
+            writer = source.writer(WAIT)
+            writer.write_batch(late, mark=T0 + timedelta(hours=5))
+            writer.close()
+            late.clear()
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DuckDBSink, "write_page", write_then_sync_the_source)
+        during = copy_archive(source, destination)
+    assert during.ok and {t.table: t.destination_rows for t in during.tables}["events"] == 10
+    assert destination.reader(WAIT).high_water_mark() == T0 + timedelta(hours=1, microseconds=7)  # the snapshot's
+    after = copy_archive(source, destination)
+    assert after.ok and {t.table: t.copied for t in after.tables}["events"] == 3
+    assert destination.reader(WAIT).high_water_mark() == T0 + timedelta(hours=5)
