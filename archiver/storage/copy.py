@@ -89,8 +89,12 @@ class _Throttle:
         self.say = say
         self.last = time.monotonic()
 
+    def due(self) -> bool:
+        """True when a line may be said now (callers build the line only then)."""
+        return self.say is not None and time.monotonic() - self.last >= PROGRESS_EVERY
+
     def __call__(self, line: str) -> None:
-        if self.say is not None and time.monotonic() - self.last >= PROGRESS_EVERY:
+        if self.say is not None and self.due():
             self.last = time.monotonic()
             self.say(line)
 
@@ -171,18 +175,18 @@ def _copy(source: Archive, destination: Archive, reading: TableSource, sink: Tab
     for spec in copied_tables:
         if _copy_table(reading, sink, identity, spec, columns, progress.get(spec.name), results, say):
             rescanned.add(spec.name)
-    _verify(reading, sink, copied_tables, results)
+    _verify(reading, sink, copied_tables, results, say)
     # Rows the source gained in a stretch an earlier run had copied already: copy that table again whole.
     again = [s for s in copied_tables if s.name not in rescanned and
              any(results[t.name].missing for t in (s, *children(s.name)))]
     for spec in again:
         _copy_table(reading, sink, identity, spec, columns, None, results, say)
-    _verify(reading, sink, again, results)
+    _verify(reading, sink, again, results, say)
     # The cursors last: the mark may claim the events only once they are all there.
     cursors = [s for s in TABLES if s.cursor is not None]
     for spec in cursors:
         sink.advance_cursor(spec, reading.cursor_value(spec))
-    _verify(reading, sink, cursors, results)
+    _verify(reading, sink, cursors, results, say)
     return CopyReport(source.name, destination.name, [results[s.name] for s in TABLES], time.monotonic() - started,
                       resumed=bool(progress))
 
@@ -233,7 +237,8 @@ def _copy_table(reading: TableSource, sink: TableSink, identity: str, spec: Tabl
     return done is None or done.after is None
 
 
-def _verify(reading: TableSource, sink: TableSink, specs: list[TableSpec], results: dict[str, TableResult]) -> None:
+def _verify(reading: TableSource, sink: TableSink, specs: list[TableSpec], results: dict[str, TableResult],
+            say: _Throttle) -> None:
     """Compare these tables' keys (and their children's) on both sides as two sorted streams; fill in results."""
     for spec in [s for parent in specs for s in (parent, *children(parent.name))]:
         result = results[spec.name]
@@ -261,6 +266,8 @@ def _verify(reading: TableSource, sink: TableSink, specs: list[TableSpec], resul
                 result.source_rows += 1
                 result.destination_rows += 1
                 a, b = next(ours, None), next(theirs, None)
+            if say.due():
+                say(f"verifying {spec.name}: {result.source_rows:,} rows compared")
 
 
 def _verify_cursor(reading: TableSource, sink: TableSink, spec: TableSpec, result: TableResult) -> None:
