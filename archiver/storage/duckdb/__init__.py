@@ -18,7 +18,7 @@ from archiver.storage.base import Archive, WriterHolder
 if TYPE_CHECKING:
     from archiver.storage.duckdb.lock import SyncLock
     from archiver.storage.duckdb.reader import DuckDBReader
-    from archiver.storage.duckdb.rows import DuckDBSink, DuckDBTables
+    from archiver.storage.duckdb.rows import DuckDBSink, DuckDBSource
     from archiver.storage.duckdb.writer import DuckDBWriter
 
 PREFIX = "duckdb:///"
@@ -71,7 +71,7 @@ class DuckDBArchive(Archive):
 
         return DuckDBReader(self.path, timeout)
 
-    def table_source(self, timeout: timedelta) -> DuckDBTables:
+    def table_source(self, timeout: timedelta) -> DuckDBSource:
         from archiver.storage.duckdb.rows import open_source
 
         return open_source(self.path, timeout)
