@@ -13,7 +13,7 @@
 2. Copies it into a fresh PostgreSQL database (--postgres-url's server, or an embedded PostgreSQL
    18 with durability on), then that database into a new DuckDB file, each copy in a child process
    (`prefect-archiver copy`), and prints per copy: wall time, events/s, and the child's peak RSS
-   (os.wait4's ru_maxrss), then the file and database sizes.
+   (its VmHWM, polled), then the file and database sizes.
 """
 
 from __future__ import annotations
@@ -76,8 +76,19 @@ def copy(source: str, destination: str, home: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(home)}
     started = time.monotonic()
     child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    # The child's own high-water RSS (VmHWM), read while it runs: getrusage's ru_maxrss would also
+    # count this process's memory at fork time (Linux carries it across exec), i.e. the build's.
+    peak_kb = 0
+    while child.poll() is None:
+        try:
+            status_text = Path(f"/proc/{child.pid}/status").read_text()
+            peak_kb = max(peak_kb, next(int(line.split()[1]) for line in status_text.splitlines()
+                                        if line.startswith("VmHWM:")))
+        except (OSError, StopIteration, ValueError):
+            pass
+        time.sleep(0.5)
     seconds = time.monotonic() - started
+    status = child.returncode
     out = child.stdout.read().decode() if child.stdout else ""
     if status != 0:
         raise SystemExit(f"copy failed (status {status}): {out}")
@@ -88,7 +99,7 @@ def copy(source: str, destination: str, home: Path) -> None:
     events, resources = tables["events"]["destination_rows"], tables["event_resources"]["destination_rows"]
     print(f"{report['source']} -> {report['destination']}")
     print(f"  {events:,} events, {resources:,} event_resources rows, verified {report['ok']}: {seconds:.1f}s wall "
-          f"({events / seconds:,.0f} events/s), peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+          f"({events / seconds:,.0f} events/s), peak RSS {peak_kb / 1024:,.0f} MB")
 
 
 def main() -> None:
