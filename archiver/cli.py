@@ -110,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--unit", choices=["day", "hour", "minute"], help="bucket size (default: by range)")
     verify.add_argument("--repair", action="store_true", help="read again the buckets where the archive lacks events")
     verify.add_argument("--json", action="store_true")
+
+    copy = commands.add_parser("copy", parents=[common], help="copy the whole archive into another (DuckDB or PostgreSQL)")
+    copy.add_argument("--to", required=True, metavar="URL",
+                      help="the destination archive: postgresql+psycopg://USER:PASSWORD@HOST/DB, duckdb:///PATH, or a path")
+    copy.add_argument("--json", action="store_true", help="print the per-table summary as JSON")
     return parser
 
 
@@ -481,9 +486,44 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
+def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from archiver.storage import open_archive
+    from archiver.storage.copy import copy_archive
+    from archiver.storage.duckdb import archive_url
+
+    target = args.to if "://" in args.to else archive_url(Path(args.to).expanduser())
+    source, destination = open_archive(settings.archive_url), open_archive(target)
+    report = copy_archive(source, destination, lock_timeout=settings.lock_timeout, read_timeout=settings.read_timeout,
+                          say=lambda line: print(f"prefect-archiver: {line}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(f"copied {report.source} -> {report.destination} in {report.seconds:.1f}s")
+        print(f"  {'table':<24}{'source':>12}{'destination':>13}{'copied now':>12}")
+        for t in report.tables:
+            note = "" if t.same else f"  DIFFERS: {t.missing:,} missing, {t.extra:,} only in the destination"
+            print(f"  {t.table:<24}{t.source_rows:>12,}{t.destination_rows:>13,}{t.copied:>12,}{note}")
+        if report.ok and not report.copied:
+            print("nothing new to copy: the destination already holds every row of the source (verified)")
+        elif report.ok:
+            print("verified: every table holds the same rows (counts and keys) on both sides")
+    if not report.ok:
+        differing = [t for t in report.tables if not t.same]
+        detail = "; ".join(
+            f"{t.table}: {t.missing:,} rows missing" + (f" (e.g. {' / '.join(t.examples)})" if t.examples else "")
+            + (f", {t.extra:,} only in the destination" if t.extra else "") for t in differing)
+        print(f"prefect-archiver: error: the copy differs from its source in {', '.join(t.table for t in differing)} "
+              f"({detail}). Rows only in the destination were written there after an earlier copy (a sync on it); "
+              "rows missing: run `prefect-archiver copy` again", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {
     "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
-    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
+    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "copy": cmd_copy,
 }
 
 

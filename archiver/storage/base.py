@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # readers inside flows import neither side's machinery until they use it
     from archiver.storage.reader import ArchiveReader
+    from archiver.storage.rows import TableSink, TableSource
     from archiver.storage.writer import ArchiveWriter
 
 
@@ -63,6 +64,11 @@ class Archive(ABC):
     def name(self) -> str:
         """How messages and `status` name the archive (a path, or the URL with its password redacted)."""
 
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Which archive this is, however its URL is spelled and never with a password (copy records it)."""
+
     @abstractmethod
     def exists(self) -> bool:
         """True when there is an archive to read (reading never creates one)."""
@@ -78,6 +84,15 @@ class Archive(ABC):
         Building it touches nothing (serve builds one before any archive exists); each of its
         reads raises ArchiveMissing when there is no archive.
         """
+
+    @abstractmethod
+    def table_source(self, timeout: timedelta) -> TableSource:
+        """Every table as rows, read from one consistent state of the archive (copy's source; never writes)."""
+
+    @abstractmethod
+    def table_sink(self, timeout: timedelta) -> TableSink:
+        """Every table as rows, for writing (copy's destination): call writer() first to migrate, and
+        hold writer_lock() while it is open."""
 
     @abstractmethod
     def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> WriterLock:

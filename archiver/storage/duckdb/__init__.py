@@ -18,6 +18,7 @@ from archiver.storage.base import Archive, WriterHolder
 if TYPE_CHECKING:
     from archiver.storage.duckdb.lock import SyncLock
     from archiver.storage.duckdb.reader import DuckDBReader
+    from archiver.storage.duckdb.rows import DuckDBSink, DuckDBSource
     from archiver.storage.duckdb.writer import DuckDBWriter
 
 PREFIX = "duckdb:///"
@@ -53,6 +54,10 @@ class DuckDBArchive(Archive):
     def name(self) -> str:
         return str(self.path)
 
+    @property
+    def identity(self) -> str:
+        return f"duckdb:///{self.path.resolve()}"
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -65,6 +70,16 @@ class DuckDBArchive(Archive):
         from archiver.storage.duckdb.reader import DuckDBReader
 
         return DuckDBReader(self.path, timeout)
+
+    def table_source(self, timeout: timedelta) -> DuckDBSource:
+        from archiver.storage.duckdb.rows import open_source
+
+        return open_source(self.path, timeout)
+
+    def table_sink(self, timeout: timedelta) -> DuckDBSink:
+        from archiver.storage.duckdb.rows import open_sink
+
+        return open_sink(self.path, timeout)
 
     def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> SyncLock:
         from archiver.storage.duckdb.lock import SyncLock

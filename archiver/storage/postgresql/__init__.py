@@ -21,6 +21,7 @@ from archiver.storage.postgresql.connect import parse_url
 if TYPE_CHECKING:
     from archiver.storage.postgresql.lock import AdvisoryLock
     from archiver.storage.postgresql.reader import PostgreSQLReader
+    from archiver.storage.postgresql.rows import PostgreSQLSink, PostgreSQLTables
     from archiver.storage.postgresql.writer import PostgreSQLWriter
 
 
@@ -45,6 +46,13 @@ class PostgreSQLArchive(Archive):
 
         return redact(self.url)
 
+    @property
+    def identity(self) -> str:
+        """postgresql://HOST:PORT/DB: the user is left out too (another role reads the same archive)."""
+        from archiver.storage.postgresql.connect import where
+
+        return f"postgresql://{where(self.url)}"
+
     def exists(self) -> bool:
         """True when the database holds an archive (schema_migrations); False when the database or
         its schema is missing. A server that cannot be reached, or refuses us, raises ArchiveError
@@ -68,6 +76,16 @@ class PostgreSQLArchive(Archive):
         from archiver.storage.postgresql.reader import PostgreSQLReader
 
         return PostgreSQLReader(self.url, timeout)
+
+    def table_source(self, timeout: timedelta) -> PostgreSQLTables:
+        from archiver.storage.postgresql.rows import open_source
+
+        return open_source(self.url, timeout)
+
+    def table_sink(self, timeout: timedelta) -> PostgreSQLSink:
+        from archiver.storage.postgresql.rows import open_sink
+
+        return open_sink(self.url, timeout)
 
     def writer_lock(self, timeout: timedelta = timedelta(0), holder: str = "") -> AdvisoryLock:
         from archiver.storage.postgresql.lock import AdvisoryLock
