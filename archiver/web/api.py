@@ -106,8 +106,11 @@ def bearer_credentials(authorization: str) -> str | None:
     return credentials.strip(" ") if scheme.lower() == "bearer" else None
 
 
-def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None) -> FastAPI:
-    """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set."""
+def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None, ui: bool = True) -> FastAPI:
+    """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set.
+
+    With `ui`, the web UI's pages (archiver.web.ui) answer at `/`, ahead of the unprefixed API aliases.
+    """
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
     expected = token.encode() if token else None
     archive = open_archive(settings.archive_url)
@@ -203,6 +206,15 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     app = FastAPI(title="prefect-archiver", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     for prefix in ("/api", ""):
+        if ui and prefix == "":
+            from archiver.web.ui.routes import install
+
+            def api_event(request: Request, event_id: str) -> dict[str, Any]:
+                require_token(request)
+                return read_event(event_id)
+
+            # Before the aliases: GET /events/{id} is the event's page for a browser, its JSON otherwise.
+            install(app, settings, reader, token, api_event)
         app.include_router(router, prefix=prefix)
         app.include_router(open_router, prefix=prefix)
 

@@ -23,9 +23,11 @@ from archiver.errors import ArchiveError, QueryTimeout, RunNotFound
 from archiver.prefect.events import EVENT_COLUMNS, event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
+from archiver.storage.browse import Dialect, Facets
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
+from archiver.storage.duckdb.facets import read_facets
 from archiver.storage.duckdb.lock import lock_is_held
 from archiver.storage.duckdb.search import count_events, read_page
 from archiver.storage.reader import (
@@ -56,10 +58,15 @@ WHERE {kind}_id = $1 AND event_id NOT IN (SELECT id FROM run_states WHERE run_ki
 ORDER BY 4, 1
 """
 _RUN_TABLES = tuple((kind.name, kind.collection) for kind in RUN_KINDS)
+# UTC days by epoch arithmetic, as the views cut them (0003_history_views.sql): no ICU, no TimeZone.
+_DIALECT = Dialect(object_text="{}", p50="quantile_cont({}, 0.5)", p95="quantile_cont({}, 0.95)",
+                   seconds_between="epoch({0} - {1})", utc_day="CAST(make_timestamp(epoch_us({})) AS DATE)")
 
 
 class DuckDBReader(ArchiveReader):
     """Reads the archive file at `path`, waiting up to `timeout` for a committing writer."""
+
+    _dialect = _DIALECT
 
     def __init__(self, path: Path, timeout: timedelta) -> None:
         self.path = path
@@ -111,6 +118,15 @@ class DuckDBReader(ArchiveReader):
     def count(self, search: EventFilter) -> int:
         with self._connection() as conn:
             return count_events(conn, search)
+
+    def facets(self, search: EventFilter, limit: int = 10) -> Facets:
+        with self._connection() as conn:
+            facets = read_facets(conn, search, limit)
+        return self._named(facets)
+
+    def _browse_rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:
         with self._connection() as conn:
