@@ -81,7 +81,8 @@ def seed(writer: ArchiveWriter, now: datetime | None = None) -> Seeded:
             if state == final and message:
                 resource["prefect.state-message"] = message
             events.append(_event(at, f"prefect.flow-run.{state_name}", resource, related,
-                                 {"validated_state": {"type": state, "name": state_name, "message": message or ""}}))
+                                 {"validated_state": {"type": state, "name": state_name,
+                                                     "message": message if state == final and message else ""}}))
         runs.append({
             "id": run_id, "name": f"run-{i}", "flow_id": s.flow, "deployment_id": s.deployment,
             "work_pool_name": "pool-a", "state_type": final, "state_name": final.title(),

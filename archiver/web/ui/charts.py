@@ -7,12 +7,13 @@ still there on hover. Pure functions: the pages hand in rows read from the archi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-WIDTH, HEIGHT = 720, 180
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 28  # room for the axis labels
+# About the width a page draws it at, so the labels stay at their font size.
+WIDTH, HEIGHT = 1100, 220
+LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 28  # room for the axis labels
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,16 @@ def _nice_top(value: float) -> float:
 
 
 def chart(title: str, unit: str, labels: Sequence[str], series: Sequence[tuple[str, str, Sequence[float | None], bool]],
-          notes: Sequence[str] = ()) -> Chart:
+          notes: Sequence[str] = (), tick: Callable[[str], str] = lambda label: label) -> Chart:
     """A chart of one or more series over the same x positions (`labels`); None leaves a point out.
 
-    Each series is (name, css class, values, drawn as bars).
+    Each series is (name, css class, values, drawn as bars); `tick` shortens a label for the x axis.
     """
     n = len(labels)
     values = [v for _, _, vs, _ in series for v in vs if v is not None]
     top = _nice_top(max(values, default=0.0))
+    if unit != "s":
+        top = max(top, 4.0)  # counts: whole-number ticks
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(n, 1)
 
@@ -104,8 +107,8 @@ def chart(title: str, unit: str, labels: Sequence[str], series: Sequence[tuple[s
         drawn.append(Series(name, css, points, bars, -slot * 0.4 + k * bar_width))
         k += 1 if bars else 0
     y_ticks = [(y(top * k / 4), format_value(top * k / 4, unit)) for k in range(5)]
-    every = max(1, n // 8)
-    x_ticks = [(x(i), labels[i]) for i in range(0, n, every)]
+    every = max(1, -(-n // 10))
+    x_ticks = [(x(i), tick(labels[i])) for i in range(0, n, every)]
     return Chart(title, unit, drawn, y_ticks, x_ticks, bar_width=bar_width, notes=list(notes))
 
 
@@ -115,3 +118,8 @@ def day_label(moment: datetime) -> str:
 
 def hour_label(moment: datetime) -> str:
     return moment.strftime("%m-%d %H:00")
+
+
+def short_day(label: str) -> str:
+    """2026-11-02 -> 11-02 for an axis (the tooltip keeps the year)."""
+    return label[5:] if len(label) == 10 else label

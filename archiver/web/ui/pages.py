@@ -16,7 +16,7 @@ from archiver.prefect.events import PIVOT, parse_timestamp
 from archiver.storage.browse import RunRow
 from archiver.storage.reader import ArchiveReader, RunHistory
 from archiver.web.ui import links
-from archiver.web.ui.charts import Chart, chart, day_label, hour_label
+from archiver.web.ui.charts import Chart, chart, day_label, hour_label, short_day
 
 # The periods the overview and a deployment page offer, in days (None: all time).
 PERIODS: dict[str, int | None] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365, "all": None}
@@ -50,7 +50,8 @@ def _volume(reader: ArchiveReader, since: datetime, until: datetime) -> Chart:
     label = hour_label if width < day else day_label
     return chart("Events archived", "events", [label(s) for s in starts],
                  [("events", "s-events", [float(counts.get(s, 0)) for s in starts], True)],
-                 notes=[f"one bar per {'hour' if width == hour else f'{width.days} day(s)'} (UTC)"])
+                 notes=[f"one bar per {'hour' if width == hour else 'day' if width == day else f'{width.days} days'} (UTC)"],
+                 tick=short_day)
 
 
 def overview(reader: ArchiveReader, now: datetime, period: str) -> dict[str, Any]:
@@ -170,11 +171,13 @@ def deployment(reader: ArchiveReader, deployment_id: uuid.UUID, now: datetime, p
         "runs_total": sum(d.runs for d in days), "failed_total": sum(d.failed for d in days),
         "late_total": sum(d.late_runs for d in days),
         "durations": chart("Duration per day (wall clock, start to end)", "s", labels,
-                           [("p50", "s-p50", values("p50_seconds"), False), ("p95", "s-p95", values("p95_seconds"), False)]),
+                           [("p50", "s-p50", values("p50_seconds"), False), ("p95", "s-p95", values("p95_seconds"), False)],
+                           tick=short_day),
         "failures": chart("Runs and failures per day", "runs", labels,
-                          [("runs", "s-runs", values("runs"), True), ("failed or crashed", "s-failed", values("failed"), True)]),
+                          [("runs", "s-runs", values("runs"), True), ("failed or crashed", "s-failed", values("failed"), True)],
+                          tick=short_day),
         "lateness": chart("Lateness per day: the latest start after its expected time", "s", labels,
                           [("latest start", "s-late", values("max_late_seconds"), True)],
-                          notes=["a run counts as late from 15 s, when Prefect's server marks it Late"]),
+                          notes=["a run counts as late from 15 s, when Prefect's server marks it Late"], tick=short_day),
         "recent": reader.deployment_runs(deployment_id, 20),
     }
