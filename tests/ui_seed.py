@@ -32,6 +32,7 @@ class Seeded:
     failed: list[str] = field(default_factory=list)
     task_runs: list[str] = field(default_factory=list)
     xss_event: str = ""
+    bare_run: str = field(default_factory=lambda: str(uuid.uuid4()))  # archived with nothing but an id and a name
     events: int = 0
 
     @property
@@ -120,6 +121,8 @@ def seed(writer: ArchiveWriter, now: datetime | None = None) -> Seeded:
                   "created": format_timestamp(first_day), "updated": format_timestamp(first_day)}
     writer.save_objects("flows", [s.flow], [flow], give_up_after=5)
     writer.save_objects("deployments", [s.deployment], [deployment], give_up_after=5)
-    writer.save_objects("flow_runs", s.runs, runs, give_up_after=5)
+    writer.save_objects("flow_runs", [*s.runs, s.bare_run], [*runs, {"id": s.bare_run, "name": "bare",
+                                                                      "tags": "not-a-list", "total_run_time": "soon"}],
+                        give_up_after=5)
     writer.save_objects("task_runs", s.task_runs, tasks, give_up_after=5)
     return s

@@ -38,10 +38,14 @@ def exact(value: datetime | None) -> str:
     return format_timestamp(value) if value else ""
 
 
-def seconds(value: float | timedelta | None) -> str:
-    if value is None:
+def seconds(value: Any) -> str:
+    """A duration for people; "—" for anything that is not one (an archived object may hold any JSON)."""
+    if isinstance(value, timedelta):
+        s = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        s = float(value)
+    else:
         return "—"
-    s = value.total_seconds() if isinstance(value, timedelta) else float(value)
     return format_value(s, "s") if s >= 0 else "-" + format_value(-s, "s")
 
 

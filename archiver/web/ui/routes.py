@@ -30,7 +30,7 @@ from archiver.web.ui.auth import UiAuth, safe_next
 from archiver.web.ui.links import PrefectRuns
 from archiver.web.ui.pages import NotFound
 from archiver.web.ui.render import Renderer
-from archiver.web.ui.search import PAGE_SIZE, parse_search, window_around
+from archiver.web.ui.search import FACETS_UP_TO, PAGE_SIZE, parse_search, window_around
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -80,8 +80,9 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
         def build(r: ArchiveReader, now: datetime) -> tuple[str, dict[str, Any]]:
             search = parse_search(request.query_params, now)
             page = r.page(search.filter, PAGE_SIZE, after=search.after, total=search.total)
-            facets = r.facets(search.filter) if search.after is None else None
-            return "events.html", {"search": search, "page": page, "facets": facets,
+            counted = search.after is None and page.total <= FACETS_UP_TO
+            facets = r.facets(search.filter) if counted else None
+            return "events.html", {"search": search, "page": page, "facets": facets, "facets_up_to": FACETS_UP_TO,
                                    "next": search.next_link(page.after, page.total) if page.after else None}
         return show(request, build)
 

@@ -47,6 +47,13 @@ def test_events_search_facets_and_keyset_pages(client, seeded):
     assert len(ids) == total
 
 
+def test_facets_give_way_to_a_note_on_a_search_too_big_to_count(client, monkeypatch):
+    monkeypatch.setattr("archiver.web.ui.routes.FACETS_UP_TO", 5)
+    page = _html(client.get("/events", params={"since": "30d"}))
+    assert "facets-skipped" in page and "Resource kinds" not in page
+    assert "Resource kinds" in _html(client.get("/events", params={"since": "30d", "event": "prefect.flow-run.Failed"}))
+
+
 def test_an_event_page_pretty_prints_its_payload_and_links_its_resources(client, seeded):
     run_event = client.get("/events", params={"since": "30d", "related": f"prefect.deployment.{seeded.deployment}",
                                               "event": "prefect.flow-run.Failed"})
@@ -76,6 +83,8 @@ def test_a_run_page_shows_what_it_was_its_states_tasks_and_events(client, seeded
     assert "did not answer" in page  # the API URL answers nothing (conftest)
     failed = _html(client.get(f"/runs/{seeded.failed[0]}"))
     assert "boom 3" in failed
+    bare = _html(client.get(f"/runs/{seeded.bare_run}"))  # an object with odd values still renders
+    assert "bare" in bare and "No states archived" in bare
 
 
 def test_a_deployment_page_charts_durations_failures_and_lateness(client, seeded):
