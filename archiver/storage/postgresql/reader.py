@@ -63,9 +63,11 @@ SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NU
        NULL, NULL, NULL, NULL, NULL
 FROM {kind}_states
 WHERE {kind}_id = %(run)s AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = %(kind)s AND run_id = %(run)s)
+  AND event_id IN (SELECT event_id FROM event_resources WHERE resource_id = %(resource)s AND role = '')
 ORDER BY 4, 1
 """
-_RUN_TABLES = tuple((kind.name, kind.collection) for kind in RUN_KINDS)
+# As DuckDB's: the last condition finds the run's events through event_resources' index, not the view's scan.
+_RUN_TABLES = tuple((kind.name, kind.collection, kind.resource_prefix) for kind in RUN_KINDS)
 _DIALECT = Dialect(object_text="{}::text", p50="percentile_cont(0.5) WITHIN GROUP (ORDER BY {})",
                    p95="percentile_cont(0.95) WITHIN GROUP (ORDER BY {})",
                    seconds_between="extract(epoch FROM {0} - {1})::DOUBLE PRECISION",
@@ -242,8 +244,9 @@ class PostgreSQLReader(ArchiveReader):
 
         def read(conn: Conn) -> tuple[datetime | None, RunHistory | None]:
             mark = _mark(conn)
-            for kind, table in _RUN_TABLES:
-                rows = conn.execute(_STATES_SQL.format(kind=kind), {"run": run_id, "kind": kind}).fetchall()
+            for kind, table, prefix in _RUN_TABLES:
+                rows = conn.execute(_STATES_SQL.format(kind=kind),
+                                    {"run": run_id, "kind": kind, "resource": prefix + wanted}).fetchall()
                 name = _scalar(conn, f"SELECT name FROM {table} WHERE id = %s", [run_id])
                 if rows or name is not None:
                     return mark, RunHistory(kind, wanted, name, [run_state_from_row(row) for row in rows], mark)
