@@ -106,7 +106,9 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
             context = pages.run(r, wanted)
             since, until = window_around(context["first"], context["last"], now)
             resource = f"prefect.{context['kind'].replace('_', '-')}.{wanted}"
-            f = EventFilter(since=since, until=until, order="ASC", any_resource=(ResourceMatch(ids=(resource,)),))
+            # The events whose resource the run is: its own (state changes). Events naming it in another
+            # role (its task runs') are one link away: that search costs seconds on 10M events, this ~30 ms.
+            f = EventFilter(since=since, until=until, order="ASC", resource=ResourceMatch(ids=(resource,)))
             context["events"] = r.page(f, PAGE_SIZE)
             context["resource_id"] = resource
             context["prefect"] = prefect.link(wanted) if context["kind"] == "flow_run" else None
