@@ -62,8 +62,8 @@ def pages(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {
         "overview 30d": "/?period=30d",
         "overview all time": "/?period=all",
-        "events: last 7 days of data, facets": f"/events?{week}",
-        "events: one day, prefix filter": f"/events?{day}&event=prefect.flow-run.",
+        "events: 7 days, no filter": f"/events?{week}",
+        "events: 1 day, prefix filter": f"/events?{day}&event=prefect.flow-run.",
         "events: a deployment's, 7 days": f"/events?{week}&related=prefect.deployment.{deployment}",
         "event page": f"/events/{event}",
         "flow run page": f"/runs/{run}",
