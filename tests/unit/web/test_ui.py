@@ -147,3 +147,39 @@ def test_serve_keeps_its_api_under_api(client, seeded):
     body = {"filter": {"occurred": {"since": (seeded.now - timedelta(days=30)).isoformat(),
                                     "until": seeded.now.isoformat()}}, "limit": 5}
     assert len(client.post("/events/filter", json=body).json()["events"]) == 5
+
+
+def test_a_gap_is_a_banner_on_the_overview(tmp_path):
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from archiver.config import Settings
+    from archiver.storage.duckdb import DuckDBArchive
+
+    db = Path(tmp_path / "gappy.duckdb")
+    writer = DuckDBArchive(db).writer(timedelta(seconds=5))
+    try:
+        run = writer.start_run("sync", None, None)
+        writer.record_gap(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc), run)
+        writer.finish_run(run, {}, "ok")
+    finally:
+        writer.close()
+    with TestClient(create_app(Settings(db_path=db), token=""), headers={"Accept": "text/html"}) as http:
+        page = _html(http.get("/"))
+        empty = _html(http.get("/events"))
+    assert 'class="gaps" role="alert"' in page and "1 gap in the archive" in page
+    assert "2026-11-01 00:00:00 UTC — 2026-11-02 00:00:00 UTC" in page
+    assert "No events." in empty
+
+
+def test_no_archive_yet_is_a_503_page_that_says_so(tmp_path):
+    from pathlib import Path
+
+    from archiver.config import Settings
+
+    missing = Path(tmp_path / "not-synced-yet.duckdb")
+    with TestClient(create_app(Settings(db_path=missing), token=""), headers={"Accept": "text/html"}) as http:
+        for path in ("/", "/events", f"/runs/{UNKNOWN}", f"/deployments/{UNKNOWN}"):
+            response = http.get(path)
+            assert response.status_code == 503 and "not-synced-yet.duckdb" in response.text, path
+    assert not missing.exists()  # reading never creates an archive
