@@ -65,3 +65,12 @@ def test_ui_on_a_port_in_use_is_one_line_and_exit_2(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"prefect-archiver: error: cannot listen on 127.0.0.1:{port} (Address already in use): "
         "pick another --port, or 0 for a free one"]
+
+
+def test_ui_and_serve_without_jinja2_say_how_to_install_it(tmp_path):
+    for command in ("ui", "serve"):
+        code = f"import sys; sys.modules['jinja2'] = None; from archiver.cli import main; sys.exit(main(['{command}']))"
+        done = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path, ARCHIVER_DB=str(tmp_path / "a.duckdb")),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert 'pip install "prefect-archiver[serve]"' in done.stderr and done.stderr.count("\n") == 1
