@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-limit", type=int, default=1000,
                        help="largest page an archive client may ask for (Prefect's own maximum is 50)")
 
+    ui = commands.add_parser("ui", parents=[common], help="open the web UI over the archive (serve on 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
+    ui.add_argument("--no-browser", action="store_true", help="print the URL without opening a browser")
+
     status = commands.add_parser("status", parents=[common], help="what the archive holds and how fresh it is")
     status.add_argument("--json", action="store_true")
 
@@ -338,11 +342,24 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from archiver.web.api import serve_api
+        from archiver.web.ui import routes  # noqa: F401 - the web UI's templating (jinja2) comes with the extra too
     except ImportError as exc:
         raise ConfigError(
             f'serve needs the serve extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
         ) from None
     serve_api(settings, host=args.host, port=args.port, max_limit=args.max_limit)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from archiver.web.api import serve_ui
+        from archiver.web.ui import routes  # noqa: F401 - the web UI's templating (jinja2)
+    except ImportError as exc:
+        raise ConfigError(
+            f'ui needs the serve extra ({exc.name} is not installed): pip install "prefect-archiver[serve]"'
+        ) from None
+    serve_ui(settings, port=args.port, open_browser=not args.no_browser)
     return 0
 
 
@@ -523,7 +540,7 @@ def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {
     "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
-    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "copy": cmd_copy,
+    "ui": cmd_ui, "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "copy": cmd_copy,
 }
 
 

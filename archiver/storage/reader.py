@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from archiver.prefect.events import format_timestamp
+from archiver.storage.browse import BrowseReads, Facets
 
 if TYPE_CHECKING:
     from archiver.prefect.filters import EventFilter
@@ -187,8 +188,11 @@ def run_state_from_row(row: tuple[Any, ...]) -> RunState:
     )
 
 
-class ArchiveReader(ABC):
-    """Reads one archive; every call opens the store briefly and lets go (see session())."""
+class ArchiveReader(BrowseReads, ABC):
+    """Reads one archive; every call opens the store briefly and lets go (see session()).
+
+    The web UI's reads of runs and deployments (storage/browse.py) come with it, written once.
+    """
 
     @abstractmethod
     def event(self, event_id: uuid.UUID) -> dict[str, Any] | None:
@@ -224,6 +228,10 @@ class ArchiveReader(ABC):
     @abstractmethod
     def sql(self, query: str) -> AbstractContextManager[SqlResult]:
         """One read-only query; the result's rows can be read while the block lasts. BadInput if refused."""
+
+    @abstractmethod
+    def facets(self, search: EventFilter, limit: int = 10) -> Facets:
+        """The `limit` commonest event names, resource kinds and deployments among the events `search` matches."""
 
     @abstractmethod
     def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:

@@ -106,8 +106,11 @@ def bearer_credentials(authorization: str) -> str | None:
     return credentials.strip(" ") if scheme.lower() == "bearer" else None
 
 
-def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None) -> FastAPI:
-    """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set."""
+def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None = None, ui: bool = True) -> FastAPI:
+    """The ASGI app; `token` (default: $ARCHIVER_SERVE_TOKEN) is required as a bearer token when set.
+
+    With `ui`, the web UI's pages (archiver.web.ui) answer at `/`, ahead of the unprefixed API aliases.
+    """
     token = token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
     expected = token.encode() if token else None
     archive = open_archive(settings.archive_url)
@@ -203,6 +206,15 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
     app = FastAPI(title="prefect-archiver", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     for prefix in ("/api", ""):
+        if ui and prefix == "":
+            from archiver.web.ui.routes import install
+
+            def api_event(request: Request, event_id: str) -> dict[str, Any]:
+                require_token(request)
+                return read_event(event_id)
+
+            # Before the aliases: GET /events/{id} is the event's page for a browser, its JSON otherwise.
+            install(app, settings, reader, token, api_event)
         app.include_router(router, prefix=prefix)
         app.include_router(open_router, prefix=prefix)
 
@@ -219,12 +231,48 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
 
 
 def serve_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 4300, max_limit: int = 1000) -> None:
-    """`prefect-archiver serve`: answer the API over HTTP until interrupted."""
+    """`prefect-archiver serve`: answer the API (and the web UI at /) over HTTP until interrupted."""
     if max_limit < 1:
         raise BadInput("--max-limit must be at least 1")
     if port < 0 or port > 65535:
         raise BadInput(f"--port must be from 0 to 65535, not {port}")
     app = create_app(settings, max_limit=max_limit)
     token = "with a bearer token" if os.environ.get(TOKEN_VARIABLE) else f"WITHOUT a token (set {TOKEN_VARIABLE})"
-    print(f"serving {open_archive(settings.archive_url).name} read-only on http://{host}:{port}/api {token}", flush=True)
+    print(f"serving {open_archive(settings.archive_url).name} read-only on http://{host}:{port}/api {token}; "
+          f"the web UI at http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve_ui(settings: Settings, *, port: int = 0, open_browser: bool = True) -> None:
+    """`prefect-archiver ui`: serve (UI and API) on loopback only, and open the UI in a browser.
+
+    Port 0 takes a free one. The socket is bound here, before uvicorn starts, so the URL printed
+    and opened is the one that answers; the browser opens once the server accepts requests.
+    """
+    import socket
+    import threading
+    import webbrowser
+
+    if port < 0 or port > 65535:
+        raise BadInput(f"--port must be from 0 to 65535, not {port}")
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise BadInput(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another --port, or 0 for a free one") from None
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    token = " (log in with ARCHIVER_SERVE_TOKEN)" if os.environ.get(TOKEN_VARIABLE) else ""
+    print(f"the web UI over {open_archive(settings.archive_url).name} is at {url}{token}; Ctrl-C stops it", flush=True)
+
+    def open_when_started() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started and open_browser and not webbrowser.open(url):
+            print(f"no browser could be opened here: open {url} yourself", flush=True)
+
+    threading.Thread(target=open_when_started, daemon=True).start()
+    server.run(sockets=[sock])

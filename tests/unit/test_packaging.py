@@ -24,3 +24,11 @@ def test_every_backends_migrations_ship_as_package_data() -> None:
     migrations = ROOT / config["package-dir"]["archiver.migrations"]
     shipped = {p for pattern in patterns for p in migrations.glob(pattern)}
     assert shipped == set(migrations.rglob("*.sql")) and shipped
+
+
+def test_the_web_uis_templates_and_assets_ship_as_package_data() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    ui = ROOT / "archiver" / "web" / "ui"
+    shipped = {p for pattern in config["package-data"]["archiver.web.ui"] for p in ui.glob(pattern)}
+    assets = {p for folder in ("templates", "static") for p in (ui / folder).rglob("*") if p.is_file()}
+    assert shipped == assets and any(p.suffix == ".html" for p in shipped) and any(p.suffix == ".css" for p in shipped)

@@ -30,8 +30,10 @@ from archiver.errors import ArchiveBusy, QueryTimeout, RunNotFound
 from archiver.prefect.events import event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
+from archiver.storage.browse import Dialect, Facets
 from archiver.storage.postgresql import pool, queries
 from archiver.storage.postgresql.console import run_sql
+from archiver.storage.postgresql.facets import read_facets
 from archiver.storage.postgresql.search import EVENT_COLUMNS, count_events, read_page
 from archiver.storage.reader import (
     ArchiveReader,
@@ -61,15 +63,23 @@ SELECT event_id, state_type, state_name, timestamp, message, NULL, 'unknown', NU
        NULL, NULL, NULL, NULL, NULL
 FROM {kind}_states
 WHERE {kind}_id = %(run)s AND event_id NOT IN (SELECT id FROM run_states WHERE run_kind = %(kind)s AND run_id = %(run)s)
+  AND event_id IN (SELECT event_id FROM event_resources WHERE resource_id = %(resource)s AND role = '')
 ORDER BY 4, 1
 """
-_RUN_TABLES = tuple((kind.name, kind.collection) for kind in RUN_KINDS)
+# As DuckDB's: the last condition finds the run's events through event_resources' index, not the view's scan.
+_RUN_TABLES = tuple((kind.name, kind.collection, kind.resource_prefix) for kind in RUN_KINDS)
+_DIALECT = Dialect(object_text="{}::text", p50="percentile_cont(0.5) WITHIN GROUP (ORDER BY {})",
+                   p95="percentile_cont(0.95) WITHIN GROUP (ORDER BY {})",
+                   seconds_between="extract(epoch FROM {0} - {1})::DOUBLE PRECISION",
+                   utc_day="({} AT TIME ZONE 'UTC')::DATE")
 # A session's snapshot: every read inside it sees the same committed batches (and their mark).
 _SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 
 class PostgreSQLReader(ArchiveReader):
     """Reads the archive in the database `url` names; `timeout` bounds a wait behind a migration."""
+
+    _dialect = _DIALECT
 
     def __init__(self, url: str, timeout: timedelta) -> None:
         from archiver.storage import redact
@@ -158,6 +168,13 @@ class PostgreSQLReader(ArchiveReader):
     def count(self, search: EventFilter) -> int:
         return self._read(lambda c: count_events(c, search))
 
+    def facets(self, search: EventFilter, limit: int = 10) -> Facets:
+        return self._named(self._read(lambda c: read_facets(c, search, limit), snapshot=True))
+
+    def _browse_rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        # The shared SQL has no other `?` nor `%` (storage/browse.py): psycopg's marks are %s.
+        return self._read(lambda c: c.execute(sql.replace("?", "%s"), params).fetchall())
+
     def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:
         rows = self._read(lambda c: c.execute(queries.BUCKET_COUNTS, queries.bucket_params(since, until, width)).fetchall())
         return queries.bucket_starts(rows, width)
@@ -227,8 +244,9 @@ class PostgreSQLReader(ArchiveReader):
 
         def read(conn: Conn) -> tuple[datetime | None, RunHistory | None]:
             mark = _mark(conn)
-            for kind, table in _RUN_TABLES:
-                rows = conn.execute(_STATES_SQL.format(kind=kind), {"run": run_id, "kind": kind}).fetchall()
+            for kind, table, prefix in _RUN_TABLES:
+                rows = conn.execute(_STATES_SQL.format(kind=kind),
+                                    {"run": run_id, "kind": kind, "resource": prefix + wanted}).fetchall()
                 name = _scalar(conn, f"SELECT name FROM {table} WHERE id = %s", [run_id])
                 if rows or name is not None:
                     return mark, RunHistory(kind, wanted, name, [run_state_from_row(row) for row in rows], mark)

@@ -1,0 +1,114 @@
+"""How long the web UI's pages take on a large archive: per-page p50 / p95 of whole requests.
+
+    python bench/ui.py                                  # 10M events, 200k flow runs (about 3 GB of disk)
+    python bench/ui.py --events 1000000 --flow-runs 20000 --db /tmp/ui-small.duckdb
+
+The archive is bench/analytics.py's (flow runs over 90 days from 2026-08-01 across 200
+deployments, their state events, task-run events and custom events), plus the event_resources
+rows a sync writes beside each event (the primary resource and every related one), which the
+events page's filters and a run's events read. Each page is requested through serve's own app
+(FastAPI's TestClient: routing, every read, template rendering; no network), --repeat times after
+one warm-up request; figures are wall-clock milliseconds. The default --db is kept: run again
+without --rebuild to time the pages only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from archiver.config import Settings  # noqa: E402
+from archiver.storage.duckdb.connect import NO_EXTENSIONS  # noqa: E402
+from bench.analytics import build  # noqa: E402
+
+# The resources of each event as a sync records them (storage/duckdb/writer.py): role '' for the primary.
+RESOURCES = """
+INSERT INTO event_resources SELECT id, occurred, resource_id, '' FROM events;
+INSERT INTO event_resources
+SELECT e.id, e.occurred, json_extract_string(j.value, '$."prefect.resource.id"'),
+       coalesce(json_extract_string(j.value, '$."prefect.resource.role"'), '')
+FROM events e, json_each(e.related) j;
+"""
+
+
+def add_resources(path: Path) -> None:
+    started = time.perf_counter()
+    with duckdb.connect(str(path), config=dict(NO_EXTENSIONS)) as conn:
+        conn.execute(RESOURCES)
+        conn.execute("CHECKPOINT")
+        rows = conn.execute("SELECT count(*) FROM event_resources").fetchone()[0]  # type: ignore[index]
+    print(f"added {rows:,} event_resources rows in {time.perf_counter() - started:.0f}s")
+
+
+def pages(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The pages to time, with ids and windows taken from the archive."""
+    run = conn.execute("SELECT id FROM flow_runs WHERE state_type = 'FAILED' ORDER BY id LIMIT 1").fetchone()[0]  # type: ignore[index]
+    deployment = conn.execute("SELECT id FROM deployments ORDER BY name LIMIT 1").fetchone()[0]  # type: ignore[index]
+    newest = conn.execute("SELECT max(occurred) FROM events").fetchone()[0]  # type: ignore[index]
+    event = conn.execute(f"SELECT id FROM events WHERE resource_id = 'prefect.flow-run.{run}' LIMIT 1").fetchone()[0]  # type: ignore[index]
+    until = newest.isoformat()
+    week = urlencode({"since": (newest - timedelta(days=7)).isoformat(), "until": until})
+    day = urlencode({"since": (newest - timedelta(days=1)).isoformat(), "until": until})
+    return {
+        "overview 30d": "/?period=30d",
+        "overview all time": "/?period=all",
+        "events: 7 days, no filter": f"/events?{week}",
+        "events: 1 day, prefix filter": f"/events?{day}&event=prefect.flow-run.",
+        "events: a deployment's, 7 days": f"/events?{week}&related=prefect.deployment.{deployment}",
+        "event page": f"/events/{event}",
+        "flow run page": f"/runs/{run}",
+        "deployment page 30d": f"/deployments/{deployment}?period=30d",
+        "deployment page all time": f"/deployments/{deployment}?period=all",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--flow-runs", type=int, default=200_000)
+    parser.add_argument("--db", type=Path, default=Path("/tmp/archiver-bench-ui.duckdb"))
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rebuild", action="store_true", help="build the archive again even if --db exists")
+    args = parser.parse_args()
+    if args.rebuild or not args.db.exists():
+        args.db.unlink(missing_ok=True)
+        build(args.db, args.events, args.flow_runs)
+        add_resources(args.db)
+    with duckdb.connect(str(args.db), read_only=True) as conn:
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
+        runs = conn.execute("SELECT count(*) FROM flow_runs").fetchone()[0]  # type: ignore[index]
+        wanted = pages(conn)
+
+    from fastapi.testclient import TestClient
+
+    from archiver.web.api import create_app
+
+    app = create_app(Settings(db_path=args.db), token="")
+    print(f"archive {args.db}: {events:,} events, {runs:,} flow runs; {os.cpu_count()} CPUs; {args.repeat} requests a page")
+    print(f"{'page':<42} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    with TestClient(app, headers={"Accept": "text/html"}) as http:
+        for name, path in wanted.items():
+            response = http.get(path)
+            if response.status_code != 200:
+                raise SystemExit(f"{path} answered {response.status_code}: {response.text[:300]}")
+            times = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                http.get(path)
+                times.append((time.perf_counter() - started) * 1000)
+            p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) >= 2 else times[0]
+            print(f"{name:<42} {statistics.median(times):>8.1f} {p95:>8.1f} {max(times):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
