@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--unit", choices=["day", "hour", "minute"], help="bucket size (default: by range)")
     verify.add_argument("--repair", action="store_true", help="read again the buckets where the archive lacks events")
     verify.add_argument("--json", action="store_true")
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write the archive's tables as Hive-partitioned Parquet or JSON lines (incremental)"
+    )
+    export.add_argument("directory", metavar="DIR", help="the export directory (made if missing; a re-run adds what changed)")
+    export.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="file format (default: parquet)")
+    export.add_argument("--table", action="append", metavar="TABLE",
+                        help="only this table (events, event_resources, flow_runs, …); repeatable (default: every table)")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -481,9 +490,31 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if missing else 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from archiver.export import TableReport, export_archive
+    from archiver.storage import open_archive
+
+    def told(table: TableReport) -> None:
+        if not args.json:
+            removed = f", {table.removed:,} removed" if table.removed else ""
+            print(f"{table.table + ':':<22} {table.written:,} partitions written, {table.unchanged:,} unchanged{removed}; "
+                  f"{table.rows:,} rows ({table.rows_written:,} written)", flush=True)
+
+    report = export_archive(open_archive(settings.archive_url), Path(args.directory), args.format, args.table,
+                            read_timeout=settings.read_timeout, on_table=told)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        absent = f" ({', '.join(report.absent)}: not in this archive yet)" if report.absent else ""
+        print(f"exported {report.source} to {report.directory} as {report.file_format} in {report.seconds:.1f}s{absent}")
+    return 0
+
+
 COMMANDS = {
     "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
-    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
+    "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "export": cmd_export,
 }
 
 
