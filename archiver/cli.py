@@ -497,10 +497,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from archiver.storage import open_archive
 
     def told(table: TableReport) -> None:
-        if not args.json:
-            removed = f", {table.removed:,} removed" if table.removed else ""
-            print(f"{table.table + ':':<22} {table.written:,} partitions written, {table.unchanged:,} unchanged{removed}; "
-                  f"{table.rows:,} rows ({table.rows_written:,} written)", flush=True)
+        if args.json:
+            return
+        rows = f"{table.rows:,} row{'' if table.rows == 1 else 's'}"
+        if table.partitioned_by is None:  # written whole, one file
+            print(f"{table.table + ':':<22} {'written' if table.written else 'unchanged'}; {rows}", flush=True)
+            return
+        removed = f", {table.removed:,} removed" if table.removed else ""
+        print(f"{table.table + ':':<22} {table.written:,} day{'' if table.written == 1 else 's'} written, "
+              f"{table.unchanged:,} unchanged{removed}; {rows} ({table.rows_written:,} written)", flush=True)
 
     report = export_archive(open_archive(settings.archive_url), Path(args.directory), args.format, args.table,
                             read_timeout=settings.read_timeout, on_table=told)
