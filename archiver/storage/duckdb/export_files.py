@@ -73,6 +73,8 @@ def write_files(conn: duckdb.DuckDBPyConnection, relation: str, columns: Sequenc
 
     Partitioned: staging/day=YYYY-MM-DD/data_N.<ext> (DuckDB's Hive layout); otherwise staging/data.<ext>.
     """
+    if partitioned and any(c.name == PARTITION_COLUMN for c in columns):
+        raise ValueError(f"a table with a column {PARTITION_COLUMN!r} cannot be partitioned by a column of that name")
     extension = EXTENSIONS[file_format]
     select = parquet_columns(columns) if file_format == "parquet" else f"{json_line(columns)} AS line"
     day = f", {PARTITION_COLUMN}" if partitioned else ""

@@ -234,6 +234,23 @@ def test_the_same_rows_have_the_same_fingerprints_on_both_backends(tmp_path, pos
     assert sum(f.rows for f in duck["event_resources"].values()) == 12
 
 
+def test_an_older_archive_is_exported_as_far_as_its_schema_goes_and_left_as_it_was(tmp_path, make_event):
+    from archiver.storage.duckdb.migrate import BOOTSTRAP, available
+
+    path = tmp_path / "old.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute(BOOTSTRAP)
+    first = available()[0]  # events, event_resources and the ledger: no run metadata yet
+    conn.execute(first.sql)
+    conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, now())", [first.version, first.name])
+    conn.close()
+    report = export_archive(DuckDBArchive(path), tmp_path / "lake", read_timeout=TIMEOUT)
+    assert [t.table for t in report.tables] == ["events", "event_resources"]
+    assert "flow_runs" in report.absent and "run_states" in report.absent
+    with duckdb.connect(str(path), read_only=True) as conn:  # never migrated by export
+        assert conn.execute("SELECT max(version) FROM schema_migrations").fetchall() == [(first.version,)]
+
+
 # -- bad input: one line, a non-zero exit, nothing of the user's touched (the DuckDB backend is enough) --
 
 
