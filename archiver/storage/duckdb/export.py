@@ -38,7 +38,7 @@ _KINDS = {
     "VARCHAR": "text", "INTEGER": "integer", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
 }
 # Writing sorts a chunk and may spill: bounded, and spilled under the export's own staging folder.
-_CONFIG: dict[str, Any] = {**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2}
+_CONFIG: dict[str, Any] = {**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2, "enable_progress_bar": False}
 
 
 def export_source(archive: Archive, read_timeout: timedelta) -> DuckDBExportSource:
@@ -85,6 +85,8 @@ class DuckDBExportSource(ExportSource):
             conn = with_lock_retry(self.path, self.timeout,
                                    lambda: duckdb.connect(str(self.path), read_only=True, config=_CONFIG))
             conn.execute("SET temp_directory = $1", [str(spill / "spill")])
+        # DuckDB draws a progress bar on stdout for a query past 2 s: it would land inside `--json`.
+        conn.execute("SET enable_progress_bar = false")
         try:
             yield conn
         finally:
