@@ -38,7 +38,7 @@ _KINDS = {
     "VARCHAR": "text", "INTEGER": "integer", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
 }
 # Writing sorts a chunk and may spill: bounded, and spilled under the export's own staging folder.
-_CONFIG: dict[str, Any] = {**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2, "enable_progress_bar": False}
+_CONFIG: dict[str, Any] = {**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2}
 
 
 def export_source(archive: Archive, read_timeout: timedelta) -> DuckDBExportSource:

@@ -156,10 +156,9 @@ def _write_from_csv(rows_file: Path, columns: Sequence[Column], table: TableSpec
     # PostgreSQL's CSV: NULL is an empty unquoted field, an empty string is "" (allow_quoted_nulls off).
     relation = (f"SELECT {day}{typed} FROM read_csv('{path}', columns = {as_read}, header = false, auto_detect = false, "
                 f"delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, max_line_size = {_MAX_LINE})")
-    # No progress bar: DuckDB draws it on stdout for a query past 2 s, inside `--json`.
-    conn = duckdb.connect(":memory:", config={**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2,
-                                              "enable_progress_bar": False})
+    conn = duckdb.connect(":memory:", config={**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2})
     try:
+        conn.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout past 2 s: inside `--json`
         conn.execute("SET temp_directory = $1", [str(staging / "spill")])
         write_files(conn, relation, columns, file_format, staging, table.partitioned, order_expr(table))
     finally:
