@@ -37,9 +37,12 @@ from archiver.storage.duckdb import archive_url  # noqa: E402
 
 UTC = timezone.utc
 TIMEOUT = timedelta(seconds=60)
-# The CLI in a process of its own, reporting its peak RSS (ru_maxrss is in KiB on Linux) on stderr's last line.
-CHILD = ("import resource, sys\nfrom archiver.cli import main\ncode = main(sys.argv[1:])\n"
-         "print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\nsys.exit(code)\n")
+# The CLI in a process of its own, reporting its peak RSS on stderr's last line: VmHWM of its own memory
+# (getrusage's ru_maxrss would not do: Linux carries over the RSS of the forked copy of this process,
+# which holds the archive it just built, across exec).
+CHILD = ("import re, sys\nfrom archiver.cli import main\ncode = main(sys.argv[1:])\n"
+         "status = open('/proc/self/status').read()\n"
+         "print(f\"peak_rss_kib={re.search(r'VmHWM:\\s+(\\d+)', status).group(1)}\", file=sys.stderr)\nsys.exit(code)\n")
 
 
 def events_in(url: str) -> int:
@@ -76,10 +79,11 @@ def build(url: str, events: int, shuffled: bool, batch: int = 20_000) -> None:
 
 def add_day(url: str, events: int) -> None:
     """`events` events on one UTC day after every other: what a day of syncs adds."""
+    have = events_in(url)
     writer = open_archive(url).writer(TIMEOUT)
-    rng = random.Random(99)
-    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
-    batch = [synthetic(10_000_000 + i, day + timedelta(days=1), rng) for i in range(events)]
+    rng = random.Random(have)  # new ids on every run of the bench (the archive may be reused)
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2 + have % 100)
+    batch = [synthetic(have + i, day + timedelta(days=1), rng) for i in range(events)]
     for event in batch:  # synthetic spreads events over 180 days before `end`: pin them to that one day
         object.__setattr__(event, "occurred", day + timedelta(seconds=rng.uniform(0, 86_399)))
     writer.write_batch(batch)
