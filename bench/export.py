@@ -41,8 +41,8 @@ TIMEOUT = timedelta(seconds=60)
 # (getrusage's ru_maxrss would not do: Linux carries over the RSS of the forked copy of this process,
 # which holds the archive it just built, across exec).
 CHILD = ("import re, sys\nfrom archiver.cli import main\ncode = main(sys.argv[1:])\n"
-         "status = open('/proc/self/status').read()\n"
-         "print(f\"peak_rss_kib={re.search(r'VmHWM:\\s+(\\d+)', status).group(1)}\", file=sys.stderr)\nsys.exit(code)\n")
+         "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+         "print('peak_rss_kib=' + peak, file=sys.stderr)\nsys.exit(code)\n")
 
 
 def events_in(url: str) -> int:
