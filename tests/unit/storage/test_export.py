@@ -277,6 +277,19 @@ def test_an_unknown_format_or_table_is_refused(archive_file, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_another_archive_exported_into_the_directory_replaces_what_the_first_left(archive_file, tmp_path, make_event):
+    other = DuckDBArchive(tmp_path / "other.duckdb")
+    writer = other.writer(TIMEOUT)
+    writer.write_batch([make_event(T0 + timedelta(days=3)), make_event(T0 + timedelta(days=3, hours=1))])
+    writer.close()
+    out = tmp_path / "lake"
+    export_archive(DuckDBArchive(archive_file), out, read_timeout=TIMEOUT)
+    report = export_archive(other, out, read_timeout=TIMEOUT).tables[0]
+    assert (report.written, report.removed, report.rows) == (1, 1, 2)
+    ids = _lake(f"SELECT id FROM read_parquet('{out}/events/*/*.parquet')").fetchall()
+    assert {i for (i,) in ids} == _ids(other, "events")
+
+
 def test_a_directory_that_is_a_file_or_someone_elses_is_refused_untouched(archive_file, tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
