@@ -119,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--to", required=True, metavar="URL",
                       help="the destination archive: postgresql+psycopg://USER:PASSWORD@HOST/DB, duckdb:///PATH, or a path")
     copy.add_argument("--json", action="store_true", help="print the per-table summary as JSON")
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write the archive's tables as Hive-partitioned Parquet or JSON lines (incremental)"
+    )
+    export.add_argument("directory", metavar="DIR", help="the export directory (made if missing; a re-run adds what changed)")
+    export.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="file format (default: parquet)")
+    export.add_argument("--table", action="append", metavar="TABLE",
+                        help="only this table (events, event_resources, flow_runs, …); repeatable (default: every table)")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -538,9 +547,37 @@ def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from archiver.export import TableReport, export_archive
+    from archiver.storage import open_archive
+
+    def told(table: TableReport) -> None:
+        if args.json:
+            return
+        rows = f"{table.rows:,} row{'' if table.rows == 1 else 's'}"
+        if table.partitioned_by is None:  # written whole, one file
+            print(f"{table.table + ':':<22} {'written' if table.written else 'unchanged'}; {rows}", flush=True)
+            return
+        removed = f", {table.removed:,} removed" if table.removed else ""
+        print(f"{table.table + ':':<22} {table.written:,} day{'' if table.written == 1 else 's'} written, "
+              f"{table.unchanged:,} unchanged{removed}; {rows} ({table.rows_written:,} written)", flush=True)
+
+    report = export_archive(open_archive(settings.archive_url), Path(args.directory), args.format, args.table,
+                            read_timeout=settings.read_timeout, on_table=told)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        absent = f" ({', '.join(report.absent)}: not in this archive yet)" if report.absent else ""
+        print(f"exported {report.source} to {report.directory} as {report.file_format} in {report.seconds:.1f}s{absent}")
+    return 0
+
+
 COMMANDS = {
     "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
     "ui": cmd_ui, "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "copy": cmd_copy,
+    "export": cmd_export,
 }
 
 

@@ -17,6 +17,7 @@
     │   ├── ArchiveDamaged     the file cannot be opened as an archive (or is no DuckDB file)
     │   ├── ArchiveIncompatible  written by a newer prefect-archiver or DuckDB
     │   └── QueryTimeout       a read ran past its time limit and was stopped (serve: HTTP 504)
+    ├── ExportFailed           writing export files failed (disk full, permissions): nothing listed was lost
     ├── Stopped                a stop was asked for (SIGTERM, Ctrl-C) while waiting to retry
     ├── IncompleteWindow       a window never came back whole (distinct ids != total)
     ├── EventNotFound          also a LookupError: no event with that id where we looked
@@ -113,6 +114,10 @@ class ArchiveIncompatible(ArchiveError):
 
 class QueryTimeout(ArchiveError):
     """A read ran past the time limit its caller set (ArchiveReader.session) and was stopped."""
+
+
+class ExportFailed(ArchiverError):
+    """Writing an export's files failed; the manifest still lists only whole files."""
 
 
 class Stopped(ArchiverError):

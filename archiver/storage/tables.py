@@ -1,9 +1,10 @@
-"""Every table of an archive, once: its key, its page order, how it is moved whole (copy, export).
+"""Every table of an archive, once: its key, how it is paged and dated, whether analysts get it.
 
-This is the one list. `copy` and `export` walk TABLES in order; a migration that adds a table
-adds an entry here, or tests/unit/storage/test_tables.py fails (it compares this list with the
-tables the migrations of every backend create). Views are not listed: they are computed from
-these tables and come with the schema.
+This is the one list. Whatever walks the whole archive table by table (`copy`, `export`) reads it
+instead of naming tables itself; a migration that adds a table adds an entry here, or
+tests/unit/storage/test_tables.py fails (it compares this list with the tables the migrations of
+every backend create). Views are not listed: they are computed from these tables and come with
+the schema. Both backends hold the same tables with the same columns.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How one table is identified and paged.
+    """One table of the archive, as the tools that walk every table need to know it.
 
-    `key` orders the table and, when `unique`, identifies a row (its primary key): pages are read
-    by keyset on it and written first-version-wins on it. A table with a `parent` has no key of
-    its own (event_resources): its rows travel with the parent's rows they belong to (`parent_key`
-    is the column holding the parent's key), written in the same transaction only for parent rows
-    that were new. A `cursor` table is a single row (id = 1) whose `cursor` column only moves
-    forward (the high-water mark): it is set last, once everything it vouches for is there.
+    - `key` orders the table and, when `unique`, identifies a row (its primary key): `copy` reads
+      pages by keyset on it and writes first-version-wins on it. A table with a `parent` has no key
+      of its own (event_resources): its rows travel with the parent's rows they belong to
+      (`parent_key` is the column holding the parent's key), written in the same transaction only
+      for parent rows that were new. A `cursor` table is a single row (id = 1) whose `cursor`
+      column only moves forward (a high-water mark): `copy` sets it last, once everything it
+      vouches for is there. `page_rows`: rows per page (events are large, ~4 KB each).
+    - `time`: the row's natural time, the first of these columns that is not NULL; `export` writes
+      a partition per UTC day of it. Empty: a small table written whole (flows, deployments …).
+    - `version`: a column the writer sets anew whenever it replaces a row (archived_at): a replaced
+      row changes a partition's fingerprint even when its key stays the same. None: never replaced.
+    - `exported`: what users analyse. The rest is the archiver's own bookkeeping (the mark, the
+      ledger, queues and cursors): a copy of the archive needs it, a data lake does not.
     """
 
     name: str
@@ -29,29 +37,45 @@ class TableSpec:
     parent: str | None = None
     parent_key: str | None = None
     cursor: str | None = None
-    page_rows: int = 5000  # rows per page; events are large (~4 KB each), their page smaller
+    page_rows: int = 5000
+    time: tuple[str, ...] = ()
+    version: str | None = None
+    exported: bool = False
 
+    @property
+    def partitioned(self) -> bool:
+        return bool(self.time)
+
+
+# Runs are dated by when they were meant to start: set when a run is created or scheduled and rarely
+# changed, so a run stays in its day as it goes from Scheduled to Completed (start_time is NULL until
+# it starts, and would move it). `created` for the odd run without one, then archived_at.
+_RUN_TIME = ("expected_start_time", "created", "archived_at")
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("events", ("id",), page_rows=2000),
+    # Events and the resources they name, by when they occurred (Prefect's own time for an event).
+    TableSpec("events", ("id",), page_rows=2000, time=("occurred",), version="archived_at", exported=True),
     TableSpec("event_resources", ("event_id", "resource_id", "role"), unique=False, parent="events",
-              parent_key="event_id"),
+              parent_key="event_id", time=("occurred",), exported=True),
     TableSpec("quarantine", ("raw_hash",)),
     TableSpec("gaps", ("since", "until")),
     TableSpec("syncs", ("id",)),
-    TableSpec("flows", ("id",)),
-    TableSpec("deployments", ("id",)),
-    TableSpec("work_pools", ("id",)),
-    TableSpec("flow_runs", ("id",)),
-    TableSpec("task_runs", ("id",)),
+    # Small dimension tables: exported whole.
+    TableSpec("flows", ("id",), version="archived_at", exported=True),
+    TableSpec("deployments", ("id",), version="archived_at", exported=True),
+    TableSpec("work_pools", ("id",), version="archived_at", exported=True),
+    TableSpec("flow_runs", ("id",), time=_RUN_TIME, version="archived_at", exported=True),
+    TableSpec("task_runs", ("id",), time=_RUN_TIME, version="archived_at", exported=True),
     TableSpec("object_refresh_queue", ("kind", "id")),
-    TableSpec("run_states", ("id",)),
+    TableSpec("run_states", ("id",), time=("timestamp",), version="archived_at", exported=True),
     TableSpec("run_state_fetches", ("run_kind", "run_id")),
-    TableSpec("result_storage_blocks", ("id",)),
+    TableSpec("result_storage_blocks", ("id",), version="archived_at", exported=True),
     # Cursors last: each claims what the tables above hold (the states pass's cursor, then the mark).
     TableSpec("run_states_progress", ("id",), cursor="events_archived_before"),
     TableSpec("archive_state", ("id",), cursor="high_water_mark"),
 )
+
+EXPORTED: tuple[TableSpec, ...] = tuple(spec for spec in TABLES if spec.exported)
 
 # Tables about the archive itself rather than what it archives: never copied or exported.
 # schema_migrations is each backend's own; copy_progress describes copies into this archive.
@@ -59,7 +83,7 @@ BOOKKEEPING: frozenset[str] = frozenset({"schema_migrations", "copy_progress"})
 
 
 def table(name: str) -> TableSpec:
-    """The spec of the table called `name` (KeyError for one the registry does not know)."""
+    """The spec of the table called `name`; KeyError for a name the archive has no table of."""
     for spec in TABLES:
         if spec.name == name:
             return spec
