@@ -144,10 +144,32 @@ def require_duckdb_file(path: Path) -> None:
     )
 
 
+def open_duckdb(database: str, *, read_only: bool = False, config: Config | None = None) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, with the settings no connection of ours may lack.
+
+    Extensions are never fetched (NO_EXTENSIONS, in `config`). DuckDB draws a progress bar on
+    stdout for any query past 2 s, even into a pipe, where it lands inside `sql --format json`,
+    `export --json` or `copy --json`: it is a session setting, not a connect option, so it is set
+    here, on every connection.
+    """
+    settings = dict(config if config is not None else NO_EXTENSIONS)
+    locked = settings.pop("lock_configuration", False)  # locked only once the bar is off
+    conn = duckdb.connect(database, read_only=read_only, config=settings)
+    quiet(conn)
+    if locked:
+        conn.execute("SET lock_configuration = true")
+    return conn
+
+
+def quiet(conn: Any) -> None:
+    """Turn DuckDB's stdout progress bar off on `conn` (a DuckDB or a duckdb-engine DB-API connection)."""
+    conn.execute("SET enable_progress_bar = false")
+
+
 def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the archive, waiting up to `timeout` for a committing writer."""
     require_archive(path)
-    conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=READER_CONFIG))
+    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=READER_CONFIG))
     try:
         version = scalar(conn, "SELECT max(version) FROM schema_migrations")
     except duckdb.CatalogException:

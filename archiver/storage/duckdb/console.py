@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from archiver.errors import BadInput
-from archiver.storage.duckdb.connect import READER_CONFIG, Config, require_archive, with_lock_retry
+from archiver.storage.duckdb.connect import READER_CONFIG, Config, open_duckdb, require_archive, with_lock_retry
 from archiver.storage.reader import SqlResult
 
 SQL_CONFIG: Config = {
@@ -39,7 +39,7 @@ NUMERIC_TYPES = frozenset({
 def run_sql(path: Path, query: str, timeout: timedelta = timedelta(seconds=15)) -> Iterator[SqlResult]:
     """Run one query against the archive, read-only; the connection lives as long as the block."""
     require_archive(path)
-    conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=SQL_CONFIG))
+    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=SQL_CONFIG))
     try:
         try:
             cursor = conn.execute(query)

@@ -18,7 +18,7 @@ import duckdb
 
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
-from archiver.storage.duckdb.connect import NO_EXTENSIONS, open_reader, require_archive, with_lock_retry
+from archiver.storage.duckdb.connect import NO_EXTENSIONS, open_duckdb, open_reader, require_archive, with_lock_retry
 from archiver.storage.duckdb.export_files import quoted, write_files
 from archiver.storage.export import (
     PARTITION_COLUMN,
@@ -83,10 +83,8 @@ class DuckDBExportSource(ExportSource):
         else:
             require_archive(self.path)
             conn = with_lock_retry(self.path, self.timeout,
-                                   lambda: duckdb.connect(str(self.path), read_only=True, config=_CONFIG))
+                                   lambda: open_duckdb(str(self.path), read_only=True, config=_CONFIG))
             conn.execute("SET temp_directory = $1", [str(spill / "spill")])
-        # DuckDB draws a progress bar on stdout for a query past 2 s: it would land inside `--json`.
-        conn.execute("SET enable_progress_bar = false")
         try:
             yield conn
         finally:

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from archiver.errors import ArchiveError
-from archiver.storage.duckdb.connect import NO_EXTENSIONS, classify, require_archive, scalar, with_lock_retry
+from archiver.storage.duckdb.connect import NO_EXTENSIONS, classify, open_duckdb, require_archive, scalar, with_lock_retry
 from archiver.storage.rows import Column, Key, Progress, Row, TableSink, TableSource, key_text, key_values
 from archiver.storage.tables import TABLES, TableSpec
 
@@ -125,7 +125,7 @@ def open_source(path: Path, timeout: Any) -> DuckDBSource:
     spill = tempfile.mkdtemp(prefix="prefect-archiver-copy-")
     config = {**SOURCE_CONFIG, "temp_directory": spill}
     try:
-        conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), read_only=True, config=dict(config)))
+        conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=config))
     except BaseException:
         import shutil
 
@@ -228,6 +228,6 @@ class DuckDBSink(DuckDBTables, TableSink):
 
 def open_sink(path: Path, timeout: Any) -> DuckDBSink:
     """The archive file read-write for the whole copy (migrated before by the archive's writer)."""
-    conn = with_lock_retry(path, timeout, lambda: duckdb.connect(str(path), config=dict(NO_EXTENSIONS)))
+    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path)))
     return DuckDBSink(path, conn)
 

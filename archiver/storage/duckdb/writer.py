@@ -33,7 +33,14 @@ from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
 from archiver.storage.batches import dedupe, resource_columns, uuid_text
 from archiver.storage.duckdb import queries, runs
-from archiver.storage.duckdb.connect import MAX_RETRY_DELAY, NO_EXTENSIONS, classify, require_duckdb_file, with_lock_retry
+from archiver.storage.duckdb.connect import (
+    MAX_RETRY_DELAY,
+    NO_EXTENSIONS,
+    classify,
+    quiet,
+    require_duckdb_file,
+    with_lock_retry,
+)
 from archiver.storage.duckdb.migrate import migrate
 from archiver.storage.statements import ADVANCE_MARK, FINISH_RUN, ORPHAN_RUNS, RECORD_GAP, START_RUN
 from archiver.storage.writer import (
@@ -109,6 +116,7 @@ class DuckDBWriter(ArchiveWriter):
         # and no other process could open the file; holding() keeps one on purpose, briefly.
         self.engine = sa.create_engine(DuckDBArchive(path).url, poolclass=NullPool,
                                        connect_args={"config": dict(WRITER_CONFIG)})
+        sa.event.listen(self.engine, "connect", lambda dbapi_connection, _record: quiet(dbapi_connection))
         # The connection kept between transactions while holding() (None: the file is let go).
         self._held: sa.Connection | None = None
         self._held_since = 0.0

@@ -17,11 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import psycopg
 
 from archiver.storage.base import Archive
-from archiver.storage.duckdb.connect import NO_EXTENSIONS
+from archiver.storage.duckdb.connect import NO_EXTENSIONS, open_duckdb
 from archiver.storage.duckdb.export import order_expr
 from archiver.storage.duckdb.export_files import quoted, write_files
 from archiver.storage.export import (
@@ -156,9 +155,8 @@ def _write_from_csv(rows_file: Path, columns: Sequence[Column], table: TableSpec
     # PostgreSQL's CSV: NULL is an empty unquoted field, an empty string is "" (allow_quoted_nulls off).
     relation = (f"SELECT {day}{typed} FROM read_csv('{path}', columns = {as_read}, header = false, auto_detect = false, "
                 f"delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, max_line_size = {_MAX_LINE})")
-    conn = duckdb.connect(":memory:", config={**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2})
+    conn = open_duckdb(":memory:", config={**NO_EXTENSIONS, "memory_limit": "512MB", "threads": 2})
     try:
-        conn.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout past 2 s: inside `--json`
         conn.execute("SET temp_directory = $1", [str(staging / "spill")])
         write_files(conn, relation, columns, file_format, staging, table.partitioned, order_expr(table))
     finally:
