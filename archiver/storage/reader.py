@@ -40,6 +40,7 @@ from archiver.prefect.events import format_timestamp
 if TYPE_CHECKING:
     from archiver.prefect.filters import EventFilter
     from archiver.prefect.results import ResultReference
+    from archiver.storage.logs import ArtifactQuery, LogQuery, RunLogCounts
 
 # After a page: the (occurred, id) of its last event, where the next page starts.
 Position = tuple[datetime, uuid.UUID]
@@ -220,6 +221,22 @@ class ArchiveReader(ABC):
     @abstractmethod
     def run_history(self, run_id: uuid.UUID) -> RunHistory:
         """The archived states of the flow run or task run with this id; RunNotFound if it has none."""
+
+    @abstractmethod
+    def logs(self, query: LogQuery) -> list[dict[str, Any]]:
+        """Archived logs matching `query`, in the API's shape (the Log object as the server sent it)."""
+
+    @abstractmethod
+    def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
+        """Archived artifacts matching `query`, in the API's shape, oldest first."""
+
+    @abstractmethod
+    def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
+        """How many logs and artifacts the archive holds of this flow run or task run (0 and 0 before logs existed)."""
+
+    @abstractmethod
+    def run_log_ids(self, run_id: uuid.UUID) -> tuple[set[str], set[str]]:
+        """The ids of the archived logs and artifacts of this flow run or task run (verify compares them)."""
 
     @abstractmethod
     def sql(self, query: str) -> AbstractContextManager[SqlResult]:

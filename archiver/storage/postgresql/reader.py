@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from archiver.errors import ArchiveBusy, QueryTimeout, RunNotFound
+from archiver.errors import ArchiveBusy, ArchiveError, QueryTimeout, RunNotFound
 from archiver.prefect.events import event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
+from archiver.storage import log_queries
+from archiver.storage.logs import ArtifactQuery, LogQuery, RunLogCounts
 from archiver.storage.postgresql import pool, queries
 from archiver.storage.postgresql.console import run_sql
 from archiver.storage.postgresql.search import EVENT_COLUMNS, count_events, read_page
@@ -240,6 +242,37 @@ class PostgreSQLReader(ArchiveReader):
         ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
                 "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
         raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {self.name}, {ends}")
+
+    # -- run logs and artifacts ---------------------------------------------------------------------
+
+    def _logs_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        def read(conn: Conn) -> list[tuple[Any, ...]]:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except pg_errors.UndefinedTable:
+                raise ArchiveError(f"archive {self.name} predates run logs: run `prefect-archiver sync` once to "
+                                   "upgrade it") from None
+        return self._read(read)
+
+    def logs(self, query: LogQuery) -> list[dict[str, Any]]:
+        return [json.loads(row[0]) for row in self._logs_query(*log_queries.logs_select(query, log_queries.POSTGRESQL))]
+
+    def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
+        sql, params = log_queries.artifacts_select(query, log_queries.POSTGRESQL)
+        return [json.loads(row[0]) for row in self._logs_query(sql, params)]
+
+    def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
+        try:
+            rows = self._logs_query(log_queries.run_counts(log_queries.POSTGRESQL), [run_id] * 4)
+        except ArchiveError:  # an archive from before logs: none archived yet
+            return RunLogCounts(0, 0)
+        return RunLogCounts(int(rows[0][0]), int(rows[0][1])) if rows else RunLogCounts(0, 0)
+
+    def run_log_ids(self, run_id: uuid.UUID) -> tuple[set[str], set[str]]:
+        d = log_queries.POSTGRESQL
+        logs = self._logs_query(log_queries.run_log_ids(d), [run_id] * 2)
+        artifacts = self._logs_query(log_queries.run_artifact_ids(d), [run_id] * 2)
+        return {str(r[0]) for r in logs}, {str(r[0]) for r in artifacts}
 
     # -- the SQL console -------------------------------------------------------------------------------
 
