@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from archiver import __version__
+from archiver import __version__, cli_logs
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
 from archiver.prefect.events import format_timestamp, parse_when
@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--unit", choices=["day", "hour", "minute"], help="bucket size (default: by range)")
     verify.add_argument("--repair", action="store_true", help="read again the buckets where the archive lacks events")
     verify.add_argument("--json", action="store_true")
+    cli_logs.add_parsers(commands, common)  # logs, artifacts (issue 14)
     return parser
 
 
@@ -251,20 +252,32 @@ def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
             shown = json.dumps(value, indent=2, ensure_ascii=False)
         except (TypeError, ValueError):
             shown, as_repr = repr(value), True
+    counts = _log_counts(history, settings)
     if args.json:
-        document = _history_json(history)
+        document = {**_history_json(history), "logs": counts.logs, "artifacts": counts.artifacts}
         if args.show_result and problem is None:
             document["result_value"] = repr(value) if as_repr else value
             document["result_value_is_repr"] = as_repr
         print(json.dumps(document, ensure_ascii=False))
     else:
         _print_history(history)
+        print(f"logs: {counts.logs} archived, artifacts: {counts.artifacts} (prefect-archiver logs / artifacts "
+              f"{history.run_id})")
         if args.show_result and problem is None:
             print("result value (Python repr: JSON cannot hold it):" if as_repr else "result value:")
             print(shown)
     if problem is not None:
         raise problem
     return 0
+
+
+def _log_counts(history: Any, settings: Settings) -> Any:
+    """How many logs and artifacts the archive holds of the run (storage.logs.RunLogCounts)."""
+    import uuid
+
+    from archiver.storage import open_archive
+
+    return open_archive(settings.archive_url).reader(settings.read_timeout).run_log_counts(uuid.UUID(history.run_id))
 
 
 def _history_json(history: Any) -> dict[str, Any]:
@@ -485,6 +498,8 @@ COMMANDS = {
     "sync": cmd_sync, "run": cmd_run, "get": cmd_get, "events": cmd_events, "states": cmd_states, "serve": cmd_serve,
     "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql,
 }
+
+COMMANDS.update(cli_logs.COMMANDS)  # logs, artifacts (issue 14)
 
 
 def main(argv: list[str] | None = None) -> int:

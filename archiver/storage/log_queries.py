@@ -38,6 +38,9 @@ def logs_select(query: LogQuery, d: Dialect) -> tuple[str, list[Any]]:
     """The archived logs `query` asks for, as (whole log JSON text,), in timestamp then id order."""
     where: list[str] = []
     params: list[Any] = []
+    if query.run_id is not None:
+        where.append(f"(flow_run_id = {d.mark} OR task_run_id = {d.mark})")
+        params += [str(query.run_id)] * 2
     if query.flow_run_ids is not None:
         where.append(d.any_of("flow_run_id", "UUID"))
         params.append([str(i) for i in query.flow_run_ids])
@@ -55,6 +58,11 @@ def logs_select(query: LogQuery, d: Dialect) -> tuple[str, list[Any]]:
         # strpos, not LIKE: the user's text may hold % or _, which LIKE would read as wildcards.
         where.append(f"strpos(lower(message), lower({d.mark})) > 0")
         params.append(query.text)
+    if query.after_key is not None:
+        at, last = query.after_key
+        beyond = "<" if query.descending else ">"
+        where.append(f"(timestamp {beyond} {d.mark} OR (timestamp = {d.mark} AND id {beyond} {d.mark}))")
+        params += [at, at, str(last)]
     order = "DESC" if query.descending else "ASC"
     sql = (f"SELECT {d.text('log')} FROM logs {'WHERE ' + ' AND '.join(where) if where else ''} "
            f"ORDER BY timestamp {order}, id {order} LIMIT {d.mark} OFFSET {d.mark}")

@@ -96,6 +96,7 @@ class LogQuery:
     inclusive, like the API's timestamp.after_ / before_.
     """
 
+    run_id: uuid.UUID | None = None  # a flow run's logs (its task runs' included), or a task run's
     flow_run_ids: tuple[uuid.UUID, ...] | None = None
     task_run_ids: tuple[uuid.UUID, ...] | None = None
     task_run_is_null: bool | None = None
@@ -107,6 +108,8 @@ class LogQuery:
     descending: bool = False
     limit: int = 200
     offset: int = 0
+    # Keyset: only logs after this (timestamp, id) in the query's order (a reader's next page).
+    after_key: tuple[datetime, uuid.UUID] | None = None
 
 
 @dataclass(frozen=True)

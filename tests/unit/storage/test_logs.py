@@ -169,3 +169,21 @@ def test_runs_are_pending_until_settled_and_again_when_their_state_changes(write
     writer.save_objects("flow_runs", [str(done)], [obj], give_up_after=5)
     assert sorted(r.run_id for r in writer.pending_log_runs(planned_at, 10)) == sorted([str(done), str(running)])
     assert len(writer.pending_log_runs(EARLIEST, 1)) == 1
+
+
+def test_a_runs_logs_read_by_keyset_pages_neither_skip_nor_repeat_at_one_instant(backend, writer):
+    run, task = uuid.uuid4(), uuid.uuid4()
+    writer.save_logs([make_log(run, T0, f"tie {i}") for i in range(7)]
+                     + [make_log(run, T0 + timedelta(seconds=1), "in a task", task_run=task)], mark(run, None))
+    reader = backend.reader(timedelta(seconds=5))
+    for descending in (False, True):
+        pages, key = [], None
+        while True:
+            page = reader.logs(LogQuery(run_id=run, limit=3, after_key=key, descending=descending))
+            if not page:
+                break
+            pages += page
+            key = (parse_log(page[-1]).timestamp, uuid.UUID(page[-1]["id"]))
+        whole = reader.logs(LogQuery(run_id=run, limit=100, descending=descending))
+        assert [g["id"] for g in pages] == [g["id"] for g in whole] and len(whole) == 8
+    assert [g["message"] for g in reader.logs(LogQuery(run_id=task))] == ["in a task"]
