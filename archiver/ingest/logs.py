@@ -16,6 +16,7 @@ longer has answers no logs and keeps what was archived.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,7 +26,7 @@ from archiver.ingest.stop import NEVER, StopToken
 from archiver.prefect.client import PrefectClient
 from archiver.prefect.logs import artifacts_body, parse_artifact, walk_logs
 from archiver.prefect.runs import run_kind as kind_of
-from archiver.storage.logs import Artifact, LogMark, LogRun
+from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.ingest.logs")
@@ -35,6 +36,10 @@ log = logging.getLogger("archiver.ingest.logs")
 MAX_RUNS_PER_PASS = 5_000
 # As the states pass: runs archived since the previous pass began, less this for clocks stepping back.
 CURSOR_MARGIN = timedelta(minutes=5)
+# Logs written per transaction at most, and the longest they wait to be written (a crash costs
+# at most this much reading again; what is written is never read twice).
+COMMIT_LOGS = 2_000
+COMMIT_SECONDS = 5.0
 # At this level or below the server is asked for every log (DEBUG "keeps all", custom levels too).
 DEBUG = 10
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
@@ -97,23 +102,41 @@ def _gone(client: PrefectClient, run: LogRun) -> bool:
 
 def harvest_run(client: PrefectClient, archive: ArchiveWriter, run: LogRun, what: Harvest, *,
                 now: datetime | None = None, stop: StopToken = NEVER) -> LogsReport:
-    """Read one run's logs from its mark and its artifacts, writing each page with the run's mark."""
+    """Read one run's logs from its mark and its artifacts, writing pages with the run's mark.
+
+    Pages are written COMMIT_LOGS lines (or COMMIT_SECONDS) at a time, each write carrying the
+    mark of its last page: one transaction per 200-line page cost ~75 ms on DuckDB (the file's
+    indexes and checkpoint), ten times a 2,000-line one's share.
+    """
     read_at = now or datetime.now(timezone.utc)
     ended = run.ended
     settles = ended is not None and read_at >= ended + what.horizon
     cap = read_at - what.settle  # logs newer than this may still be arriving: read them again next time
     after = run.logs_after
     inserted = requests = 0
+    pending: list[Log] = []
+    flushed = time.monotonic()
+
+    def flush() -> None:
+        nonlocal inserted, flushed
+        mark = LogMark(run.run_kind, run.run_id, after, run.state_timestamp, ended, read_at, settled=False)
+        inserted += archive.save_logs(pending, mark).inserted
+        pending.clear()
+        flushed = time.monotonic()
+
     if what.level is not None:
         for page in walk_logs(client.read_logs, run.run_kind, run.run_id, run.logs_after, what.level_ge,
                               client.log_page_size()):
             requests += page.requests
             if page.resume_after is not None:
                 after = min(page.resume_after, cap)
-            mark = LogMark(run.run_kind, run.run_id, after, run.state_timestamp, ended, read_at, settled=False)
-            inserted += archive.save_logs(page.logs, mark).inserted
+            pending += page.logs
+            if len(pending) >= COMMIT_LOGS or time.monotonic() - flushed >= COMMIT_SECONDS or stop.stopped:
+                flush()
             if stop.stopped:
                 return LogsReport(1, inserted, 0, requests)
+        if pending:
+            flush()
     artifacts: list[Artifact] = []
     if what.artifacts:
         artifacts = read_artifacts(client, run)
