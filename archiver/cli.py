@@ -448,6 +448,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 with client_for(settings, interactive=True) as client:
                     found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=True)
                     seen = gaps_seen(settings, client, writer)
+                    logs = _verify_logs(settings, client, archive.reader(settings.read_timeout), found, writer)
             finally:
                 writer.close()
     else:
@@ -456,6 +457,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         with client_for(settings, interactive=True) as client:
             found = verify(settings, client, reader, since=since, until=until, unit=args.unit)
             seen = gaps_seen(settings, client, reader)
+            logs = _verify_logs(settings, client, reader, found, None)
     gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in seen]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
@@ -478,6 +480,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "repaired": result.inserted if args.repair else None,
             "remaining": len(missing),
             "gaps": gap_json,
+            "logs": {"runs": logs.runs, "differences": [d.as_json() for d in logs.diffs],
+                     "repaired": logs.repaired_logs if args.repair else None, "remaining": len(logs.missing)},
         }))
     else:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
@@ -491,7 +495,34 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             print("the archive holds every event the server holds in this range")
         for line in gap_lines:
             print(line)
-    return 1 if missing else 0
+        _print_log_verification(logs, args.repair)
+    return 1 if missing or (logs.missing and not args.repair) else 0
+
+
+def _verify_logs(settings: Settings, client: Any, reader: Any, found: Any, writer: Any) -> Any:
+    """Per run, the server's log and artifact ids against the archive's (ingest/verify_logs.py), over
+    the range the events were verified in (none when there was nothing to verify)."""
+    from archiver.ingest.logs import Harvest
+    from archiver.ingest.verify_logs import LogVerification, verify_logs
+
+    if found is None:
+        return LogVerification(0, ())
+    return verify_logs(client, reader, Harvest.of(settings), found.since, found.until, writer=writer)
+
+
+def _print_log_verification(logs: Any, repair: bool) -> None:
+    for d in logs.diffs:
+        what = [f"lacks {d.missing_logs} logs" if d.missing_logs else "",
+                f"lacks {d.missing_artifacts} artifacts" if d.missing_artifacts else "",
+                f"holds {d.extra_logs} logs the server no longer has" if d.extra_logs else ""]
+        print(f"  {d.run_kind.replace('_', ' ')} {d.run_id}: archive {', '.join(w for w in what if w)}")
+    if repair:
+        print(f"logs: compared {logs.runs} runs; repaired: {logs.repaired_logs} logs added")
+    elif not logs.missing:
+        print(f"logs: compared {logs.runs} runs; the archive holds every log and artifact the server holds of them")
+    else:
+        print(f"logs: compared {logs.runs} runs; {len(logs.missing)} lack logs or artifacts the server holds "
+              "(verify --repair reads them again)")
 
 
 COMMANDS = {

@@ -79,8 +79,9 @@ def artifacts_select(query: ArtifactQuery, d: Dialect) -> tuple[str, list[Any]]:
         if values is not None:
             where.append(d.any_of(column, sql_type if sql_type == "UUID" else "TEXT"))
             params.append([str(v) for v in values])
+    order = "DESC NULLS LAST" if query.newest_first else "ASC NULLS FIRST"
     sql = (f"SELECT {d.text('artifact')} FROM artifacts {'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY created ASC NULLS FIRST, id ASC LIMIT {d.mark} OFFSET {d.mark}")
+           f"ORDER BY created {order}, id {order.split()[0]} LIMIT {d.mark} OFFSET {d.mark}")
     return sql, [*params, query.limit, query.offset]
 
 
@@ -92,13 +93,21 @@ def run_counts(d: Dialect) -> str:
 
 
 def run_log_ids(d: Dialect) -> str:
-    """Ids of the archived logs of one run, in id order; parameter: the run's id (twice)."""
-    return f"SELECT id FROM logs WHERE flow_run_id = {d.mark} OR task_run_id = {d.mark} ORDER BY id"
+    """Ids of the archived logs of one run at a level or above, in id order; parameters: the run's id
+    (twice), the level (0 for all)."""
+    return (f"SELECT id FROM logs WHERE (flow_run_id = {d.mark} OR task_run_id = {d.mark}) AND level >= {d.mark} "
+            "ORDER BY id")
 
 
 def run_artifact_ids(d: Dialect) -> str:
     """Ids of the archived artifacts of one run, in id order; parameter: the run's id (twice)."""
     return f"SELECT id FROM artifacts WHERE flow_run_id = {d.mark} OR task_run_id = {d.mark} ORDER BY id"
+
+
+def harvested_runs(d: Dialect) -> str:
+    """Settled runs that ended (or last changed state) in [since, until]; parameters: since, until."""
+    return (f"SELECT run_kind, run_id FROM log_progress WHERE settled "
+            f"AND coalesce(ended, state_seen) BETWEEN {d.mark} AND {d.mark} ORDER BY run_kind, run_id")
 
 
 # The runs whose logs need reading: flow runs, and task runs outside any flow run (a flow run's

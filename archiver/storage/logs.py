@@ -114,13 +114,14 @@ class LogQuery:
 
 @dataclass(frozen=True)
 class ArtifactQuery:
-    """Which archived artifacts to read (None: any); newest first by `created`, then id."""
+    """Which archived artifacts to read (None: any); by `created`, then id (oldest first unless newest_first)."""
 
     ids: tuple[uuid.UUID, ...] | None = None
     flow_run_ids: tuple[uuid.UUID, ...] | None = None
     task_run_ids: tuple[uuid.UUID, ...] | None = None
     keys: tuple[str, ...] | None = None
     types: tuple[str, ...] | None = None
+    newest_first: bool = False
     limit: int = 200
     offset: int = 0
 

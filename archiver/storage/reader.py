@@ -235,8 +235,14 @@ class ArchiveReader(ABC):
         """How many logs and artifacts the archive holds of this flow run or task run (0 and 0 before logs existed)."""
 
     @abstractmethod
-    def run_log_ids(self, run_id: uuid.UUID) -> tuple[set[str], set[str]]:
-        """The ids of the archived logs and artifacts of this flow run or task run (verify compares them)."""
+    def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        """(run_kind, run_id) of the runs whose logs are settled and that ended (or last changed
+        state) in [since, until], in that order: what `verify` compares with the server."""
+
+    @abstractmethod
+    def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
+        """The ids of the archived logs (at `level_ge` or above) and artifacts of this flow run or
+        task run (verify compares them)."""
 
     @abstractmethod
     def sql(self, query: str) -> AbstractContextManager[SqlResult]:

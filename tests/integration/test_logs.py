@@ -257,6 +257,25 @@ def _archived(db: Path, run_id: str) -> int:
         return 0
 
 
+def test_verify_compares_each_runs_log_ids_with_the_servers_and_repair_reads_the_lacking_again(workload, tmp_path):
+    sync_logs(workload.api, workload.db, workload.since)  # horizon 0: every run settled, so verify compares it
+    config = write_config(tmp_path / "archiver.toml", '[logs]\nlevel = "DEBUG"\n')
+    env = cli_env(workload.api, workload.db, config)
+    clean = run_cli(["verify", "--since", format_timestamp(workload.since), "--json"], env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["logs"] == {"runs": 3, "differences": [], "repaired": None, "remaining": 0}
+    loud = workload.runs["loud"]
+    with duckdb.connect(str(workload.db)) as conn:  # the archive loses three of a run's logs
+        conn.execute("DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE flow_run_id = $1 ORDER BY id LIMIT 3)",
+                     [loud])
+    lacking = run_cli(["verify", "--since", format_timestamp(workload.since)], env)
+    assert lacking.returncode == 1
+    assert f"flow run {loud}: archive lacks 3 logs" in lacking.stdout, lacking.stdout
+    repaired = run_cli(["verify", "--since", format_timestamp(workload.since), "--repair"], env)
+    assert repaired.returncode == 0 and "repaired: 3 logs added" in repaired.stdout, repaired.stdout + repaired.stderr
+    assert archive_ids(workload.db, loud)[0] == {g["id"] for g in server_logs(workload.api, loud)}
+
+
 # Last in the module: it deletes a run on the module's server.
 def test_a_run_deleted_on_the_server_keeps_its_logs(workload):
     db, broken = workload.db, workload.runs["broken"]

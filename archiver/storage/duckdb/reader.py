@@ -226,9 +226,13 @@ class DuckDBReader(ArchiveReader):
                 return RunLogCounts(0, 0)
         return RunLogCounts(int(row[0]), int(row[1])) if row else RunLogCounts(0, 0)
 
-    def run_log_ids(self, run_id: uuid.UUID) -> tuple[set[str], set[str]]:
+    def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        rows = self._logs_query(log_queries.harvested_runs(log_queries.DUCKDB), [since, until])
+        return [(str(kind), str(run)) for kind, run in rows]
+
+    def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
         d = log_queries.DUCKDB
-        logs = self._logs_query(log_queries.run_log_ids(d), [str(run_id)] * 2)
+        logs = self._logs_query(log_queries.run_log_ids(d), [str(run_id), str(run_id), level_ge or 0])
         artifacts = self._logs_query(log_queries.run_artifact_ids(d), [str(run_id)] * 2)
         return {str(r[0]) for r in logs}, {str(r[0]) for r in artifacts}
 

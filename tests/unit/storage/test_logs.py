@@ -104,6 +104,7 @@ def test_reading_logs_filters_like_prefects_log_filter(backend, writer):
     assert reader.run_log_counts(run) == RunLogCounts(6, 0)
     assert reader.run_log_counts(task) == RunLogCounts(1, 0)
     logs, artifacts = reader.run_log_ids(other)
+    assert reader.run_log_ids(run, level_ge=40)[0] == {g["id"] for g in reader.logs(LogQuery(run_id=run, level_ge=40))}
     assert len(logs) == 1 and artifacts == set()
     whole = reader.logs(LogQuery(task_run_ids=(task,)))[0]
     assert whole == log_json(run, T0 + timedelta(seconds=9), "in a task", task_run=task, log_id=uuid.UUID(whole["id"]))
@@ -187,3 +188,13 @@ def test_a_runs_logs_read_by_keyset_pages_neither_skip_nor_repeat_at_one_instant
         whole = reader.logs(LogQuery(run_id=run, limit=100, descending=descending))
         assert [g["id"] for g in pages] == [g["id"] for g in whole] and len(whole) == 8
     assert [g["message"] for g in reader.logs(LogQuery(run_id=task))] == ["in a task"]
+
+
+def test_harvested_runs_are_the_settled_ones_that_ended_in_a_range(backend, writer):
+    ended, running, later = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    writer.save_logs([], LogMark("flow_run", str(ended), T0, T0, T0, T0, settled=True))
+    writer.save_logs([], LogMark("flow_run", str(running), T0, T0, None, T0, settled=False))
+    writer.save_logs([], LogMark("task_run", str(later), T0, T0, T0 + timedelta(days=2), T0, settled=True))
+    reader = backend.reader(timedelta(seconds=5))
+    assert reader.harvested_runs(T0 - timedelta(hours=1), T0 + timedelta(days=1)) == [("flow_run", str(ended))]
+    assert reader.harvested_runs(T0, T0 + timedelta(days=3)) == [("flow_run", str(ended)), ("task_run", str(later))]
