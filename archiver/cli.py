@@ -448,7 +448,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 with client_for(settings, interactive=True) as client:
                     found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=True)
                     seen = gaps_seen(settings, client, writer)
-                    logs = _verify_logs(settings, client, archive.reader(settings.read_timeout), found, writer)
+                    logs = _verify_logs(settings, client, archive.reader(settings.read_timeout), since, until, writer)
             finally:
                 writer.close()
     else:
@@ -457,17 +457,21 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         with client_for(settings, interactive=True) as client:
             found = verify(settings, client, reader, since=since, until=until, unit=args.unit)
             seen = gaps_seen(settings, client, reader)
-            logs = _verify_logs(settings, client, reader, found, None)
+            logs = _verify_logs(settings, client, reader, since, until, None)
     gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in seen]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
     gap_json = [{"since": s, "until": u} for s, u in gaps]
+    logs_json = {"runs": logs.runs, "differences": [d.as_json() for d in logs.diffs],
+                 "repaired": logs.repaired_logs if args.repair else None, "remaining": len(logs.missing)}
+    logs_missing = bool(logs.missing) and not args.repair
     if found is None:
         if args.json:
-            print(json.dumps({"differences": [], "remaining": 0, "gaps": gap_json}))
+            print(json.dumps({"differences": [], "remaining": 0, "gaps": gap_json, "logs": logs_json}))
         else:
             print("\n".join(["the server holds no events in that range; nothing to verify", *gap_lines]))
-        return 0
+            _print_log_verification(logs, args.repair)
+        return 1 if logs_missing else 0
     since, until, result, missing = found.since, found.until, found.result, found.missing
     if args.json:
         print(json.dumps({
@@ -480,8 +484,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "repaired": result.inserted if args.repair else None,
             "remaining": len(missing),
             "gaps": gap_json,
-            "logs": {"runs": logs.runs, "differences": [d.as_json() for d in logs.diffs],
-                     "repaired": logs.repaired_logs if args.repair else None, "remaining": len(logs.missing)},
+            "logs": logs_json,
         }))
     else:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
@@ -496,18 +499,21 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         for line in gap_lines:
             print(line)
         _print_log_verification(logs, args.repair)
-    return 1 if missing or (logs.missing and not args.repair) else 0
+    return 1 if missing or logs_missing else 0
 
 
-def _verify_logs(settings: Settings, client: Any, reader: Any, found: Any, writer: Any) -> Any:
-    """Per run, the server's log and artifact ids against the archive's (ingest/verify_logs.py), over
-    the range the events were verified in (none when there was nothing to verify)."""
+def _verify_logs(settings: Settings, client: Any, reader: Any, since: datetime | None, until: datetime | None,
+                 writer: Any) -> Any:
+    """Per run, the server's log and artifact ids against the archive's (ingest/verify_logs.py), for
+    the runs that ended in [--since, --until] (default: any time)."""
+    from datetime import timezone
+
     from archiver.ingest.logs import Harvest
-    from archiver.ingest.verify_logs import LogVerification, verify_logs
+    from archiver.ingest.verify_logs import verify_logs
 
-    if found is None:
-        return LogVerification(0, ())
-    return verify_logs(client, reader, Harvest.of(settings), found.since, found.until, writer=writer)
+    earliest = datetime.min.replace(tzinfo=timezone.utc)
+    return verify_logs(client, reader, Harvest.of(settings), since or earliest, until or datetime.now(timezone.utc),
+                       writer=writer)
 
 
 def _print_log_verification(logs: Any, repair: bool) -> None:

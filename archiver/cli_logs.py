@@ -65,7 +65,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
     label = _run_label(reader, run_id)
     logs = iter_run_logs(reader, run_id, level=log_level(args.level), since=since, until=until, grep=args.grep,
-                         newest_first=args.reverse)
+                         newest_first=args.reverse, whole=args.json)
     if args.json:
         print(json.dumps(list(logs), ensure_ascii=False))
         return 0

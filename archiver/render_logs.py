@@ -9,6 +9,7 @@ percentage, anything else as indented JSON.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from archiver.prefect.events import parse_timestamp
@@ -20,7 +21,8 @@ CELL = 40
 
 def log_line(log: dict[str, Any], run_label: str) -> str:
     """One log as `prefect flow-run logs` prints it; run_label is e.g. "Flow run 'calm-otter'"."""
-    stamp = f"{parse_timestamp(log['timestamp']):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+    at = log["timestamp"]
+    stamp = f"{at if isinstance(at, datetime) else parse_timestamp(at):%Y-%m-%d %H:%M:%S.%f}"[:-3]
     return f"{stamp} | {level_name(int(log['level'])):7s} | {run_label} - {log.get('message') or ''}"
 
 

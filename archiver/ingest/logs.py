@@ -36,9 +36,8 @@ log = logging.getLogger("archiver.ingest.logs")
 MAX_RUNS_PER_PASS = 5_000
 # As the states pass: runs archived since the previous pass began, less this for clocks stepping back.
 CURSOR_MARGIN = timedelta(minutes=5)
-# Logs written per transaction at most, and the longest they wait to be written (a crash costs
-# at most this much reading again; what is written is never read twice).
-COMMIT_LOGS = 2_000
+# The longest read logs wait to be written (ingest.commit_every bounds how many go in one
+# transaction): a crash costs at most this much reading again; what is written is never read twice.
 COMMIT_SECONDS = 5.0
 # At this level or below the server is asked for every log (DEBUG "keeps all", custom levels too).
 DEBUG = 10
@@ -67,10 +66,11 @@ class Harvest:
     artifacts: bool
     horizon: timedelta
     settle: timedelta
+    commit_every: int = 2000  # logs per write transaction at most (ingest.commit_every)
 
     @classmethod
     def of(cls, settings: Settings) -> Harvest:
-        return cls(settings.log_level, settings.artifacts, settings.logs_horizon, settings.settle)
+        return cls(settings.log_level, settings.artifacts, settings.logs_horizon, settings.settle, settings.commit_every)
 
     @property
     def enabled(self) -> bool:
@@ -104,7 +104,7 @@ def harvest_run(client: PrefectClient, archive: ArchiveWriter, run: LogRun, what
                 now: datetime | None = None, stop: StopToken = NEVER) -> LogsReport:
     """Read one run's logs from its mark and its artifacts, writing pages with the run's mark.
 
-    Pages are written COMMIT_LOGS lines (or COMMIT_SECONDS) at a time, each write carrying the
+    Pages are written ingest.commit_every lines (or COMMIT_SECONDS) at a time, each write carrying the
     mark of its last page: one transaction per 200-line page cost ~75 ms on DuckDB (the file's
     indexes and checkpoint), ten times a 2,000-line one's share.
     """
@@ -131,7 +131,7 @@ def harvest_run(client: PrefectClient, archive: ArchiveWriter, run: LogRun, what
             if page.resume_after is not None:
                 after = min(page.resume_after, cap)
             pending += page.logs
-            if len(pending) >= COMMIT_LOGS or time.monotonic() - flushed >= COMMIT_SECONDS or stop.stopped:
+            if len(pending) >= what.commit_every or time.monotonic() - flushed >= COMMIT_SECONDS or stop.stopped:
                 flush()
             if stop.stopped:
                 return LogsReport(1, inserted, 0, requests)

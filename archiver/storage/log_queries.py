@@ -34,8 +34,12 @@ DUCKDB = Dialect("?", "{col} IN (SELECT unnest({mark}::{type}[]))", "{col}")
 POSTGRESQL = Dialect("%s", "{col} = ANY({mark}::{type}[])", "{col}::text")
 
 
-def logs_select(query: LogQuery, d: Dialect) -> tuple[str, list[Any]]:
-    """The archived logs `query` asks for, as (whole log JSON text,), in timestamp then id order."""
+# What a log line shows (the CLI's text output): these columns, without parsing the whole object.
+LINE_COLUMNS = ("id", "timestamp", "level", "message")
+
+
+def logs_select(query: LogQuery, d: Dialect, whole: bool = True) -> tuple[str, list[Any]]:
+    """The archived logs `query` asks for, as (whole log JSON text,) or LINE_COLUMNS, in timestamp then id order."""
     where: list[str] = []
     params: list[Any] = []
     if query.run_id is not None:
@@ -64,7 +68,8 @@ def logs_select(query: LogQuery, d: Dialect) -> tuple[str, list[Any]]:
         where.append(f"(timestamp {beyond} {d.mark} OR (timestamp = {d.mark} AND id {beyond} {d.mark}))")
         params += [at, at, str(last)]
     order = "DESC" if query.descending else "ASC"
-    sql = (f"SELECT {d.text('log')} FROM logs {'WHERE ' + ' AND '.join(where) if where else ''} "
+    selected = d.text("log") if whole else ", ".join(LINE_COLUMNS)
+    sql = (f"SELECT {selected} FROM logs {'WHERE ' + ' AND '.join(where) if where else ''} "
            f"ORDER BY timestamp {order}, id {order} LIMIT {d.mark} OFFSET {d.mark}")
     return sql, [*params, query.limit, query.offset]
 

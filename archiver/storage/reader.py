@@ -223,8 +223,9 @@ class ArchiveReader(ABC):
         """The archived states of the flow run or task run with this id; RunNotFound if it has none."""
 
     @abstractmethod
-    def logs(self, query: LogQuery) -> list[dict[str, Any]]:
-        """Archived logs matching `query`, in the API's shape (the Log object as the server sent it)."""
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        """Archived logs matching `query`, in the API's shape (the Log object as the server sent it);
+        `whole=False`: only id, timestamp (a datetime), level and message, without parsing the object."""
 
     @abstractmethod
     def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:

@@ -211,8 +211,12 @@ class DuckDBReader(ArchiveReader):
                 raise ArchiveError(f"archive {self.path} predates run logs: run `prefect-archiver sync` once to "
                                    "upgrade it") from None
 
-    def logs(self, query: LogQuery) -> list[dict[str, Any]]:
-        return [json.loads(row[0]) for row in self._logs_query(*log_queries.logs_select(query, log_queries.DUCKDB))]
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        rows = self._logs_query(*log_queries.logs_select(query, log_queries.DUCKDB, whole))
+        if whole:
+            return [json.loads(row[0]) for row in rows]
+        return [dict(zip(log_queries.LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True))
+                for i, t, level, message in rows]
 
     def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
         sql, params = log_queries.artifacts_select(query, log_queries.DUCKDB)

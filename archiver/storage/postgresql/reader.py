@@ -254,8 +254,12 @@ class PostgreSQLReader(ArchiveReader):
                                    "upgrade it") from None
         return self._read(read)
 
-    def logs(self, query: LogQuery) -> list[dict[str, Any]]:
-        return [json.loads(row[0]) for row in self._logs_query(*log_queries.logs_select(query, log_queries.POSTGRESQL))]
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        rows = self._logs_query(*log_queries.logs_select(query, log_queries.POSTGRESQL, whole))
+        if whole:
+            return [json.loads(row[0]) for row in rows]
+        return [dict(zip(log_queries.LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True))
+                for i, t, level, message in rows]
 
     def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
         sql, params = log_queries.artifacts_select(query, log_queries.POSTGRESQL)
