@@ -174,9 +174,9 @@ def harvest_logs(client: PrefectClient, archive: ArchiveWriter, what: Harvest, *
             return LogsReport()
         return harvest_run(client, archive, run, what, stop=stop)
 
-    # Pages follow each other as fast as the server answers: a DuckDB writer keeps the file across
-    # them, letting readers in at least every HOLD_SECONDS (storage/duckdb/writer.py).
-    with archive.holding(), ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="logs") as pool:
+    # No archive.holding() here: between two writes the harvest waits for the server (several pages,
+    # and retries), and a DuckDB writer holding the file meanwhile would keep every reader out.
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="logs") as pool:
         for done in pool.map(one, runs):
             report += done
     if complete and not stop.stopped:
