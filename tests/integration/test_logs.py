@@ -219,7 +219,7 @@ def test_logs_and_artifacts_commands_print_what_the_run_said_and_made(workload, 
     assert "# Nightly report" in artifacts.stdout and "100%" in artifacts.stdout
     states = run_cli(["states", loud], env)
     count = len(server_logs(workload.api, loud))
-    assert f"logs: {count} archived, artifacts: 4" in states.stdout, states.stdout
+    assert f"{count} logs and 4 artifacts archived" in states.stderr, states.stderr
     unknown = run_cli(["logs", str(uuid.uuid4())], env)
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "no flow run or task run" in unknown.stderr
     bad = run_cli(["logs", loud, "--level", "LOUD"], env)
