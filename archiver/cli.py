@@ -261,9 +261,9 @@ def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(document, ensure_ascii=False))
     else:
         _print_history(history)
-        # On stderr, as `events` says its count: the states on stdout stay as they were.
-        print(f"{counts.logs} logs and {counts.artifacts} artifacts archived (prefect-archiver logs / artifacts "
-              f"{history.run_id})", file=sys.stderr)
+        if problem is None:  # on stderr, as `events` says its count (an error stays the one line there)
+            print(f"{counts.logs} logs and {counts.artifacts} artifacts archived (prefect-archiver logs / artifacts "
+                  f"{history.run_id})", file=sys.stderr)
         if args.show_result and problem is None:
             print("result value (Python repr: JSON cannot hold it):" if as_repr else "result value:")
             print(shown)
