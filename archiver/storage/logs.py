@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from archiver.errors import ArchiveError
+
+
+class PredatesLogs(ArchiveError):
+    """The archive was made before run logs existed: run `prefect-archiver sync` once to upgrade it."""
+
+
 # Prefect's state types after which a run logs nothing of its own (late batches aside).
 TERMINAL_STATE_TYPES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 # The state types of a run that may have logged: before RUNNING (SCHEDULED, PENDING) it has not.

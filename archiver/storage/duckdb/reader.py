@@ -29,7 +29,7 @@ from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
 from archiver.storage.duckdb.lock import lock_is_held
 from archiver.storage.duckdb.search import count_events, read_page
-from archiver.storage.logs import ArtifactQuery, LogQuery, RunLogCounts
+from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
 from archiver.storage.reader import (
     ArchiveReader,
     ArchiveStatus,
@@ -208,7 +208,7 @@ class DuckDBReader(ArchiveReader):
             try:
                 return conn.execute(sql, params).fetchall()
             except duckdb.CatalogException:
-                raise ArchiveError(f"archive {self.path} predates run logs: run `prefect-archiver sync` once to "
+                raise PredatesLogs(f"archive {self.path} predates run logs: run `prefect-archiver sync` once to "
                                    "upgrade it") from None
 
     def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
@@ -231,7 +231,10 @@ class DuckDBReader(ArchiveReader):
         return RunLogCounts(int(row[0]), int(row[1])) if row else RunLogCounts(0, 0)
 
     def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
-        rows = self._logs_query(log_queries.harvested_runs(log_queries.DUCKDB), [since, until])
+        try:
+            rows = self._logs_query(log_queries.harvested_runs(log_queries.DUCKDB), [since, until])
+        except PredatesLogs:  # an archive from before logs: no run harvested yet
+            return []
         return [(str(kind), str(run)) for kind, run in rows]
 
     def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from archiver.errors import ArchiveBusy, ArchiveError, QueryTimeout, RunNotFound
+from archiver.errors import ArchiveBusy, QueryTimeout, RunNotFound
 from archiver.prefect.events import event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
 from archiver.storage import log_queries
-from archiver.storage.logs import ArtifactQuery, LogQuery, RunLogCounts
+from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
 from archiver.storage.postgresql import pool, queries
 from archiver.storage.postgresql.console import run_sql
 from archiver.storage.postgresql.search import EVENT_COLUMNS, count_events, read_page
@@ -250,7 +250,7 @@ class PostgreSQLReader(ArchiveReader):
             try:
                 return conn.execute(sql, params).fetchall()
             except pg_errors.UndefinedTable:
-                raise ArchiveError(f"archive {self.name} predates run logs: run `prefect-archiver sync` once to "
+                raise PredatesLogs(f"archive {self.name} predates run logs: run `prefect-archiver sync` once to "
                                    "upgrade it") from None
         return self._read(read)
 
@@ -268,12 +268,15 @@ class PostgreSQLReader(ArchiveReader):
     def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
         try:
             rows = self._logs_query(log_queries.run_counts(log_queries.POSTGRESQL), [run_id] * 4)
-        except ArchiveError:  # an archive from before logs: none archived yet
+        except PredatesLogs:  # an archive from before logs: none archived yet
             return RunLogCounts(0, 0)
         return RunLogCounts(int(rows[0][0]), int(rows[0][1])) if rows else RunLogCounts(0, 0)
 
     def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
-        rows = self._logs_query(log_queries.harvested_runs(log_queries.POSTGRESQL), [since, until])
+        try:
+            rows = self._logs_query(log_queries.harvested_runs(log_queries.POSTGRESQL), [since, until])
+        except PredatesLogs:  # an archive from before logs: no run harvested yet
+            return []
         return [(str(kind), str(run)) for kind, run in rows]
 
     def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
