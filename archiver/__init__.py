@@ -21,6 +21,8 @@ _PUBLIC = {
     "events_of_flow_run": "archiver.lookup.search",
     "get_run_states": "archiver.lookup.runs",
     "get_run_result": "archiver.lookup.runs",
+    "get_run_logs": "archiver.lookup.logs",
+    "get_run_artifacts": "archiver.lookup.logs",
     "RunHistory": "archiver.storage.reader",
     "RunState": "archiver.storage.reader",
     "ArchiverError": "archiver.errors",
@@ -40,8 +42,8 @@ _PUBLIC = {
 __all__ = [  # the names of _PUBLIC (tests/unit/test_public_api.py holds the two lists together)
     "ApiError", "ApiUnavailable", "ArchiveBusy", "ArchiveError", "ArchiveMissing", "ArchiverError", "BadInput",
     "ConfigError", "EventNotFound", "NoTriggeringEvent", "ResultUnavailable", "RunHistory", "RunNotFound", "RunState",
-    "aget_event", "aget_triggering_event", "events_of_flow_run", "get_event", "get_run_result", "get_run_states",
-    "get_triggering_event", "search_events",
+    "aget_event", "aget_triggering_event", "events_of_flow_run", "get_event", "get_run_artifacts", "get_run_logs",
+    "get_run_result", "get_run_states", "get_triggering_event", "search_events",
 ]
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
         RunNotFound,
     )
     from archiver.lookup.events import aget_event, get_event
+    from archiver.lookup.logs import get_run_artifacts, get_run_logs
     from archiver.lookup.runs import get_run_result, get_run_states
     from archiver.lookup.search import events_of_flow_run, search_events
     from archiver.lookup.trigger import aget_triggering_event, get_triggering_event

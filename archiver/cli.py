@@ -14,7 +14,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from archiver import __version__
+from archiver import __version__, cli_logs
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
 from archiver.prefect.events import format_timestamp, parse_when
@@ -128,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--table", action="append", metavar="TABLE",
                         help="only this table (events, event_resources, flow_runs, …); repeatable (default: every table)")
     export.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    cli_logs.add_parsers(commands, common)  # logs, artifacts (issue 14)
     return parser
 
 
@@ -269,20 +271,33 @@ def cmd_states(args: argparse.Namespace, settings: Settings) -> int:
             shown = json.dumps(value, indent=2, ensure_ascii=False)
         except (TypeError, ValueError):
             shown, as_repr = repr(value), True
+    counts = _log_counts(history, settings)
     if args.json:
-        document = _history_json(history)
+        document = {**_history_json(history), "logs": counts.logs, "artifacts": counts.artifacts}
         if args.show_result and problem is None:
             document["result_value"] = repr(value) if as_repr else value
             document["result_value_is_repr"] = as_repr
         print(json.dumps(document, ensure_ascii=False))
     else:
         _print_history(history)
+        if problem is None:  # on stderr, as `events` says its count (an error stays the one line there)
+            print(f"{counts.logs} logs and {counts.artifacts} artifacts archived (prefect-archiver logs / artifacts "
+                  f"{history.run_id})", file=sys.stderr)
         if args.show_result and problem is None:
             print("result value (Python repr: JSON cannot hold it):" if as_repr else "result value:")
             print(shown)
     if problem is not None:
         raise problem
     return 0
+
+
+def _log_counts(history: Any, settings: Settings) -> Any:
+    """How many logs and artifacts the archive holds of the run (storage.logs.RunLogCounts)."""
+    import uuid
+
+    from archiver.storage import open_archive
+
+    return open_archive(settings.archive_url).reader(settings.read_timeout).run_log_counts(uuid.UUID(history.run_id))
 
 
 def _history_json(history: Any) -> dict[str, Any]:
@@ -466,6 +481,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 with client_for(settings, interactive=True) as client:
                     found = verify(settings, client, writer, since=since, until=until, unit=args.unit, repair=True)
                     seen = gaps_seen(settings, client, writer)
+                    logs = _verify_logs(settings, client, archive.reader(settings.read_timeout), since, until, writer)
             finally:
                 writer.close()
     else:
@@ -474,16 +490,21 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         with client_for(settings, interactive=True) as client:
             found = verify(settings, client, reader, since=since, until=until, unit=args.unit)
             seen = gaps_seen(settings, client, reader)
+            logs = _verify_logs(settings, client, reader, since, until, None)
     gaps = [(format_timestamp(s), format_timestamp(u)) for s, u in seen]
     # Told whatever the comparison finds: what the server trimmed first cannot be compared or repaired.
     gap_lines = [f"GAP: {describe(s, u)}" for s, u in gaps]
     gap_json = [{"since": s, "until": u} for s, u in gaps]
+    logs_json = {"runs": logs.runs, "differences": [d.as_json() for d in logs.diffs],
+                 "repaired": logs.repaired_logs if args.repair else None, "remaining": len(logs.missing)}
+    logs_missing = bool(logs.missing) and not args.repair
     if found is None:
         if args.json:
-            print(json.dumps({"differences": [], "remaining": 0, "gaps": gap_json}))
+            print(json.dumps({"differences": [], "remaining": 0, "gaps": gap_json, "logs": logs_json}))
         else:
             print("\n".join(["the server holds no events in that range; nothing to verify", *gap_lines]))
-        return 0
+            _print_log_verification(logs, args.repair)
+        return 1 if logs_missing else 0
     since, until, result, missing = found.since, found.until, found.result, found.missing
     if args.json:
         print(json.dumps({
@@ -496,6 +517,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             "repaired": result.inserted if args.repair else None,
             "remaining": len(missing),
             "gaps": gap_json,
+            "logs": logs_json,
         }))
     else:
         print(f"compared {result.buckets} {result.unit} buckets from {format_timestamp(since)} to {format_timestamp(until)}")
@@ -509,7 +531,37 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             print("the archive holds every event the server holds in this range")
         for line in gap_lines:
             print(line)
-    return 1 if missing else 0
+        _print_log_verification(logs, args.repair)
+    return 1 if missing or logs_missing else 0
+
+
+def _verify_logs(settings: Settings, client: Any, reader: Any, since: datetime | None, until: datetime | None,
+                 writer: Any) -> Any:
+    """Per run, the server's log and artifact ids against the archive's (ingest/verify_logs.py), for
+    the runs that ended in [--since, --until] (default: any time)."""
+    from datetime import timezone
+
+    from archiver.ingest.logs import Harvest
+    from archiver.ingest.verify_logs import verify_logs
+
+    earliest = datetime.min.replace(tzinfo=timezone.utc)
+    return verify_logs(client, reader, Harvest.of(settings), since or earliest, until or datetime.now(timezone.utc),
+                       writer=writer)
+
+
+def _print_log_verification(logs: Any, repair: bool) -> None:
+    for d in logs.diffs:
+        what = [f"lacks {d.missing_logs} logs" if d.missing_logs else "",
+                f"lacks {d.missing_artifacts} artifacts" if d.missing_artifacts else "",
+                f"holds {d.extra_logs} logs the server no longer has" if d.extra_logs else ""]
+        print(f"  {d.run_kind.replace('_', ' ')} {d.run_id}: archive {', '.join(w for w in what if w)}")
+    if repair:
+        print(f"logs: compared {logs.runs} runs; repaired: {logs.repaired_logs} logs added")
+    elif not logs.missing:
+        print(f"logs: compared {logs.runs} runs; the archive holds every log and artifact the server holds of them")
+    else:
+        print(f"logs: compared {logs.runs} runs; {len(logs.missing)} lack logs or artifacts the server holds "
+              "(verify --repair reads them again)")
 
 
 def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
@@ -579,6 +631,8 @@ COMMANDS = {
     "ui": cmd_ui, "status": cmd_status, "verify": cmd_verify, "check": cmd_check, "sql": cmd_sql, "copy": cmd_copy,
     "export": cmd_export,
 }
+
+COMMANDS.update(cli_logs.COMMANDS)  # logs, artifacts (issue 14)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,11 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("schedule", "verify_every"): (timedelta(days=1), "duration"),
     ("schedule", "max_backoff"): (timedelta(minutes=30), "duration"),
     ("serve", "request_timeout"): (timedelta(seconds=10), "duration"),
+    # Run logs at this level and above (DEBUG keeps all; "off" none), artifacts, and how long after a
+    # run ended its logs are read again for batches its process sent late.
+    ("logs", "level"): (20, "level"),  # INFO
+    ("logs", "artifacts"): (True, "bool"),
+    ("logs", "horizon"): (timedelta(minutes=10), "duration"),
 }
 
 # Settings Prefect itself has: read from the environment and, failing that, the active profile.
@@ -107,6 +112,10 @@ class Settings:
     max_backoff: timedelta = timedelta(minutes=30)
     # How long `serve` lets one request's query run before interrupting it (HTTP 504).
     request_timeout: timedelta = timedelta(seconds=10)
+    # Run logs kept from this level up (Python's numbers: 10 DEBUG keeps all); None: logs are not harvested.
+    log_level: int | None = 20
+    artifacts: bool = True
+    logs_horizon: timedelta = timedelta(minutes=10)
     # Where each setting came from ("flag", "env", "config", "profile", "default"); never the value.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     profile: Profile | None = field(default=None, compare=False)
@@ -152,6 +161,21 @@ def parse_duration(value: Any, name: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+# logs.level's names: Python's (and Prefect's) levels, and the ways to say "no logs".
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_NO_LOGS = {"OFF", "NONE", "FALSE"}
+
+
+def parse_level(value: Any, name: str) -> int | None:
+    """A log level by name (DEBUG … CRITICAL), or None for "off"."""
+    text = str(value).strip().upper()
+    if value is False or text in _NO_LOGS:
+        return None
+    if text in LOG_LEVELS and not isinstance(value, bool):
+        return LOG_LEVELS[text]
+    raise ConfigError(f'{name} must be one of {", ".join(LOG_LEVELS)} or "off", not {value!r}')
+
+
 def _convert(value: Any, kind: str, name: str) -> Any:
     if kind in ("str", "secret"):
         if not isinstance(value, str):
@@ -187,6 +211,8 @@ def _convert(value: Any, kind: str, name: str) -> Any:
         return number
     if kind == "duration":
         return parse_duration(value, name)
+    if kind == "level":
+        return parse_level(value, name)
     if kind == "when":
         if value in (None, ""):
             return None
@@ -301,6 +327,9 @@ def load_settings(
         verify_every=resolved["schedule.verify_every"],
         max_backoff=resolved["schedule.max_backoff"],
         request_timeout=resolved["serve.request_timeout"],
+        log_level=resolved["logs.level"],
+        artifacts=resolved["logs.artifacts"],
+        logs_horizon=resolved["logs.horizon"],
         sources=sources,
         profile=profile,
     )

@@ -105,6 +105,10 @@ class SyncReport:
     seconds: float = _shown(0.0)
     outcome: str = _shown("running", log=True)  # "ok", "interrupted" by a stop, "failed" by an error
     run_id: str = _shown("")  # the run's row in the `syncs` ledger
+    # Run logs and artifacts (ingest/logs.py), after the keys sync --json has always printed.
+    log_runs_read: int = _shown(log=True)  # flow runs and task runs whose logs and artifacts were read
+    logs_inserted: int = _shown(log=True, ledger="logs_inserted")  # log lines new to the archive
+    artifacts_saved: int = _shown(log=True, ledger="artifacts_saved")  # artifacts new, or replaced by a newer version
 
     def as_json(self) -> dict[str, Any]:
         """What `sync --json` prints (and the Prefect flow returns): every field, in order."""

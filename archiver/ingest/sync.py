@@ -25,6 +25,7 @@ from archiver.config import Settings
 from archiver.errors import ArchiveError
 from archiver.ingest.fetch import Planner, WindowResult, fetch_window, first_event_time
 from archiver.ingest.gaps import describe, find_gap
+from archiver.ingest.logs import Harvest, harvest_logs
 from archiver.ingest.metadata import refresh_objects
 from archiver.ingest.reconcile import reconcile
 from archiver.ingest.report import FetchResult, GapFound, Reads, SyncReport, TrailingReconcile, attach_report, outcome
@@ -294,6 +295,10 @@ def sync(
         if not stop.stopped:
             states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
             run.set(runs_states_read=states.runs_read, states_saved=states.states_saved)
+        if not stop.stopped:
+            harvested = harvest_logs(client, archive, Harvest.of(settings), concurrency=settings.concurrency, stop=stop)
+            run.set(log_runs_read=harvested.runs_read, logs_inserted=harvested.logs_inserted,
+                    artifacts_saved=harvested.artifacts_saved)
         run.set(high_water_mark=format_timestamp(new_mark) if new_mark else None)
     return run.report
 

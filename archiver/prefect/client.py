@@ -16,6 +16,7 @@ import base64
 import email.utils
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -137,6 +138,10 @@ class RequestCounts:
         return RequestCounts(self.pages - before.pages, self.counts - before.counts, self.other - before.other)
 
 
+# POST /logs/filter is asked for this many logs once; a server that allows fewer says how many
+# (a 422), and Prefect's default limit (PREFECT_SERVER_API_DEFAULT_LIMIT) is what it says then.
+LOG_PAGE_PROBE = 1000
+DEFAULT_API_LIMIT = 200
 _PAGE_PATHS = frozenset({"events/filter", "events/filter/next"})
 _COUNT_PATHS = frozenset({"events/count-by/time"})
 
@@ -240,6 +245,7 @@ class PrefectClient:
         # Requests sent, by endpoint path, retries included: reports read requests() instead.
         self.sent: Counter[str] = Counter()
         self._sent_lock = threading.Lock()
+        self._log_page_size: int | None = None  # learnt by log_page_size()
         self.csrf_support = csrf_support
         self._csrf_client = str(uuid.uuid4())
         self._csrf_token: str | None = None
@@ -323,6 +329,43 @@ class PrefectClient:
             return None
         if not isinstance(data, list) or not all(isinstance(s, dict) and "id" in s and "type" in s for s in data):
             raise ApiBadResponse(f"GET {collection} answered something that is not a list of states")
+        return data
+
+    # -- run logs and artifacts ---------------------------------------------------------------
+
+    def log_page_size(self) -> int:
+        """The most logs one POST /logs/filter answers on this server, learnt once per client.
+
+        The server refuses a limit above PREFECT_SERVER_API_DEFAULT_LIMIT with a 422 that names it
+        (server/api/dependencies.py, LimitBody): asked once with LOG_PAGE_PROBE and a filter that
+        matches nothing, then remembered. A refusal that names no number means Prefect's default.
+        """
+        with self._sent_lock:
+            known = self._log_page_size
+        if known is not None:
+            return known
+        size = LOG_PAGE_PROBE
+        try:
+            self.request("POST", "logs/filter", json={"logs": {"flow_run_id": {"any_": []}}, "limit": size})
+        except ApiRejected as exc:
+            found = re.search(r"less than or equal to (\d+)", str(exc))
+            size = int(found.group(1)) if found and int(found.group(1)) > 0 else DEFAULT_API_LIMIT
+        with self._sent_lock:
+            self._log_page_size = size
+        return size
+
+    def read_logs(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /logs/filter with `body` (archiver.prefect.logs.logs_body): a list of Log objects."""
+        data = self.request("POST", "logs/filter", json=body)
+        if not isinstance(data, list) or not all(isinstance(g, dict) for g in data):
+            raise ApiBadResponse("POST logs/filter answered something that is not a list of logs")
+        return data
+
+    def read_artifacts(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST /artifacts/filter with `body` (archiver.prefect.logs.artifacts_body): a list of Artifact objects."""
+        data = self.request("POST", "artifacts/filter", json=body)
+        if not isinstance(data, list) or not all(isinstance(a, dict) for a in data):
+            raise ApiBadResponse("POST artifacts/filter answered something that is not a list of artifacts")
         return data
 
     def read_block_document(self, block_document_id: str) -> dict[str, Any] | None:

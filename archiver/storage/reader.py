@@ -41,6 +41,7 @@ from archiver.storage.browse import BrowseReads, Facets
 if TYPE_CHECKING:
     from archiver.prefect.filters import EventFilter
     from archiver.prefect.results import ResultReference
+    from archiver.storage.logs import ArtifactQuery, LogQuery, RunLogCounts
 
 # After a page: the (occurred, id) of its last event, where the next page starts.
 Position = tuple[datetime, uuid.UUID]
@@ -224,6 +225,29 @@ class ArchiveReader(BrowseReads, ABC):
     @abstractmethod
     def run_history(self, run_id: uuid.UUID) -> RunHistory:
         """The archived states of the flow run or task run with this id; RunNotFound if it has none."""
+
+    @abstractmethod
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        """Archived logs matching `query`, in the API's shape (the Log object as the server sent it);
+        `whole=False`: only id, timestamp (a datetime), level and message, without parsing the object."""
+
+    @abstractmethod
+    def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
+        """Archived artifacts matching `query`, in the API's shape, oldest first."""
+
+    @abstractmethod
+    def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
+        """How many logs and artifacts the archive holds of this flow run or task run (0 and 0 before logs existed)."""
+
+    @abstractmethod
+    def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        """(run_kind, run_id) of the runs whose logs are settled and that ended (or last changed
+        state) in [since, until], in that order: what `verify` compares with the server."""
+
+    @abstractmethod
+    def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
+        """The ids of the archived logs (at `level_ge` or above) and artifacts of this flow run or
+        task run (verify compares them)."""
 
     @abstractmethod
     def sql(self, query: str) -> AbstractContextManager[SqlResult]:

@@ -28,3 +28,18 @@ FINISH_RUN = sa.text(
     "high_water_mark = (SELECT high_water_mark FROM archive_state WHERE id = 1), "
     + ", ".join(f"{name} = :{name}" for name in LEDGER_COUNTERS) + " WHERE id = :id"
 )
+
+# -- run logs and artifacts: each run's progress mark and the pass's cursor ----------------------
+# The mark's logs_after only moves forward; the rest says what the latest read knew.
+SAVE_LOG_MARK = sa.text(
+    "INSERT INTO log_progress (run_kind, run_id, logs_after, state_seen, ended, read_at, settled) "
+    "VALUES (:run_kind, :run_id, :logs_after, :state_seen, :ended, :read_at, :settled) "
+    "ON CONFLICT (run_kind, run_id) DO UPDATE SET "
+    "logs_after = greatest(coalesce(log_progress.logs_after, excluded.logs_after), excluded.logs_after), "
+    "state_seen = excluded.state_seen, ended = excluded.ended, read_at = excluded.read_at, settled = excluded.settled"
+)
+LOGS_CURSOR = sa.text("SELECT runs_archived_before FROM logs_pass WHERE id = 1")
+ADVANCE_LOGS_CURSOR = sa.text(
+    "UPDATE logs_pass SET runs_archived_before = "
+    "greatest(coalesce(runs_archived_before, :planned_at), :planned_at) WHERE id = 1"
+)

@@ -70,8 +70,14 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("run_states", ("id",), time=("timestamp",), version="archived_at", exported=True),
     TableSpec("run_state_fetches", ("run_kind", "run_id")),
     TableSpec("result_storage_blocks", ("id",), version="archived_at", exported=True),
-    # Cursors last: each claims what the tables above hold (the states pass's cursor, then the mark).
+    # Run logs by when they were logged (never replaced: the first version of a log id is kept);
+    # artifacts by when they were created (replaced when the server's copy is newer).
+    TableSpec("logs", ("id",), time=("timestamp",), exported=True),
+    TableSpec("artifacts", ("id",), time=("created", "archived_at"), version="archived_at", exported=True),
+    TableSpec("log_progress", ("run_kind", "run_id")),
+    # Cursors last: each claims what the tables above hold (the states and logs passes' cursors, then the mark).
     TableSpec("run_states_progress", ("id",), cursor="events_archived_before"),
+    TableSpec("logs_pass", ("id",), cursor="runs_archived_before"),
     TableSpec("archive_state", ("id",), cursor="high_water_mark"),
 )
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # this module is the interface: it loads no driver and no event parser
     from archiver.prefect.events import Event, Malformed
+    from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 
 # A stretch of time [since, until) the archive may have lost (ingest/gaps.py says how it is found).
 Gap = tuple[datetime, datetime]
@@ -48,6 +49,7 @@ Gap = tuple[datetime, datetime]
 # The counters the ledger (`syncs`) keeps of each run, by name; finish_run takes a dict of them.
 LEDGER_COUNTERS = (
     "windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled_buckets",
+    "logs_inserted", "artifacts_saved",
 )
 
 
@@ -231,6 +233,33 @@ class ArchiveWriter(ABC):
     @abstractmethod
     def save_storage_blocks(self, blocks: Sequence[StorageBlock]) -> None:
         """Store what was read of these storage blocks (replacing what was)."""
+
+    # -- run logs and artifacts ----------------------------------------------------------------
+
+    @abstractmethod
+    def logs_cursor(self) -> datetime | None:
+        """Every run whose metadata was archived before this was planned for by a completed logs pass."""
+
+    @abstractmethod
+    def pending_log_runs(self, since: datetime, limit: int) -> list[LogRun]:
+        """Runs whose logs need reading, in (run_kind, id) order, at most `limit`: those whose
+        metadata was archived since `since` with a state newer than their last read knew of, and
+        those whose harvest is not settled (running, or ended within the late-batch horizon)."""
+
+    @abstractmethod
+    def save_logs(self, logs: Sequence[Log], mark: LogMark) -> WriteCounts:
+        """Store a page of one run's logs (first version of an id wins) and its progress mark,
+        atomically; inserted + duplicates = the logs handed in. The mark's logs_after never moves back."""
+
+    @abstractmethod
+    def save_artifacts(self, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
+        """Store one run's artifacts and its progress mark, atomically. An artifact is replaced
+        when the server's version was updated since (progress artifacts change in place): those
+        count in `conflicts`; inserted + duplicates = the artifacts handed in."""
+
+    @abstractmethod
+    def advance_logs_cursor(self, planned_at: datetime) -> None:
+        """Every run archived before `planned_at` has been planned for (never back)."""
 
     # -- the ledger ---------------------------------------------------------------------------
 

@@ -204,6 +204,9 @@ def create_app(settings: Settings, *, max_limit: int = 1000, token: str | None =
         # What a Prefect server without CSRF protection answers; Prefect's clients then stop asking.
         return JSONResponse({"detail": "CSRF protection is disabled."}, status_code=422)
 
+    from archiver.web.logs import logs_router  # POST /logs/filter, /artifacts/filter (issue 14)
+
+    router.include_router(logs_router(reader, max_limit, lambda: reader.session(time_limit)))
     app = FastAPI(title="prefect-archiver", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     for prefix in ("/api", ""):
         if ui and prefix == "":

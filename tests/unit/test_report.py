@@ -34,11 +34,14 @@ SYNC_JSON_KEYS = [
     "windows", "fetched", "inserted", "duplicates", "conflicts", "quarantined", "reconciled", "repaired",
     "reconcile_requests", "reconcile_seconds", "objects_refreshed", "runs_states_read", "states_saved", "pages",
     "counts", "high_water_mark", "since", "until", "gaps", "seconds", "outcome", "run_id",
+    # issue 14: run logs and artifacts, added after them
+    "log_runs_read", "logs_inserted", "artifacts_saved",
 ]
 # The report's part of the service's log line (the service adds event, lag_seconds, seconds, error, …).
 LOG_KEYS = {
     "outcome", "windows", "fetched", "inserted", "reconciled", "repaired", "reconcile_requests", "reconcile_seconds",
     "gaps", "objects_refreshed", "runs_states_read", "states_saved", "high_water_mark",
+    "log_runs_read", "logs_inserted", "artifacts_saved",
 }
 
 
@@ -51,9 +54,10 @@ def test_the_service_log_line_and_the_ledger_read_the_same_definition():
     # Every counter column the storage writes, and nothing else (a backend knows its own columns).
     assert tuple(SyncReport().ledger_counters()) == LEDGER_COUNTERS
     report = SyncReport(windows=3, fetched=10, inserted=7, duplicates=2, quarantined=1, conflicts=1, reconciled=4,
-                        repaired=5, pages=9)
+                        repaired=5, pages=9, logs_inserted=6, artifacts_saved=2)
     assert report.ledger_counters() == {"windows": 3, "fetched": 10, "inserted": 7, "duplicates": 2, "conflicts": 1,
-                                        "quarantined": 1, "reconciled_buckets": 4}
+                                        "quarantined": 1, "reconciled_buckets": 4, "logs_inserted": 6,
+                                        "artifacts_saved": 2}
 
 
 def test_gaps_print_as_they_always_have():

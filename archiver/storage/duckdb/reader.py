@@ -23,6 +23,7 @@ from archiver.errors import ArchiveError, QueryTimeout, RunNotFound
 from archiver.prefect.events import EVENT_COLUMNS, event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
+from archiver.storage import log_queries
 from archiver.storage.browse import Dialect, Facets
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
@@ -30,6 +31,7 @@ from archiver.storage.duckdb.console import run_sql
 from archiver.storage.duckdb.facets import read_facets
 from archiver.storage.duckdb.lock import lock_is_held
 from archiver.storage.duckdb.search import count_events, read_page
+from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
 from archiver.storage.reader import (
     ArchiveReader,
     ArchiveStatus,
@@ -217,6 +219,48 @@ class DuckDBReader(ArchiveReader):
         ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
                 "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
         raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {self.path}, {ends}")
+
+    # -- run logs and artifacts ---------------------------------------------------------------------
+
+    def _logs_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except duckdb.CatalogException:
+                raise PredatesLogs(f"archive {self.path} predates run logs: run `prefect-archiver sync` once to "
+                                   "upgrade it") from None
+
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        rows = self._logs_query(*log_queries.logs_select(query, log_queries.DUCKDB, whole))
+        if whole:
+            return [json.loads(row[0]) for row in rows]
+        return [dict(zip(log_queries.LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True))
+                for i, t, level, message in rows]
+
+    def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
+        sql, params = log_queries.artifacts_select(query, log_queries.DUCKDB)
+        return [json.loads(row[0]) for row in self._logs_query(sql, params)]
+
+    def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
+        with self._connection() as conn:
+            try:
+                row = conn.execute(log_queries.run_counts(log_queries.DUCKDB), [str(run_id)] * 4).fetchone()
+            except duckdb.CatalogException:  # an archive from before logs: none archived yet
+                return RunLogCounts(0, 0)
+        return RunLogCounts(int(row[0]), int(row[1])) if row else RunLogCounts(0, 0)
+
+    def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        try:
+            rows = self._logs_query(log_queries.harvested_runs(log_queries.DUCKDB), [since, until])
+        except PredatesLogs:  # an archive from before logs: no run harvested yet
+            return []
+        return [(str(kind), str(run)) for kind, run in rows]
+
+    def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
+        d = log_queries.DUCKDB
+        logs = self._logs_query(log_queries.run_log_ids(d), [str(run_id), str(run_id), level_ge or 0])
+        artifacts = self._logs_query(log_queries.run_artifact_ids(d), [str(run_id)] * 2)
+        return {str(r[0]) for r in logs}, {str(r[0]) for r in artifacts}
 
     # -- the SQL console -------------------------------------------------------------------------------
 

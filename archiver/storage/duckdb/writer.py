@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
 from archiver.storage.batches import dedupe, resource_columns, uuid_text
-from archiver.storage.duckdb import queries, runs
+from archiver.storage.duckdb import logs, queries, runs
 from archiver.storage.duckdb.connect import (
     MAX_RETRY_DELAY,
     NO_EXTENSIONS,
@@ -42,6 +42,7 @@ from archiver.storage.duckdb.connect import (
     with_lock_retry,
 )
 from archiver.storage.duckdb.migrate import migrate
+from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 from archiver.storage.statements import ADVANCE_MARK, FINISH_RUN, ORPHAN_RUNS, RECORD_GAP, START_RUN
 from archiver.storage.writer import (
     LEDGER_COUNTERS,
@@ -302,6 +303,28 @@ class DuckDBWriter(ArchiveWriter):
         if blocks:
             with self._transaction() as conn:
                 runs.save_storage_blocks(conn, blocks)
+
+    # -- run logs and artifacts (the SQL is in logs.py) ---------------------------------------
+
+    def logs_cursor(self) -> datetime | None:
+        with self._transaction() as conn:
+            return logs.logs_cursor(conn)
+
+    def pending_log_runs(self, since: datetime, limit: int) -> list[LogRun]:
+        with self._transaction() as conn:
+            return logs.pending_log_runs(conn, since, limit)
+
+    def save_logs(self, page: Sequence[Log], mark: LogMark) -> WriteCounts:
+        with self._transaction() as conn:
+            return logs.save_logs(conn, page, mark)
+
+    def save_artifacts(self, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
+        with self._transaction() as conn:
+            return logs.save_artifacts(conn, artifacts, mark)
+
+    def advance_logs_cursor(self, planned_at: datetime) -> None:
+        with self._transaction() as conn:
+            logs.advance_logs_cursor(conn, planned_at)
 
     # -- ledger --------------------------------------------------------------------------------
 

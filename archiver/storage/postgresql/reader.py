@@ -30,7 +30,9 @@ from archiver.errors import ArchiveBusy, QueryTimeout, RunNotFound
 from archiver.prefect.events import event_to_api, format_timestamp, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.prefect.runs import RUN_KINDS
+from archiver.storage import log_queries
 from archiver.storage.browse import Dialect, Facets
+from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
 from archiver.storage.postgresql import pool, queries
 from archiver.storage.postgresql.console import run_sql
 from archiver.storage.postgresql.facets import read_facets
@@ -258,6 +260,48 @@ class PostgreSQLReader(ArchiveReader):
         ends = (f"which ends at its high-water mark {format_timestamp(mark)}: a run newer than that is archived by "
                 "the next `prefect-archiver sync`") if mark else "which no sync has filled yet"
         raise RunNotFound(f"no flow run or task run with id {wanted} in the archive at {self.name}, {ends}")
+
+    # -- run logs and artifacts ---------------------------------------------------------------------
+
+    def _logs_query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        def read(conn: Conn) -> list[tuple[Any, ...]]:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except pg_errors.UndefinedTable:
+                raise PredatesLogs(f"archive {self.name} predates run logs: run `prefect-archiver sync` once to "
+                                   "upgrade it") from None
+        return self._read(read)
+
+    def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
+        rows = self._logs_query(*log_queries.logs_select(query, log_queries.POSTGRESQL, whole))
+        if whole:
+            return [json.loads(row[0]) for row in rows]
+        return [dict(zip(log_queries.LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True))
+                for i, t, level, message in rows]
+
+    def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
+        sql, params = log_queries.artifacts_select(query, log_queries.POSTGRESQL)
+        return [json.loads(row[0]) for row in self._logs_query(sql, params)]
+
+    def run_log_counts(self, run_id: uuid.UUID) -> RunLogCounts:
+        try:
+            rows = self._logs_query(log_queries.run_counts(log_queries.POSTGRESQL), [run_id] * 4)
+        except PredatesLogs:  # an archive from before logs: none archived yet
+            return RunLogCounts(0, 0)
+        return RunLogCounts(int(rows[0][0]), int(rows[0][1])) if rows else RunLogCounts(0, 0)
+
+    def harvested_runs(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        try:
+            rows = self._logs_query(log_queries.harvested_runs(log_queries.POSTGRESQL), [since, until])
+        except PredatesLogs:  # an archive from before logs: no run harvested yet
+            return []
+        return [(str(kind), str(run)) for kind, run in rows]
+
+    def run_log_ids(self, run_id: uuid.UUID, level_ge: int | None = None) -> tuple[set[str], set[str]]:
+        d = log_queries.POSTGRESQL
+        logs = self._logs_query(log_queries.run_log_ids(d), [run_id, run_id, level_ge or 0])
+        artifacts = self._logs_query(log_queries.run_artifact_ids(d), [run_id] * 2)
+        return {str(r[0]) for r in logs}, {str(r[0]) for r in artifacts}
 
     # -- the SQL console -------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
 from archiver.storage.batches import dedupe, resource_columns, uuid_text
-from archiver.storage.postgresql import queries, runs
+from archiver.storage.logs import Artifact, Log, LogMark, LogRun
+from archiver.storage.postgresql import logs, queries, runs
 from archiver.storage.postgresql.connect import classify, create_engine
 from archiver.storage.postgresql.migrate import migrate
 from archiver.storage.statements import ADVANCE_MARK, FINISH_RUN, ORPHAN_RUNS, RECORD_GAP, START_RUN
@@ -301,6 +302,28 @@ class PostgreSQLWriter(ArchiveWriter):
         if blocks:
             with self._transaction() as conn:
                 runs.save_storage_blocks(conn, blocks)
+
+    # -- run logs and artifacts (the SQL is in logs.py) ---------------------------------------
+
+    def logs_cursor(self) -> datetime | None:
+        with self._transaction() as conn:
+            return logs.logs_cursor(conn)
+
+    def pending_log_runs(self, since: datetime, limit: int) -> list[LogRun]:
+        with self._transaction() as conn:
+            return logs.pending_log_runs(conn, since, limit)
+
+    def save_logs(self, page: Sequence[Log], mark: LogMark) -> WriteCounts:
+        with self._transaction() as conn:
+            return logs.save_logs(conn, page, mark)
+
+    def save_artifacts(self, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
+        with self._transaction() as conn:
+            return logs.save_artifacts(conn, artifacts, mark)
+
+    def advance_logs_cursor(self, planned_at: datetime) -> None:
+        with self._transaction() as conn:
+            logs.advance_logs_cursor(conn, planned_at)
 
     # -- ledger --------------------------------------------------------------------------------
 

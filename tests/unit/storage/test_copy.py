@@ -23,6 +23,7 @@ from archiver.storage import tables as tables_module
 from archiver.storage.base import Archive
 from archiver.storage.copy import copy_archive
 from archiver.storage.duckdb import DuckDBArchive
+from archiver.storage.logs import Artifact, Log, LogMark
 from archiver.storage.postgresql import PostgreSQLArchive
 from archiver.storage.tables import TABLES
 from archiver.storage.writer import RunState, StateFetch, StorageBlock
@@ -58,7 +59,7 @@ def _event(n: int, **options: Any) -> Event:
 def seed(archive: Archive, events: int = 30) -> list[Event]:
     """An archive with a row in every table: awkward values (Unicode, a 300 KB payload, key order
     JSONB would sort, NULLs, microseconds), a quarantined item, a gap, the ledger, run metadata,
-    states, a storage block, both cursors."""
+    states, a storage block, a run's logs and artifacts with its harvest mark, every cursor."""
     made = [_event(n, flow_run=RUN if n % 5 == 0 else None,
                    payload={"z": n, "a": {"y": "ü漢字🙂\t\"quoted\"", "b": [3, 1.5, None, True]}, "big": 1e20})
             for n in range(events)]
@@ -93,6 +94,13 @@ def seed(archive: Archive, events: int = 30) -> list[Event]:
         writer.save_states([state], [StateFetch("flow_run", str(RUN), T0, 1, T0, T0 + timedelta(seconds=1), 0)])
         writer.save_storage_blocks([StorageBlock(BLOCK, True, "results", "local-file-system", "/srv/results")])
         writer.advance_states_cursor(T0 + timedelta(minutes=3, microseconds=5))
+        mark = LogMark("flow_run", str(RUN), T0 + timedelta(seconds=2, microseconds=3), T0, T0 + timedelta(seconds=1), T0)
+        writer.save_logs([Log(uuid.uuid4(), RUN, None, 40, "prefect.flow_runs", T0 + timedelta(seconds=2, microseconds=3),
+                              "Traceback: ü漢字\nValueError", {"level": 40, "message": "Traceback: ü漢字\nValueError",
+                                                               "z": 1, "a": None})], mark)
+        writer.save_artifacts([Artifact(uuid.uuid4(), "report", "table", "a table", [{"b": 1, "a": "ü"}], RUN, None,
+                                        T0, T0 + timedelta(microseconds=9), {"type": "table", "key": "report"})], mark)
+        writer.advance_logs_cursor(T0 + timedelta(minutes=4, microseconds=11))
         writer.finish_run(ledger, {"fetched": len(made) + 1, "inserted": len(made)}, "ok")
     finally:
         writer.close()

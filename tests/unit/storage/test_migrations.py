@@ -1,8 +1,7 @@
 """Migrations: an archive made at any earlier schema opens as the writer at the newest, keeping its rows.
 
 Each backend numbers its own migrations. DuckDB's earlier schemas are 0 (only the bootstrap) to
-5; a PostgreSQL archive starts at today's schema in one migration, so its only earlier schema is
-0 (an empty database) -> 1 for now: its 0002 will add the next case here.
+6; a PostgreSQL archive's are 0 (an empty database) and 1 (before run logs and artifacts).
 """
 
 from __future__ import annotations

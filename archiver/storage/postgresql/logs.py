@@ -1,0 +1,99 @@
+"""The PostgreSQL SQL of run logs and artifacts, each statement run on the writer's connection.
+
+PostgreSQLWriter opens the transaction; these functions only say what to run in it. A page of
+logs goes in as one array per column unnested in one INSERT … ON CONFLICT DO NOTHING whose
+RETURNING says exactly which ids were new. TEXT cannot hold NUL (U+0000): a message or name with
+one is stored with U+FFFD in its place, the whole object (JSON text, where NUL is the escape
+\\u0000) exactly as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from archiver.prefect.events import compact_json, to_utc
+from archiver.storage import log_queries
+from archiver.storage.logs import Artifact, Log, LogMark, LogRun, first_of_each, log_run_from_row, mark_params
+from archiver.storage.statements import ADVANCE_LOGS_CURSOR, LOGS_CURSOR, SAVE_LOG_MARK
+from archiver.storage.writer import WriteCounts
+
+_INSERT_LOGS = """
+INSERT INTO logs (id, flow_run_id, task_run_id, level, name, timestamp, message, log, archived_at)
+SELECT l.*, %s::TIMESTAMPTZ FROM unnest(%s::UUID[], %s::UUID[], %s::UUID[], %s::INTEGER[], %s::TEXT[],
+    %s::TIMESTAMPTZ[], %s::TEXT[], %s::JSON[]) AS l
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+_INSERT_ARTIFACTS = """
+INSERT INTO artifacts (id, key, type, description, data, flow_run_id, task_run_id, created, updated, artifact, archived_at)
+SELECT a.*, %s::TIMESTAMPTZ FROM unnest(%s::UUID[], %s::TEXT[], %s::TEXT[], %s::TEXT[], %s::JSON[], %s::UUID[],
+    %s::UUID[], %s::TIMESTAMPTZ[], %s::TIMESTAMPTZ[], %s::JSON[]) AS a
+"""
+
+
+def _text(value: Any) -> str | None:
+    """A value for a TEXT column: NUL, which TEXT cannot hold, as U+FFFD."""
+    if value is None:
+        return None
+    text = str(value)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def save_logs(conn: sa.Connection, logs: Sequence[Log], mark: LogMark) -> WriteCounts:
+    unique = first_of_each(list(logs))
+    inserted = 0
+    if unique:
+        rows = conn.exec_driver_sql(_INSERT_LOGS, (
+            datetime.now(timezone.utc), [str(g.id) for g in unique], [_text(g.flow_run_id) for g in unique],
+            [_text(g.task_run_id) for g in unique], [g.level for g in unique], [_text(g.name) for g in unique],
+            [g.timestamp for g in unique], [_text(g.message) for g in unique], [compact_json(g.raw) for g in unique],
+        )).fetchall()
+        inserted = len(rows)
+    conn.execute(SAVE_LOG_MARK, mark_params(mark))
+    return WriteCounts(inserted=inserted, duplicates=len(logs) - inserted)
+
+
+def save_artifacts(conn: sa.Connection, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
+    latest: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        latest.setdefault(str(artifact.id), artifact)
+    unique = list(latest.values())
+    stored: dict[str, datetime | None] = {}
+    if unique:
+        stored = {str(i): (to_utc(u) if u else None) for i, u in conn.exec_driver_sql(
+            "SELECT id, updated FROM artifacts WHERE id = ANY(%s::UUID[])", ([str(a.id) for a in unique],))}
+    new = [a for a in unique if str(a.id) not in stored]
+    changed = [a for a in unique if str(a.id) in stored and a.updated is not None
+               and (stored[str(a.id)] is None or a.updated > stored[str(a.id)])]  # type: ignore[operator]
+    if changed:
+        conn.exec_driver_sql("DELETE FROM artifacts WHERE id = ANY(%s::UUID[])", ([str(a.id) for a in changed],))
+    written = new + changed
+    if written:
+        conn.exec_driver_sql(_INSERT_ARTIFACTS, (
+            datetime.now(timezone.utc), [str(a.id) for a in written], [_text(a.key) for a in written],
+            [_text(a.type) for a in written], [_text(a.description) for a in written],
+            [compact_json(a.data) for a in written], [_text(a.flow_run_id) for a in written],
+            [_text(a.task_run_id) for a in written], [a.created for a in written], [a.updated for a in written],
+            [compact_json(a.raw) for a in written],
+        ))
+    conn.execute(SAVE_LOG_MARK, mark_params(mark))
+    return WriteCounts(inserted=len(new), duplicates=len(artifacts) - len(new), conflicts=len(changed))
+
+
+def logs_cursor(conn: sa.Connection) -> datetime | None:
+    value = conn.execute(LOGS_CURSOR).scalar()
+    return to_utc(value) if value is not None else None
+
+
+def pending_log_runs(conn: sa.Connection, since: datetime, limit: int) -> list[LogRun]:
+    rows = conn.exec_driver_sql(log_queries.pending_runs(log_queries.POSTGRESQL),
+                                tuple(log_queries.progress_params(since, limit))).fetchall()
+    return [log_run_from_row(tuple(row)) for row in rows]
+
+
+def advance_logs_cursor(conn: sa.Connection, planned_at: datetime) -> None:
+    conn.execute(ADVANCE_LOGS_CURSOR, {"planned_at": planned_at})
