@@ -3,7 +3,8 @@
 One flow, one deployment with a flow run a day for RUNS days (every fourth Failed, each a little
 later than expected and a little longer than the one before), each run's state-change events as
 Prefect's server emits them, two task runs of the newest run, and one event whose name, resource
-labels and payload are XSS payloads (untrusted input a page must show as text).
+labels and payload are XSS payloads (untrusted input a page must show as text); the newest run's
+logs (one holding an XSS payload, a traceback) and a table and a markdown artifact.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from archiver.prefect.events import Event, format_timestamp, parse_event
+from archiver.storage.logs import Artifact, Log, LogMark
 from archiver.storage.writer import ArchiveWriter
 
 RUNS = 12
@@ -125,4 +127,17 @@ def seed(writer: ArchiveWriter, now: datetime | None = None) -> Seeded:
                                                                       "tags": "not-a-list", "total_run_time": "soon"}],
                         give_up_after=5)
     writer.save_objects("task_runs", s.task_runs, tasks, give_up_after=5)
+    # The newest run's logs (one an XSS payload, one a traceback) and a table and a markdown artifact.
+    run_id, ended = uuid.UUID(newest["id"]), now - timedelta(minutes=30)
+    lines = [(20, "Beginning flow run 'run-11'"), (30, f"a warning with {XSS}"), (40, "Traceback (most recent call last):\n  ValueError: boom")]
+    logs = [Log(uuid.uuid4(), run_id, None, level, "prefect.flow_runs", ended + timedelta(seconds=i), message,
+                {"level": level, "message": message, "flow_run_id": str(run_id)}) for i, (level, message) in enumerate(lines)]
+    mark = LogMark("flow_run", str(run_id), ended + timedelta(seconds=3), ended, ended, now, settled=True)
+    writer.save_logs(logs, mark)
+    table = {"id": str(uuid.uuid4()), "key": "row-counts", "type": "table", "description": f"rows per table {XSS_IMG}",
+             "data": [{"table": "orders", "rows": 1200}, {"table": "customers", "rows": 87}], "flow_run_id": str(run_id)}
+    markdown = {"id": str(uuid.uuid4()), "key": "report", "type": "markdown", "description": None,
+                "data": f"# Nightly report\n\nAll good {XSS}", "flow_run_id": str(run_id)}
+    writer.save_artifacts([Artifact(uuid.UUID(a["id"]), a["key"], a["type"], a["description"], a["data"], run_id, None,
+                                    ended, ended, a) for a in (table, markdown)], mark)
     return s

@@ -9,11 +9,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from archiver.errors import BadInput, RunNotFound
+from archiver.lookup.logs import iter_run_logs
 from archiver.prefect.events import PIVOT, parse_timestamp
+from archiver.prefect.logs import level_name
+from archiver.render_logs import artifact_lines
 from archiver.storage.browse import RunRow
+from archiver.storage.logs import ArtifactQuery
 from archiver.storage.reader import ArchiveReader, RunHistory
 from archiver.web.ui import links
 from archiver.web.ui.charts import Chart, chart, day_label, hour_label, short_day
@@ -21,6 +26,8 @@ from archiver.web.ui.charts import Chart, chart, day_label, hour_label, short_da
 # The periods the overview and a deployment page offer, in days (None: all time).
 PERIODS: dict[str, int | None] = {"7d": 7, "30d": 30, "90d": 90, "365d": 365, "all": None}
 MAX_BUCKETS = 120  # points of the event-volume chart
+# A run page shows its first lines (the rest: `prefect-archiver logs RUN_ID`), and every artifact up to this.
+RUN_LOG_LINES, RUN_ARTIFACTS = 1000, 200
 
 
 class NotFound(Exception):
@@ -122,6 +129,21 @@ def _timeline(items: Sequence[tuple[Any, datetime | None, datetime | None]]) -> 
             for item, start, end in items]
 
 
+def _logs(reader: ArchiveReader, run_id: uuid.UUID) -> dict[str, Any]:
+    """The run's first RUN_LOG_LINES log lines and every artifact, with how many the archive holds."""
+    counts = reader.run_log_counts(run_id)
+    lines = list(islice(iter_run_logs(reader, run_id, whole=False), RUN_LOG_LINES))
+    artifacts: list[dict[str, Any]] = []
+    for query in (ArtifactQuery(flow_run_ids=(run_id,), limit=RUN_ARTIFACTS),
+                  ArtifactQuery(task_run_ids=(run_id,), limit=RUN_ARTIFACTS)):
+        artifacts += [a for a in reader.artifacts(query) if a not in artifacts]
+    return {
+        "log_count": counts.logs, "artifact_count": counts.artifacts,
+        "logs": [{**line, "level_name": level_name(int(line["level"])).strip()} for line in lines],
+        "artifacts": [{"artifact": a, "text": "\n".join(artifact_lines(a))} for a in artifacts[:RUN_ARTIFACTS]],
+    }
+
+
 def run(reader: ArchiveReader, run_id: uuid.UUID) -> dict[str, Any]:
     kind, found, history = _run_object(reader, run_id)
     obj = found or {}
@@ -140,6 +162,7 @@ def run(reader: ArchiveReader, run_id: uuid.UUID) -> dict[str, Any]:
         "tasks": tasks, "task_timeline": _timeline([(t, t.start_time, t.end_time) for t in tasks]),
         "result": final.result if final else None, "final": final,
         "first": min(times) if times else None, "last": max(times) if times else None,
+        **_logs(reader, run_id),
     }
 
 

@@ -79,7 +79,12 @@ def test_a_run_page_shows_what_it_was_its_states_tasks_and_events(client, seeded
     assert page.count('class="state-row"') == 3  # Scheduled, Running, Completed
     assert "extract-0" in page and "load-0" in page
     assert "pool-a" in page and "nightly" in page
-    assert 'id="logs-and-artifacts"' in page
+    logs = page.split('id="logs-and-artifacts"', 1)[1]
+    assert "Beginning flow run" in logs and "ValueError: boom" in logs and "WARNING" in logs and "ERROR" in logs
+    assert "&lt;script&gt;" in logs and "<script>" not in logs  # a log line is untrusted input too
+    assert "row-counts" in logs and "orders" in logs and "1200" in logs  # the table artifact, as columns
+    assert "# Nightly report" in logs and "&lt;img src=x" in logs and "<img" not in logs
+    assert "No logs archived" in _html(client.get(f"/runs/{seeded.runs[0]}"))
     assert "did not answer" in page  # the API URL answers nothing (conftest)
     failed = _html(client.get(f"/runs/{seeded.failed[0]}"))
     assert "boom 3" in failed
