@@ -129,7 +129,8 @@ def seed(writer: ArchiveWriter, now: datetime | None = None) -> Seeded:
     writer.save_objects("task_runs", s.task_runs, tasks, give_up_after=5)
     # The newest run's logs (one an XSS payload, one a traceback) and a table and a markdown artifact.
     run_id, ended = uuid.UUID(newest["id"]), now - timedelta(minutes=30)
-    lines = [(20, "Beginning flow run 'run-11'"), (30, f"a warning with {XSS}"), (40, "Traceback (most recent call last):\n  ValueError: boom")]
+    lines = [(20, "Beginning flow run 'run-11'"), (30, f"a warning with {XSS}"),
+             (40, "Traceback (most recent call last):\n  ValueError: boom")]
     logs = [Log(uuid.uuid4(), run_id, None, level, "prefect.flow_runs", ended + timedelta(seconds=i), message,
                 {"level": level, "message": message, "flow_run_id": str(run_id)}) for i, (level, message) in enumerate(lines)]
     mark = LogMark("flow_run", str(run_id), ended + timedelta(seconds=3), ended, ended, now, settled=True)
