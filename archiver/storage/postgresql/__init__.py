@@ -55,8 +55,10 @@ class PostgreSQLArchive(Archive):
             conn = raw_connect(self.url, f"{APPLICATION_NAME} status")
         except DatabaseMissing:
             return False
+        from archiver.storage.postgresql.pool import ARCHIVE_EXISTS
+
         with conn:
-            row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+            row = conn.execute(ARCHIVE_EXISTS).fetchone()
         return bool(row and row[0])
 
     def writer(self, timeout: timedelta) -> PostgreSQLWriter:
