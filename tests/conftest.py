@@ -1,4 +1,4 @@
-"""Shared fixtures: one real Prefect server per test session."""
+"""Shared fixtures: one real Prefect server and one PostgreSQL server (for archives) per test session."""
 
 from __future__ import annotations
 
@@ -25,6 +25,27 @@ def prefect_server() -> Iterator[PrefectServer]:
     """A real `prefect server start` (10-30 s to boot), shared by the whole session."""
     with PrefectServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One real PostgreSQL server for the session's archives (tests/servers.PostgresServer, ~1 s to
+    start, durability off): the storage contract suite and the integration tests' PostgreSQL
+    archives, a fresh database each."""
+    from tests.servers import archive_server
+
+    with archive_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def new_archive(postgres_server: Any) -> Any:
+    """new_archive(backend, folder) -> a fresh, empty archive of that backend (tests/support.ArchiveRef):
+    a DuckDB file in `folder`, or the URL of a new database on the session's PostgreSQL server;
+    new_archive.clone(db, folder) copies one."""
+    from tests.support import Archives
+
+    return Archives(lambda: postgres_server)
 
 
 @pytest.fixture(scope="session")

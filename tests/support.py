@@ -1,8 +1,14 @@
-"""Helpers for tests that archive from the real server: settings, the CLI, the archive's ids, faults."""
+"""Helpers for tests that archive from the real server: settings, the CLI, the archive's ids, faults.
+
+An archive is named by an ArchiveRef: a Path is a DuckDB file, a str an archive URL (a PostgreSQL
+database, from the `new_archive` fixture). The helpers that read an archive go through its
+storage reader (open_archive(url).reader()), so a test reads both backends the same way.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,15 +19,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 
 from archiver.config import Settings
 from archiver.ingest.sync import sync
 from archiver.prefect.client import PrefectClient, RetryPolicy
+from archiver.storage import open_archive
+from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
-from archiver.storage.duckdb.connect import with_lock_retry
-from archiver.storage.duckdb.writer import DuckDBWriter
+from archiver.storage.writer import ArchiveWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +35,59 @@ ROOT = Path(__file__).resolve().parents[1]
 LONG = timedelta(days=3650)
 
 
-def settings_for(api_url: str, db_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"db_path": db_path, "api_url": api_url, "retention": LONG}
+# A DuckDB file (Path) or an archive URL (str: postgresql+psycopg://…).
+ArchiveRef = Path | str
+BACKENDS = ("duckdb", "postgresql")
+
+
+def archive_of(db: ArchiveRef) -> Archive:
+    """The Archive an ArchiveRef names."""
+    return DuckDBArchive(db) if isinstance(db, Path) else open_archive(db)
+
+
+def backend_of(db: ArchiveRef) -> str:
+    return "duckdb" if isinstance(db, Path) else "postgresql"
+
+
+def writer_for(db: ArchiveRef, timeout: timedelta = timedelta(seconds=15)) -> ArchiveWriter:
+    """The archive's writer (schema migrated), as the CLI opens it."""
+    return archive_of(db).writer(timeout)
+
+
+class Archives:
+    """Fresh archives of either backend for a test: the `new_archive` fixture.
+
+    new_archive(backend, folder, name) is a DuckDB file in `folder` or the URL of a new database on
+    the session's PostgreSQL server (`postgres` gives it, so it starts only when first needed);
+    new_archive.clone(db, folder, name) is a copy of an archive, for a test that changes one.
+    """
+
+    def __init__(self, postgres: Callable[[], Any]) -> None:
+        self._postgres = postgres
+
+    def __call__(self, backend: str, folder: Path, name: str = "archive") -> ArchiveRef:
+        if backend == "duckdb":
+            return folder / f"{name}.duckdb"
+        if backend == "postgresql":
+            url: str = self._postgres().new_archive()
+            return url
+        raise AssertionError(f"no archive for backend {backend!r}")
+
+    def clone(self, db: ArchiveRef, folder: Path, name: str = "archive") -> ArchiveRef:
+        if isinstance(db, Path):
+            copy = folder / f"{name}.duckdb"
+            shutil.copy(db, copy)
+            return copy
+        url: str = self._postgres().clone(db)
+        return url
+
+
+def settings_for(api_url: str | None, db: ArchiveRef, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"api_url": api_url, "retention": LONG}
+    if isinstance(db, Path):
+        values["db_path"] = db
+    else:
+        values.update(db_path=Path("/nonexistent/archive.duckdb"), url=db)
     values.update(overrides)
     return Settings(**values)
 
@@ -39,37 +96,60 @@ def client_for_test(api_url: str, transport: httpx.BaseTransport | None = None, 
     return PrefectClient(api_url, transport=transport, retry=RetryPolicy(max_retries=8, base_delay=0.05, max_delay=0.2), **kwargs)
 
 
-def _open(db_path: Path) -> duckdb.DuckDBPyConnection:
-    """Read-only, waiting like any reader while a sync in another process commits."""
-    return with_lock_retry(db_path, timedelta(seconds=30), lambda: duckdb.connect(str(db_path), read_only=True))
+def not_created_yet(exc: Exception) -> bool:
+    """True for the error a reader raises before a first sync has made the archive (either backend)."""
+    return any(words in str(exc) for words in ("no archive at", "has no tables yet", "no archive in"))
 
 
-def archived_ids(db_path: Path, since: datetime, until: datetime) -> set[str]:
-    with _open(db_path) as conn:
-        rows = conn.execute("SELECT id FROM events WHERE occurred BETWEEN $1 AND $2", [since, until]).fetchall()
+def sql_literal(value: Any) -> str:
+    """A parameter as an SQL literal both backends read the same way (the console takes no parameters)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMPTZ '{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def query(db: ArchiveRef, sql: str, params: list[Any] | None = None,
+          timeout: timedelta = timedelta(seconds=30)) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query ($1, $2 … parameters) through the archive's SQL console, on either
+    backend (JSON columns as their text); waits like any reader while a sync commits."""
+    import re
+
+    values = params or []
+    text = re.sub(r"\$(\d+)", lambda m: sql_literal(values[int(m.group(1)) - 1]), sql)
+    with archive_of(db).reader(timeout).sql(text) as result:
+        return list(result.rows)
+
+
+def archived_ids(db: ArchiveRef, since: datetime, until: datetime) -> set[str]:
+    rows = query(db, "SELECT id FROM events WHERE occurred BETWEEN $1 AND $2", [since, until])
     return {str(r[0]) for r in rows}
 
 
-def query(db_path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    with _open(db_path) as conn:
-        return conn.execute(sql, params or []).fetchall()
-
-
-def archive_status(db_path: Path, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
+def archive_status(db: ArchiveRef, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
     """What `status --json` says of the archive itself, read through its reader as `status` does."""
-    return DuckDBArchive(db_path).reader(timeout).status().to_json()
+    return archive_of(db).reader(timeout).status().to_json()
 
 
-def read_archived_event(db_path: Path, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:
+def read_archived_event(db: ArchiveRef, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:
     """The archived event with this id in the API's shape (the archive's reader), or None."""
-    return DuckDBArchive(db_path).reader(timeout).event(uuid.UUID(event_id))
+    return archive_of(db).reader(timeout).event(uuid.UUID(event_id))
 
 
-def cli_env(api_url: str | None, db_path: Path, config: Path | None = None, **extra: str) -> dict[str, str]:
+def cli_env(api_url: str | None, db: ArchiveRef, config: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a CLI process on this archive: ARCHIVER_DB for a file, ARCHIVER_URL for a URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    env["ARCHIVER_DB"] = str(db_path)
+    if isinstance(db, Path):
+        env["ARCHIVER_DB"] = str(db)
+    else:
+        env["ARCHIVER_URL"] = db
     if config:
         env["ARCHIVER_CONFIG"] = str(config)
     env.update(extra)
@@ -228,9 +308,13 @@ def read_terminal(primary: int) -> bytes:
     return seen
 
 
-def sync_range(api_url: str, db: Path, since: datetime, until: datetime) -> Settings:
-    """DuckDBWriter [since, until) of the server at `api_url` into `db` (settle 0); the settings used."""
+def sync_range(api_url: str, db: ArchiveRef, since: datetime, until: datetime) -> Settings:
+    """Sync [since, until) of the server at `api_url` into `db` (settle 0); the settings used."""
     settings = settings_for(api_url, db, settle=timedelta(0))
-    with client_for_test(api_url) as client:
-        sync(settings, client, DuckDBWriter(db), since=since, until=until)
+    writer = writer_for(db)
+    try:
+        with client_for_test(api_url) as client:
+            sync(settings, client, writer, since=since, until=until)
+    finally:
+        writer.close()
     return settings

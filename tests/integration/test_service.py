@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from archiver.errors import ArchiveError
 from archiver.prefect.events import format_timestamp
@@ -23,7 +24,7 @@ from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.connect import open_reader
 from archiver.storage.duckdb.lock import lock_holder
 from tests.prefect_server import free_port, make_event, post_events, server_count, server_event_ids, wait_until_stored
-from tests.support import ROOT, Forwarder, archive_status, archived_ids, cli_env, query, run_cli, write_config
+from tests.support import BACKENDS, ROOT, Forwarder, archive_status, archived_ids, cli_env, query, run_cli, write_config
 
 UTC = timezone.utc
 SECRET_KEY = "pnu_archiver-test-key-do-not-log-7f3a"
@@ -188,12 +189,14 @@ def test_run_syncs_on_its_interval_one_run_at_a_time_and_tells_its_operator(pref
     assert "service:          not running (stopped at" in after
 
 
-def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_syncs(prefect_server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_syncs(prefect_server, tmp_path,
+                                                                                      new_archive, backend):
     api = prefect_server.api_url
     since = datetime.now(UTC) - timedelta(minutes=40)
     post_and_wait(api, [make_event(since + timedelta(seconds=31 * i + 5), event="acme.every.seed") for i in range(40)],
                   since, datetime.now(UTC))
-    db = tmp_path / "every.duckdb"
+    db = new_archive(backend, tmp_path, "every")
     # No [schedule] reconcile_every: the default reconciles inside each sync.
     config = write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(since)}"\nsettle = "2s"\n')
     env = cli_env(api, db, config)
@@ -203,7 +206,7 @@ def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_
                          what="the mark to reach the present")
         late = make_event(datetime.now(UTC) - timedelta(minutes=10), event="acme.every.late")
         post_and_wait(api, [late], since, datetime.now(UTC))
-        service.wait_for(lambda: read_live(db, "SELECT 1 FROM events WHERE id = $1", [late["id"]]),
+        service.wait_for(lambda: query(db, "SELECT 1 FROM events WHERE id = $1", [late["id"]]),
                          timeout=30, what="the late event")
     finally:
         code, _ = service.stop()

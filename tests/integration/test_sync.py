@@ -10,7 +10,6 @@ import pytest
 from archiver.ingest.fetch import first_event_time
 from archiver.ingest.sync import sync
 from archiver.prefect.events import event_to_api, format_timestamp
-from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import (
     make_event,
     post_events,
@@ -19,7 +18,7 @@ from tests.prefect_server import (
     server_events,
     wait_until_stored,
 )
-from tests.support import Faults, archived_ids, client_for_test, query, settings_for
+from tests.support import BACKENDS, Faults, archived_ids, client_for_test, query, settings_for, writer_for
 
 UTC = timezone.utc
 
@@ -29,14 +28,14 @@ def archived_api_events(db_path):
     return {str(r[0]): event_to_api(*r) for r in rows}
 
 
-@pytest.fixture(scope="module")
-def backfilled(prefect_server, history, tmp_path_factory):
-    """One archive backfilled over the whole history, with the transport that saw every request."""
-    db = tmp_path_factory.mktemp("backfill") / "archive.duckdb"
+@pytest.fixture(scope="module", params=BACKENDS)
+def backfilled(request, prefect_server, history, tmp_path_factory, new_archive):
+    """One archive of each backend backfilled over the whole history, with the transport that saw every request."""
+    db = new_archive(request.param, tmp_path_factory.mktemp("backfill"))
     transport = Faults()
     settings = settings_for(prefect_server.api_url, db)
     with client_for_test(prefect_server.api_url, transport) as client:
-        report = sync(settings, client, DuckDBWriter(db), since=history.since, until=history.end)
+        report = sync(settings, client, writer_for(db), since=history.since, until=history.end)
     return db, report, transport
 
 
@@ -83,7 +82,7 @@ def test_second_sync_adds_nothing(prefect_server, history, backfilled):
     db, _, _ = backfilled
     before = query(db, "SELECT count(*) FROM events")[0][0]
     with client_for_test(prefect_server.api_url) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert report.inserted == 0
     assert report.duplicates == report.fetched == len(history.ids)
     assert query(db, "SELECT count(*) FROM events")[0][0] == before
@@ -99,7 +98,7 @@ def test_first_sync_starts_at_the_oldest_event_the_server_holds(prefect_server, 
     db = tmp_path / "first.duckdb"
     with client_for_test(prefect_server.api_url) as client:
         oldest = first_event_time(client, history.end)
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db),
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db),
                       until=history.since + timedelta(hours=12))
     # The oracle's view of the oldest event the server holds (other tests post back-dated events).
     oldest_on_server = min(
@@ -119,22 +118,23 @@ def post_and_wait(api_url, events, since, until):
     wait_until_stored(api_url, since, until, before + len(events))
 
 
-def test_late_arrival_behind_the_mark_is_picked_up_by_the_next_sync(prefect_server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_late_arrival_behind_the_mark_is_picked_up_by_the_next_sync(prefect_server, tmp_path, new_archive, backend):
     api = prefect_server.api_url
     now = datetime.now(UTC)
     since, first_until, second_until = now - timedelta(hours=5), now - timedelta(hours=1), now - timedelta(minutes=30)
     post_and_wait(api, [make_event(since + timedelta(minutes=10 * i, seconds=1), event="acme.late.test") for i in range(20)],
                   since, second_until)
-    db = tmp_path / "late.duckdb"
+    db = new_archive(backend, tmp_path, "late")
     settings = settings_for(api, db, start=since)
     with client_for_test(api) as client:
-        sync(settings, client, DuckDBWriter(db), until=first_until)
-        mark = DuckDBWriter(db).high_water_mark()
+        sync(settings, client, writer_for(db), until=first_until)
+        mark = writer_for(db).high_water_mark()
         assert mark == first_until
         # Posted after the sync, 2 h behind the mark.
         late = make_event(mark - timedelta(hours=2, minutes=3, seconds=7), event="acme.late.arrival")
         post_and_wait(api, [late], since, second_until)
-        report = sync(settings, client, DuckDBWriter(db), until=second_until)
+        report = sync(settings, client, writer_for(db), until=second_until)
     assert late["id"] in archived_ids(db, since, second_until), report
     assert report.reconciled >= 1 and report.repaired >= 1
     assert archived_ids(db, since, second_until) == server_event_ids(api, since, second_until)
@@ -162,7 +162,7 @@ def test_faults_on_every_kind_of_request_still_end_complete(prefect_server, hist
     db = tmp_path / "faults.duckdb"
     caplog.set_level(logging.WARNING)
     with client_for_test(prefect_server.api_url, transport) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert report.outcome == "ok"
     assert archived_ids(db, history.since, history.until) == history.ids
     assert any("retry" in r.message for r in caplog.records)
@@ -182,7 +182,7 @@ def test_a_refused_page_token_restarts_the_window(prefect_server, history, tmp_p
     db = tmp_path / "token.duckdb"
     caplog.set_level(logging.WARNING)
     with client_for_test(prefect_server.api_url, Faults(before)) as client:
-        sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert refused, "the workload must make the sync follow at least one next_page"
     assert any("page token refused" in r.message for r in caplog.records)
     assert archived_ids(db, history.since, history.until) == history.ids
@@ -206,7 +206,7 @@ def test_total_changing_between_reads_makes_the_window_be_read_again(prefect_ser
     db = tmp_path / "total.duckdb"
     caplog.set_level(logging.WARNING)
     with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
-        sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert bumped
     assert any("reading it again" in r.message for r in caplog.records)
     assert archived_ids(db, history.since, history.until) == history.ids
@@ -226,19 +226,17 @@ def test_a_malformed_event_is_quarantined_and_the_sync_goes_on(prefect_server, h
 
     db = tmp_path / "malformed.duckdb"
     with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert report.quarantined == 1 and report.outcome == "ok"
     assert query(db, "SELECT event_id, reason FROM quarantine") == [(history.unicode_id, "missing occurred")]
     assert archived_ids(db, history.since, history.until) | {history.unicode_id} == history.ids
 
 
-def test_same_id_with_different_content_keeps_the_first_version(prefect_server, history, backfilled, tmp_path):
-    import shutil
+def test_same_id_with_different_content_keeps_the_first_version(prefect_server, history, backfilled, tmp_path, new_archive):
 
     import httpx
 
-    db = tmp_path / "conflict.duckdb"
-    shutil.copy(backfilled[0], db)
+    db = new_archive.clone(backfilled[0], tmp_path, "conflict")
 
     def after(n, request, response):
         if request.url.path.endswith("/events/filter") and history.many_related_id in response.text:
@@ -250,7 +248,7 @@ def test_same_id_with_different_content_keeps_the_first_version(prefect_server, 
         return None
 
     with client_for_test(prefect_server.api_url, Faults(after=after)) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=history.since, until=history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=history.since, until=history.end)
     assert report.conflicts == 1 and report.inserted == 0
     assert query(db, "SELECT payload FROM events WHERE id = $1", [history.many_related_id]) == [("{}",)]
 
@@ -259,9 +257,9 @@ def test_a_mark_behind_retention_is_reported_as_a_gap(prefect_server, history, t
     db = tmp_path / "gap.duckdb"
     settings = settings_for(prefect_server.api_url, db)
     with client_for_test(prefect_server.api_url) as client:
-        sync(settings, client, DuckDBWriter(db), since=history.since, until=history.since + timedelta(hours=1))
+        sync(settings, client, writer_for(db), since=history.since, until=history.since + timedelta(hours=1))
         short = settings_for(prefect_server.api_url, db, retention=timedelta(days=2))
-        report = sync(short, client, DuckDBWriter(db), until=history.since + timedelta(hours=3))
+        report = sync(short, client, writer_for(db), until=history.since + timedelta(hours=3))
     assert len(report.gaps) == 1
     assert report.gaps[0].since == history.since + timedelta(hours=1)
     assert query(db, "SELECT count(*) FROM gaps") == [(1,)]
@@ -286,7 +284,7 @@ def test_no_query_spans_more_than_14_days_so_cloud_accepts_every_one(prefect_ser
     db = tmp_path / "cloud.duckdb"
     since = history.since - timedelta(days=20)
     with client_for_test(prefect_server.api_url, Faults(cloud_like)) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=since, until=history.end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=since, until=history.end)
     assert report.outcome == "ok"
     assert archived_ids(db, since, history.until) == server_event_ids(prefect_server.api_url, since, history.until)
 
@@ -306,28 +304,32 @@ def test_an_empty_stretch_moves_the_mark_with_no_events(prefect_server, history,
     since, end = history.since - timedelta(days=3), history.since
     assert server_event_ids(prefect_server.api_url, since, end - timedelta(microseconds=1)) == set()
     with client_for_test(prefect_server.api_url) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), since=since, until=end)
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), since=since, until=end)
     assert report.outcome == "ok" and report.fetched == report.inserted == 0
     assert report.windows >= 1
-    assert DuckDBWriter(db).high_water_mark() == end
+    assert writer_for(db).high_water_mark() == end
 
 
-def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the_reconcile(prefect_server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the_reconcile(prefect_server, tmp_path,
+                                                                                          new_archive, backend):
     """Events arriving while a range is read, late events behind the mark and a malformed one."""
     import threading
 
     import httpx
 
     api = prefect_server.api_url
-    base = (datetime.now(UTC) - timedelta(hours=14)).replace(second=0, microsecond=0)
+    # Each backend's run reads two hours of its own, so neither counts the other's events.
+    hours_ago = 14 + 3 * BACKENDS.index(backend)
+    base = (datetime.now(UTC) - timedelta(hours=hours_ago)).replace(second=0, microsecond=0)
     mark, until = base + timedelta(hours=1), base + timedelta(hours=2)
     post_and_wait(api, [make_event(base + timedelta(minutes=i, seconds=7), event="acme.counts.seed") for i in range(120)],
                   base, until)
-    db = tmp_path / "counts.duckdb"
+    db = new_archive(backend, tmp_path, "counts")
     # One window read at a time, each committed on its own: progress is shown after every window.
     settings = settings_for(api, db, start=base, concurrency=1, commit_every=1)
     with client_for_test(api) as client:
-        sync(settings, client, DuckDBWriter(db), until=mark)
+        sync(settings, client, writer_for(db), until=mark)
 
     late = [make_event(base + timedelta(minutes=2 * i, seconds=31), event="acme.counts.late") for i in range(30)]
     broken = make_event(base + timedelta(minutes=33, seconds=44), event="acme.counts.broken")
@@ -350,7 +352,7 @@ def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the
 
     shown: list[tuple[int, int]] = []
     with client_for_test(api, Faults(after=after)) as client:
-        report = sync(settings, client, DuckDBWriter(db), until=until, progress=lambda done, total: shown.append((done, total)))
+        report = sync(settings, client, writer_for(db), until=until, progress=lambda done, total: shown.append((done, total)))
     assert posted.is_set() and report.outcome == "ok"
     assert report.fetched == report.inserted + report.duplicates + report.quarantined, report
     assert report.quarantined == 1 and report.repaired == len(late)
@@ -363,7 +365,7 @@ def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the
 
     # The server sends the real event on the next read of its bucket: the quarantined item is resolved.
     with client_for_test(api) as client:
-        report = sync(settings, client, DuckDBWriter(db), until=until)
+        report = sync(settings, client, writer_for(db), until=until)
     assert broken["id"] in archived_ids(db, base, until) and report.repaired == 1
     assert query(db, "SELECT event_id, resolved IS NOT NULL FROM quarantine") == [(broken["id"], True)]
     assert archived_ids(db, base, until) == server_event_ids(api, base, until)
@@ -373,13 +375,12 @@ def test_counts_add_up_and_progress_never_passes_its_total_with_arrivals_and_the
     assert (status["quarantined"], status["quarantine_resolved"]) == (0, 1)
 
 
-def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(prefect_server, history, backfilled, tmp_path):
+def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(prefect_server, history, backfilled, tmp_path,
+                                                                               new_archive):
     import json as _json
-    import shutil
 
-    db = tmp_path / "nogap.duckdb"
-    shutil.copy(backfilled[0], db)
-    newest = format_timestamp(DuckDBWriter(db).newest_occurred_before(history.end))
+    db = new_archive.clone(backfilled[0], tmp_path, "nogap")
+    newest = format_timestamp(writer_for(db).newest_occurred_before(history.end))
     probes = []
 
     def before(n, request):
@@ -390,7 +391,7 @@ def test_a_sync_from_the_mark_on_a_server_that_trimmed_nothing_records_no_gap(pr
         return None
 
     with client_for_test(prefect_server.api_url, Faults(before)) as client:
-        report = sync(settings_for(prefect_server.api_url, db), client, DuckDBWriter(db), until=history.end + timedelta(hours=1))
+        report = sync(settings_for(prefect_server.api_url, db), client, writer_for(db), until=history.end + timedelta(hours=1))
     assert report.gaps == () and query(db, "SELECT count(*) FROM gaps") == [(0,)]
     # The check costs one small request: the newest archived event's stretch, one event at most.
     assert [(p["limit"], p["filter"]["occurred"]["until"]) for p in probes] == [(1, format_timestamp(history.end))]
@@ -459,9 +460,9 @@ def test_a_window_of_events_near_prefects_size_limit_is_written_whole_in_bounded
     wait_until_stored(api, since, until, before + len(big), timeout=120)
     db = tmp_path / "big.duckdb"
     with client_for_test(api) as client:
-        report = sync(settings_for(api, db, start=since), client, DuckDBWriter(db), until=until)
+        report = sync(settings_for(api, db, start=since), client, writer_for(db), until=until)
     assert report.outcome == "ok"
-    assert DuckDBWriter(db).high_water_mark() == until
+    assert writer_for(db).high_water_mark() == until
     assert archived_ids(db, since, until) == server_event_ids(api, since, until)  # other tests post here too
     rows = query(db, "SELECT id, payload->>'blob' FROM events WHERE event = 'acme.big.window'")
     assert {str(i): b for i, b in rows} == {e["id"]: e["payload"]["blob"] for e in big}

@@ -50,7 +50,12 @@ def migrate(engine: sa.Engine) -> list[int]:
     newest_known = migrations[-1].version if migrations else 0
     applied = []
     with engine.connect() as conn:
-        for migration in [None, *migrations]:
+        # schema_migrations is created in the first migration's transaction, not one of its own: a
+        # reader must never see it committed before the tables it records (it would take the
+        # database for an archive and fail on "relation events does not exist" mid-way through a
+        # first sync's migration, where it should say there is no archive yet).
+        pending: list[Migration | None] = [*migrations] or [None]
+        for migration in pending:
             with conn.begin():
                 done = _locked_versions(conn)
                 if done and max(done) > newest_known:

@@ -27,6 +27,10 @@ from archiver.storage.postgresql.connect import (
 
 T = TypeVar("T")
 
+# A database holds an archive once its first migration committed: schema_migrations and the events
+# table together (an archive made by an older version may have committed the first alone).
+ARCHIVE_EXISTS = "SELECT to_regclass('schema_migrations') IS NOT NULL AND to_regclass('events') IS NOT NULL"
+
 # Idle connections kept per archive URL: serve's concurrent requests, a flow's lookups.
 MAX_IDLE = 4
 READER_NAME = f"{APPLICATION_NAME} reader"
@@ -55,7 +59,7 @@ def _open(url: str, timeout: timedelta) -> psycopg.Connection[Any]:
     except psycopg.Error as exc:
         raise classify(url, exc) from None
     try:
-        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        row = conn.execute(ARCHIVE_EXISTS).fetchone()
     except psycopg.Error as exc:
         conn.close()
         raise classify(url, exc) from None

@@ -122,8 +122,8 @@ LIMIT %(limit)s
 _INSERT_STATES = """
 INSERT INTO run_states
 SELECT * FROM unnest(
-    %s::UUID[], %s::TEXT[], %s::UUID[], %s::TEXT[], %s::TEXT[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::JSONB[], %s::TEXT[],
-    %s::TEXT[], %s::UUID[], %s::TEXT[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::JSONB[], %s::TIMESTAMPTZ[])
+    %s::UUID[], %s::TEXT[], %s::UUID[], %s::TEXT[], %s::TEXT[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::JSON[], %s::TEXT[],
+    %s::TEXT[], %s::UUID[], %s::TEXT[], %s::TIMESTAMPTZ[], %s::TEXT[], %s::JSON[], %s::TIMESTAMPTZ[])
 """
 
 # DuckDB's INSERT OR REPLACE.

