@@ -10,6 +10,7 @@ the primary key; the first version stored wins).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -165,3 +166,23 @@ def log_run_from_row(row: tuple[Any, ...]) -> LogRun:
     run_kind, run_id, state_type, state_timestamp, end_time, logs_after, read_before = row
     return LogRun(str(run_kind), str(run_id), str(state_type), to_utc(state_timestamp) if state_timestamp else None,
                   to_utc(end_time) if end_time else None, to_utc(logs_after) if logs_after else None, bool(read_before))
+
+
+def artifacts_to_write(artifacts: Sequence[Artifact],
+                       stored: Callable[[list[str]], dict[str, datetime | None]]) -> tuple[list[Artifact], list[Artifact]]:
+    """Of one page of artifacts (the first of each id counts), those new to the archive and those
+    the server updated since they were stored (a progress artifact changes in place): the rest are
+    duplicates. `stored(ids)` gives the archived `updated` (UTC) of those ids the archive holds."""
+    latest: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        latest.setdefault(str(artifact.id), artifact)
+    unique = list(latest.values())
+    known = stored([str(a.id) for a in unique]) if unique else {}
+    new = [a for a in unique if str(a.id) not in known]
+    changed = []
+    for a in unique:
+        if str(a.id) in known and a.updated is not None:
+            was = known[str(a.id)]
+            if was is None or a.updated > was:
+                changed.append(a)
+    return new, changed

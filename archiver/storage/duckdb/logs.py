@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from archiver.prefect.events import compact_json, to_utc
 from archiver.storage import log_queries
-from archiver.storage.logs import Artifact, Log, LogMark, LogRun, first_of_each, log_run_from_row, mark_params
+from archiver.storage.logs import Artifact, Log, LogMark, LogRun, artifacts_to_write, first_of_each, log_run_from_row, mark_params
 from archiver.storage.statements import ADVANCE_LOGS_CURSOR, LOGS_CURSOR, SAVE_LOG_MARK
 from archiver.storage.writer import WriteCounts
 
@@ -52,17 +52,11 @@ def save_logs(conn: sa.Connection, logs: Sequence[Log], mark: LogMark) -> WriteC
 
 
 def save_artifacts(conn: sa.Connection, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
-    latest: dict[str, Artifact] = {}
-    for artifact in artifacts:
-        latest.setdefault(str(artifact.id), artifact)
-    unique = list(latest.values())
-    stored: dict[str, datetime | None] = {}
-    if unique:
-        stored = {str(i): (to_utc(u) if u else None) for i, u in conn.exec_driver_sql(
-            "SELECT id, updated FROM artifacts WHERE id IN (SELECT unnest($1::UUID[]))", ([str(a.id) for a in unique],))}
-    new = [a for a in unique if str(a.id) not in stored]
-    changed = [a for a in unique if str(a.id) in stored and a.updated is not None
-               and (stored[str(a.id)] is None or a.updated > stored[str(a.id)])]  # type: ignore[operator]
+    def stored(ids: list[str]) -> dict[str, datetime | None]:
+        return {str(i): (to_utc(u) if u else None) for i, u in conn.exec_driver_sql(
+            "SELECT id, updated FROM artifacts WHERE id IN (SELECT unnest($1::UUID[]))", (ids,))}
+
+    new, changed = artifacts_to_write(artifacts, stored)
     if changed:
         conn.exec_driver_sql("DELETE FROM artifacts WHERE id IN (SELECT unnest($1::UUID[]))", ([str(a.id) for a in changed],))
     written = new + changed
