@@ -44,6 +44,23 @@ _VERSION = re.compile(r"storage version|newer version|older version|incompatible
 _DAMAGED = re.compile(r"not a valid DuckDB database|database file .* is corrupt|checksum|Corrupt", re.I)
 
 
+# A DuckDB file starts with three 4 KB header blocks, written as the file is created: a file shorter
+# than that is one a first sync is creating this instant (a reader raced it), not a damaged archive.
+HEADER_BYTES = 3 * 4096
+
+
+def _being_created(path: Path) -> bool:
+    """Shorter than DuckDB's headers, and holding nothing yet or the start of DuckDB's own header."""
+    try:
+        if path.stat().st_size >= HEADER_BYTES:
+            return False
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return False
+    return not head.strip(b"\x00") or head[MAGIC_OFFSET:MAGIC_OFFSET + 4] == DUCKDB_MAGIC
+
+
 def classify(path: Path, exc: BaseException) -> ArchiveError | None:
     """Turn a DuckDB error raised while opening `path` into one of ours, or None if unknown."""
     text = str(exc)
@@ -55,6 +72,11 @@ def classify(path: Path, exc: BaseException) -> ArchiveError | None:
             "install the duckdb version prefect-archiver pins (duckdb>=2.0,<2.1) in this environment"
         )
     if _DAMAGED.search(text) or isinstance(exc, duckdb.SerializationException):
+        if _being_created(path):
+            return ArchiveError(
+                f"archive {path} has no tables yet (a first sync is creating it right now); "
+                "run `prefect-archiver sync`, or try again in a moment"
+            )
         return ArchiveDamaged(
             f"archive {path} cannot be read as a DuckDB archive ({text.splitlines()[0]}). Nothing was "
             "changed. Move the file aside (keep it: it may hold events the server no longer has) "
