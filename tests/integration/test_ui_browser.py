@@ -1,11 +1,13 @@
 """The web UI in a real browser: Debian's Chromium, headless, driven by Selenium through chromedriver.
 
-One `prefect-archiver serve` (with a token, so the login form is part of the walk) over an archive
-seeded through the writer (tests/ui_seed.py), one browser for the module. Every page must load
-with no console errors (the CSP would report any inline script or style as one), search and
-paging must walk every event once, a run page show its states, a deployment chart a point per
-seeded run, and the XSS payloads stay text. A screenshot of each page is saved into the folder
-printed at the start (ARCHIVER_UI_SCREENSHOTS, or a temporary one).
+For each backend, one `prefect-archiver serve` (with a token, so the login form is part of the
+walk) over an archive seeded through the writer (tests/ui_seed.py); one browser with JavaScript
+and one without for the whole module. Every page must load with no console errors (the CSP would
+report any inline script or style as one); search and paging must walk every event once, in place
+with JavaScript (the page is never reloaded, the address bar follows) and as whole pages without
+it; a run page shows its states, a deployment chart a point per seeded run, and the XSS payloads
+stay text. A screenshot of each page (DuckDB's archive) is saved into the folder printed at the
+start (ARCHIVER_UI_SCREENSHOTS, or a temporary one).
 """
 
 from __future__ import annotations
@@ -29,17 +31,21 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
+from archiver.storage import open_archive
 from archiver.storage.duckdb import DuckDBArchive
+from tests.support import BACKENDS, ArchiveRef
 from tests.ui_seed import RUNS, XSS, Seeded, seed
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "browser-test-token"
 
 
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Seeded]:
-    db = tmp_path_factory.mktemp("ui-browser") / "archive.duckdb"
-    writer = DuckDBArchive(db).writer(timedelta(seconds=10))
+@pytest.fixture(scope="module", params=BACKENDS)
+def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           new_archive: Any) -> tuple[ArchiveRef, Seeded]:
+    db = new_archive(request.param, tmp_path_factory.mktemp("ui-browser"))
+    archive = DuckDBArchive(db) if isinstance(db, Path) else open_archive(db)
+    writer = archive.writer(timedelta(seconds=10))
     try:
         return db, seed(writer)
     finally:
@@ -53,11 +59,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve_url(seeded: tuple[Path, Seeded], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_url(seeded: tuple[ArchiveRef, Seeded], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db, _ = seeded
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
-    env.update(ARCHIVER_DB=str(db), ARCHIVER_SERVE_TOKEN=TOKEN, PREFECT_HOME=str(tmp_path_factory.mktemp("home")))
+    env.update({"ARCHIVER_DB" if isinstance(db, Path) else "ARCHIVER_URL": str(db)})
+    env.update(ARCHIVER_SERVE_TOKEN=TOKEN, PREFECT_HOME=str(tmp_path_factory.mktemp("home")))
     proc = subprocess.Popen([sys.executable, "-m", "archiver", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -75,15 +82,17 @@ def serve_url(seeded: tuple[Path, Seeded], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def screenshots(seeded: tuple[ArchiveRef, Seeded], tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Where each page's screenshot goes: DuckDB's walk only (PostgreSQL's pages look the same)."""
+    if not isinstance(seeded[0], Path):
+        return None
     folder = Path(os.environ.get("ARCHIVER_UI_SCREENSHOTS") or tmp_path_factory.mktemp("ui-screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\nUI screenshots in {folder}")
     return folder
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+def _chromium(tmp_path_factory: pytest.TempPathFactory, javascript: bool) -> webdriver.Chrome:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     assert not missing, f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver (.ci/run does)"
     options = webdriver.ChromeOptions()
@@ -92,9 +101,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1000",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
+    return driver
+
+
+# Session-scoped: one browser of each kind serves both backends' walks (a start is ~1-2 s).
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    driver = _chromium(tmp_path_factory, javascript=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def no_script_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    driver = _chromium(tmp_path_factory, javascript=False)
     yield driver
     driver.quit()
 
@@ -104,21 +129,34 @@ def _console_errors(driver: webdriver.Chrome) -> list[dict[str, Any]]:
 
 
 def _visit(driver: webdriver.Chrome, url: str, shots: Path | None = None, name: str = "") -> None:
+    """Load `url` as a whole page (and save its screenshot when `shots` is a folder)."""
     driver.get(url)
     assert _console_errors(driver) == [], url
     if shots is not None:
         driver.save_screenshot(str(shots / f"{name}.png"))
 
 
+def _log_in(driver: webdriver.Chrome, serve_url: str, shots: Path | None) -> webdriver.Chrome:
+    # Cookies are per host, not port: the other backend's serve (same token) would let us straight in.
+    driver.get(f"{serve_url}/login")
+    driver.delete_all_cookies()
+    _visit(driver, f"{serve_url}/", shots, "login")
+    assert "/login" in driver.current_url  # a token is set: the pages ask for it first
+    driver.find_element(By.NAME, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    assert driver.current_url == f"{serve_url}/"
+    assert TOKEN not in driver.page_source
+    return driver
+
+
 @pytest.fixture(scope="module")
-def logged_in(browser: webdriver.Chrome, serve_url: str, screenshots: Path) -> webdriver.Chrome:
-    _visit(browser, f"{serve_url}/", screenshots, "login")
-    assert "/login" in browser.current_url  # a token is set: the pages ask for it first
-    browser.find_element(By.NAME, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-    assert browser.current_url == f"{serve_url}/"
-    assert TOKEN not in browser.page_source
-    return browser
+def logged_in(browser: webdriver.Chrome, serve_url: str, screenshots: Path | None) -> webdriver.Chrome:
+    return _log_in(browser, serve_url, screenshots)
+
+
+def _save(driver: webdriver.Chrome, shots: Path | None, name: str) -> None:
+    if shots is not None:
+        driver.save_screenshot(str(shots / f"{name}.png"))
 
 
 def test_every_page_loads_without_console_errors(logged_in, serve_url, seeded, screenshots):
@@ -134,29 +172,58 @@ def test_every_page_loads_without_console_errors(logged_in, serve_url, seeded, s
     try:
         logged_in.get(f"{serve_url}/runs/{s.deployment}")
         WebDriverWait(logged_in, 15).until(lambda driver: "Not in the archive" in driver.page_source)
-        logged_in.save_screenshot(str(screenshots / "not-found.png"))
+        _save(logged_in, screenshots, "not-found")
     finally:
         logged_in.get_log("browser")
 
 
-def test_search_and_paging_walk_every_event_once(logged_in, serve_url, seeded):
-    _visit(logged_in, f"{serve_url}/events?since=30d")
-    field = logged_in.find_element(By.NAME, "event")
+def _walk(driver: webdriver.Chrome, serve_url: str, in_place: bool) -> None:
+    """Search for the flow-run events, then follow Next page to the end, every event seen once.
+
+    `in_place`: the script must do it without loading a page (a mark set on `window` survives,
+    which a page load would clear), the address bar following each step, so it can be shared."""
+    _visit(driver, f"{serve_url}/events?since=30d&limit=10")  # the form keeps the page size: 4 pages
+    if in_place:
+        assert driver.find_elements(By.CSS_SELECTOR, "html[data-enhanced]")
+        driver.execute_script("window.__walk = 'no page load'")
+    field = driver.find_element(By.NAME, "event")
     field.clear()
     field.send_keys("prefect.flow-run.")
-    logged_in.find_element(By.CSS_SELECTOR, "form.search button").click()
-    total = int(logged_in.find_element(By.ID, "total").text.replace(",", ""))
+    old = driver.find_element(By.ID, "total")
+    driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+    WebDriverWait(driver, 15).until(lambda d: "event=prefect.flow-run." in d.current_url)
+    WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "total") != old)
+    total = int(driver.find_element(By.ID, "total").text.replace(",", ""))
     assert total == 3 * RUNS
     seen: list[str] = []
     while True:
         seen += [a.get_attribute("href").rsplit("/", 1)[1]
-                 for a in logged_in.find_elements(By.CSS_SELECTOR, "table.events td:first-child a")]
-        assert _console_errors(logged_in) == []
-        following = logged_in.find_elements(By.ID, "next")
+                 for a in driver.find_elements(By.CSS_SELECTOR, "table.events td:first-child a")]
+        assert _console_errors(driver) == []
+        following = driver.find_elements(By.ID, "next")
         if not following:
             break
+        href = following[0].get_attribute("href")
         following[0].click()
+        WebDriverWait(driver, 15).until(lambda d, href=href: d.current_url == href)
+        WebDriverWait(driver, 15).until(lambda d: "a later page" in d.find_element(By.CSS_SELECTOR, "p.summary").text)
     assert len(seen) == total == len(set(seen))
+    if in_place:
+        assert driver.execute_script("return window.__walk") == "no page load"
+        driver.back()  # the address bar's history holds each page: Back shows the one before
+        WebDriverWait(driver, 15).until(lambda d: d.current_url != href)
+        assert driver.execute_script("return window.__walk") == "no page load"
+        assert _console_errors(driver) == []
+
+
+def test_search_and_paging_walk_every_event_once_in_place(logged_in, serve_url, seeded):
+    _walk(logged_in, serve_url, in_place=True)
+
+
+def test_search_and_paging_work_without_javascript(no_script_browser, serve_url, seeded):
+    driver = _log_in(no_script_browser, serve_url, None)
+    _walk(driver, serve_url, in_place=False)
+    assert not driver.find_elements(By.CSS_SELECTOR, "html[data-enhanced]")  # the script really did not run
 
 
 def test_a_run_page_shows_its_states_and_a_chart_its_points(logged_in, serve_url, seeded):

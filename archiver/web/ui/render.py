@@ -2,8 +2,9 @@
 
 Autoescape is on for every template (select_autoescape with default=True), so any text from the
 archive — an event's name, a label, a payload — is escaped wherever it lands; no template marks
-anything `|safe`. The Content-Security-Policy allows no script at all and styles only from this
-server, so even markup that slipped through could not run. Templates and assets are read from
+anything `|safe`. The Content-Security-Policy allows script and styles only from this server's own
+files (static/enhance.js: no inline script, no eval), so even markup that slipped through could
+not run. Templates and assets are read from
 the package (importlib.resources): nothing is fetched at run time.
 """
 
@@ -22,11 +23,12 @@ from archiver.prefect.events import format_timestamp
 from archiver.web.ui import links
 from archiver.web.ui.charts import format_value
 
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
            "Cache-Control": "no-store"}
-_ASSETS = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
+_ASSETS = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+           ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 
 
 def when(value: datetime | None) -> str:

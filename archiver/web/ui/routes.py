@@ -30,7 +30,7 @@ from archiver.web.ui.auth import UiAuth, safe_next
 from archiver.web.ui.links import PrefectRuns
 from archiver.web.ui.pages import NotFound
 from archiver.web.ui.render import Renderer
-from archiver.web.ui.search import FACETS_UP_TO, PAGE_SIZE, parse_search, window_around
+from archiver.web.ui.search import FACETS_UP_TO, PAGE_SIZE, PAGE_SIZES, parse_search, window_around
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -79,10 +79,11 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
     def events(request: Request) -> Response:
         def build(r: ArchiveReader, now: datetime) -> tuple[str, dict[str, Any]]:
             search = parse_search(request.query_params, now)
-            page = r.page(search.filter, PAGE_SIZE, after=search.after, total=search.total)
+            page = r.page(search.filter, search.limit, after=search.after, total=search.total)
             counted = search.after is None and page.total <= FACETS_UP_TO
             facets = r.facets(search.filter) if counted else None
             return "events.html", {"search": search, "page": page, "facets": facets, "facets_up_to": FACETS_UP_TO,
+                                   "page_sizes": PAGE_SIZES,
                                    "next": search.next_link(page.after, page.total) if page.after else None}
         return show(request, build)
 

@@ -2,7 +2,8 @@
 
 Fields: `event` (a name or its prefix), `resource` (the primary resource's id; `*` at the end for
 a prefix), `related` (a related resource's id, or prefix*), `any` (a resource in any role),
-`since` / `until` (ISO times or ages like 3d; default the last 7 days), `order`. A next-page link
+`since` / `until` (ISO times or ages like 3d; default the last 7 days), `order`, `limit` (events
+a page, PAGE_SIZE unless given, at most MAX_PAGE_SIZE). A next-page link
 carries the first page's `until` and total with the last (occurred, id) shown, so the pages stay
 put while a sync writes: new events land outside the frozen window, and a keyset never shifts.
 """
@@ -20,9 +21,10 @@ from archiver.prefect.events import format_timestamp, parse_timestamp, parse_whe
 from archiver.prefect.filters import ORDERS, EventFilter, RelatedMatch, ResourceMatch
 from archiver.storage.reader import Position
 
-FIELDS = ("event", "resource", "related", "any", "since", "until", "order")
+FIELDS = ("event", "resource", "related", "any", "since", "until", "order", "limit")
 DEFAULT_SINCE = "7d"
-PAGE_SIZE = 50
+PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+PAGE_SIZES = (10, PAGE_SIZE, 200, MAX_PAGE_SIZE)  # what the form offers
 # Facets are counted for searches matching at most this many events: each is a GROUP BY over
 # every match: ~400 ms for 100,000 events on 2 busy cores, seconds for a busy week (bench/ui.py).
 FACETS_UP_TO = 25_000
@@ -37,6 +39,7 @@ class Search:
     filter: EventFilter
     after: Position | None = None
     total: int | None = None
+    limit: int = PAGE_SIZE
 
     def link(self, **changes: str) -> str:
         """This search with some fields changed (a facet clicked, another order), from its first page."""
@@ -88,7 +91,15 @@ def parse_search(query: Mapping[str, str], now: datetime) -> Search:
         ids, prefixes = _match(fields["any"])
         f = replace(f, any_resource=(ResourceMatch(ids=ids, id_prefixes=prefixes),))
     after, total = _position(query.get("after", ""), query.get("total", ""))
-    return Search(fields, f, after, total)
+    return Search(fields, f, after, total, _limit(fields["limit"]))
+
+
+def _limit(text: str) -> int:
+    if not text:
+        return PAGE_SIZE
+    if not (text.isdigit() and 1 <= int(text) <= MAX_PAGE_SIZE):
+        raise BadInput(f"limit must be a whole number of events a page from 1 to {MAX_PAGE_SIZE}")
+    return int(text)
 
 
 def _position(after: str, total: str) -> tuple[Position | None, int | None]:
