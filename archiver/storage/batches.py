@@ -7,7 +7,9 @@ index a batch the same way.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
+from datetime import date, timezone
 from typing import Any
 
 from archiver.errors import BadInput
@@ -53,3 +55,11 @@ def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
             resource_ids.append(resource_id)
             roles.append(role)
     return event_ids, occurred, resource_ids, roles
+
+
+def event_days(events: Sequence[Event]) -> tuple[list[date], list[int]]:
+    """How many of these (newly inserted) events occurred on each UTC day, as event_days' columns,
+    days in order (two writers adding to the same days lock them in the same order)."""
+    counts = Counter(e.occurred.astimezone(timezone.utc).date() for e in events)
+    days = sorted(counts)
+    return days, [counts[d] for d in days]

@@ -125,5 +125,9 @@ class TableSink(TableSource):
         """Record a table's progress on its own (done, or reset to copy it again from the start)."""
 
     @abstractmethod
+    def rebuild(self, spec: TableSpec) -> None:
+        """Compute a derived table (spec.derived) anew from the rows it is derived from, in one transaction."""
+
+    @abstractmethod
     def advance_cursor(self, spec: TableSpec, value: Any) -> None:
         """Move a cursor table's cursor to `value` if that is later (never back; None leaves it)."""

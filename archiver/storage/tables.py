@@ -29,6 +29,8 @@ class TableSpec:
       row changes a partition's fingerprint even when its key stays the same. None: never replaced.
     - `exported`: what users analyse. The rest is the archiver's own bookkeeping (the mark, the
       ledger, queues and cursors): a copy of the archive needs it, a data lake does not.
+    - `derived`: computed from other tables and kept with them by the writer (event_days, from
+      events): `copy` rebuilds it in the destination once those are copied, rather than copying it.
     """
 
     name: str
@@ -41,6 +43,7 @@ class TableSpec:
     time: tuple[str, ...] = ()
     version: str | None = None
     exported: bool = False
+    derived: bool = False
 
     @property
     def partitioned(self) -> bool:
@@ -57,6 +60,8 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("events", ("id",), page_rows=2000, time=("occurred",), version="archived_at", exported=True),
     TableSpec("event_resources", ("event_id", "resource_id", "role"), unique=False, parent="events",
               parent_key="event_id", time=("occurred",), exported=True),
+    # Events per UTC day (the overview's volume chart): derived from events.
+    TableSpec("event_days", ("day",), derived=True),
     TableSpec("quarantine", ("raw_hash",)),
     TableSpec("gaps", ("since", "until")),
     TableSpec("syncs", ("id",)),

@@ -33,6 +33,14 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# How each derived table (tables.py) is computed from the rows it comes from: as migration 0009 filled it.
+_REBUILD = {
+    "event_days": ("DELETE FROM event_days",
+                   "INSERT INTO event_days SELECT CAST(make_timestamp(epoch_us(occurred)) AS DATE), count(*) "
+                   "FROM events GROUP BY 1"),
+}
+
+
 class DuckDBTables(TableSource):
     """Tables of one DuckDB archive file, over one connection."""
 
@@ -204,6 +212,16 @@ class DuckDBSink(DuckDBTables, TableSink):
         try:
             self._save(source, progress)
         except duckdb.Error as exc:
+            raise self._error(exc) from exc
+
+    def rebuild(self, spec: TableSpec) -> None:
+        try:
+            self.conn.execute("BEGIN TRANSACTION")
+            for statement in _REBUILD[spec.name]:
+                self.conn.execute(statement)
+            self.conn.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback()
             raise self._error(exc) from exc
 
     def advance_cursor(self, spec: TableSpec, value: Any) -> None:

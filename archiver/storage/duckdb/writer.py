@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
-from archiver.storage.batches import dedupe, resource_columns, uuid_text
+from archiver.storage.batches import dedupe, event_days, resource_columns, uuid_text
 from archiver.storage.duckdb import logs, queries, runs
 from archiver.storage.duckdb.connect import (
     MAX_RETRY_DELAY,
@@ -82,6 +82,12 @@ RETURNING id
 _INSERT_RESOURCES = """
 INSERT INTO event_resources
 SELECT * FROM (SELECT unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]))
+"""
+# The new events' UTC days (migration 0009): in the transaction that inserts them, so the counts
+# never disagree with the events, whatever is killed when.
+_ADD_EVENT_DAYS = """
+INSERT INTO event_days SELECT * FROM (SELECT unnest($1::DATE[]), unnest($2::BIGINT[]))
+ON CONFLICT (day) DO UPDATE SET events = event_days.events + excluded.events
 """
 _INSERT_QUARANTINE = """
 INSERT OR IGNORE INTO quarantine (raw_hash, raw, reason, event_id, first_seen, sync_id)
@@ -212,6 +218,7 @@ class DuckDBWriter(ArchiveWriter):
             if new:
                 resources = resource_columns(new)
                 conn.exec_driver_sql(_INSERT_RESOURCES, resources)
+                conn.exec_driver_sql(_ADD_EVENT_DAYS, event_days(new))
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 conn.exec_driver_sql(runs.QUEUE_OBJECTS, (list(dict.fromkeys(resources[2])), now))
             if malformed:

@@ -50,6 +50,13 @@ def _jsonb_text(value: Any) -> Any:
     return value.replace("\\u0000", "\\ufffd") if isinstance(value, str) and "\\u0000" in value else value
 
 
+# How each derived table (tables.py) is computed from the rows it comes from: as migration 0005 filled it.
+_REBUILD = {
+    "event_days": ("DELETE FROM event_days",
+                   "INSERT INTO event_days SELECT (occurred AT TIME ZONE 'UTC')::DATE, count(*) FROM events GROUP BY 1"),
+}
+
+
 class PostgreSQLTables(TableSource):
     """Tables of one PostgreSQL archive, over one connection of their own."""
 
@@ -238,6 +245,15 @@ class PostgreSQLSink(PostgreSQLTables, TableSink):
     def save_progress(self, source: str, progress: Progress) -> None:
         try:
             self._save(source, progress)
+            self.conn.commit()
+        except psycopg.Error as exc:
+            self.conn.rollback()
+            raise self._error(exc) from exc
+
+    def rebuild(self, spec: TableSpec) -> None:
+        try:
+            for statement in _REBUILD[spec.name]:
+                self.conn.execute(statement)
             self.conn.commit()
         except psycopg.Error as exc:
             self.conn.rollback()

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
-from archiver.storage.batches import dedupe, resource_columns, uuid_text
+from archiver.storage.batches import dedupe, event_days, resource_columns, uuid_text
 from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 from archiver.storage.postgresql import logs, queries, runs
 from archiver.storage.postgresql.connect import classify, create_engine
@@ -61,6 +61,11 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 _COPY_RESOURCES = "COPY event_resources (event_id, occurred, resource_id, role) FROM STDIN"
+# The new events' UTC days (migration 0005), in the transaction that inserts them.
+_ADD_EVENT_DAYS = """
+INSERT INTO event_days (day, events) SELECT * FROM unnest(%s::DATE[], %s::BIGINT[])
+ON CONFLICT (day) DO UPDATE SET events = event_days.events + excluded.events
+"""
 _STORED_HASHES = "SELECT id, content_hash FROM events WHERE id = ANY(%s::UUID[])"
 _INSERT_QUARANTINE = """
 INSERT INTO quarantine (raw_hash, raw, reason, event_id, first_seen, sync_id)
@@ -211,6 +216,7 @@ class PostgreSQLWriter(ArchiveWriter):
                 with driver.cursor() as cursor, cursor.copy(_COPY_RESOURCES) as copy:
                     for row in zip(*resources, strict=True):
                         copy.write_row(row)
+                conn.exec_driver_sql(_ADD_EVENT_DAYS, event_days(new))
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 conn.exec_driver_sql(runs.QUEUE_OBJECTS, (now, list(dict.fromkeys(resources[2]))))
             if malformed:

@@ -47,7 +47,7 @@ def _volume(reader: ArchiveReader, since: datetime, until: datetime) -> Chart:
     span = until - since
     hour, day = timedelta(hours=1), timedelta(days=1)
     width = hour if span <= timedelta(days=7) else day * max(1, -(-span.days // MAX_BUCKETS))
-    counts = reader.bucket_counts(since, until, width)
+    counts = reader.event_volume(since, until, width)
     first = PIVOT + width * ((since - PIVOT) // width)  # bucket_counts' buckets are aligned to PIVOT
     starts: list[datetime] = []
     moment = first

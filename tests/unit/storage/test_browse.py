@@ -11,6 +11,7 @@ from archiver.prefect.filters import EventFilter, RelatedMatch
 from archiver.storage.base import Archive
 from archiver.storage.reader import ArchiveReader
 from tests.ui_seed import RUNS, XSS, Seeded, seed
+from tests.unit.storage.shapes import T0
 
 
 @pytest.fixture
@@ -94,3 +95,26 @@ def test_failures_rank_deployments_and_list_the_newest_with_messages(seeded):
     assert failures[0].deployment_id == s.deployment
     runs = reader.deployment_runs(uuid.UUID(s.deployment), limit=3)
     assert [r.id for r in runs] == s.runs[::-1][:3]
+
+
+def test_event_volume_reads_whole_days_from_event_days_and_answers_as_bucket_counts(seeded):
+    reader, s = seeded
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    start = s.now - timedelta(days=RUNS + 2)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    windows = [(start, s.now, day), (start + 5 * hour, s.now - 7 * hour, day), (start, s.now, 3 * day),
+               (midnight, midnight + 6 * day, day), (midnight + hour, midnight + 2 * day, day),
+               (start, start + 3 * day, hour), (start, start + day, day)]
+    for since, until, width in windows:
+        volume = reader.event_volume(since, until, width)
+        assert volume == reader.bucket_counts(since, until, width), (since, until, width)
+    assert sum(reader.event_volume(start, s.now, day).values()) == s.events
+
+
+def test_event_days_count_each_archived_event_once_on_its_utc_day(backend, writer, stored, make_event):
+    late_night, next_morning = T0.replace(hour=23, minute=59), T0.replace(hour=0, minute=1) + timedelta(days=1)
+    first = [make_event(late_night), make_event(late_night), make_event(next_morning)]
+    writer.write_batch(first)
+    writer.write_batch(first[1:] + [make_event(next_morning)])  # two repeats, one new
+    days = stored("SELECT day, events FROM event_days ORDER BY day")
+    assert [(str(d), n) for d, n in days] == [(str(T0.date()), 2), (str(next_morning.date()), 2)]
