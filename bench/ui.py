@@ -119,6 +119,30 @@ def pages(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     }
 
 
+def volume_reads(db: Path, repeat: int) -> None:
+    """The overview's event-volume read both ways, interleaved in one process: every event counted
+    (bucket_counts) against whole days from event_days (event_volume), which must answer the same."""
+    from archiver.storage.duckdb.reader import DuckDBReader
+
+    day = timedelta(days=1)
+    with DuckDBReader(db, timedelta(seconds=30)).session() as reader:
+        oldest, newest = reader.event_extent()
+        assert oldest is not None and newest is not None
+        until = newest + day
+        print(f"{'event volume, per day':<42} {'counted CPU ms':>15} {'event_days CPU ms':>18}")
+        for name, since in (("all time", oldest), ("90 days", until - 90 * day), ("30 days", until - 30 * day)):
+            if reader.event_volume(since, until, day) != reader.bucket_counts(since, until, day):
+                raise SystemExit(f"event_volume and bucket_counts differ over {name}")
+            counted: list[float] = []
+            rolled: list[float] = []
+            for _ in range(repeat):
+                for way, spent in ((reader.bucket_counts, counted), (reader.event_volume, rolled)):
+                    used = time.process_time()
+                    way(since, until, day)
+                    spent.append((time.process_time() - used) * 1000)
+            print(f"{name:<42} {statistics.median(counted):>15.1f} {statistics.median(rolled):>18.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -160,6 +184,7 @@ def main() -> None:
                 cpu.append((time.process_time() - used) * 1000)
             p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) >= 2 else times[0]
             print(f"{name:<42} {statistics.median(times):>8.1f} {p95:>8.1f} {max(times):>8.1f} {statistics.median(cpu):>8.1f}")
+    volume_reads(args.db, args.repeat)
 
 
 if __name__ == "__main__":
