@@ -136,7 +136,8 @@ def harvested_runs(d: Dialect) -> str:
 # either had their metadata refreshed since the last pass began with a state newer than their
 # last read knew of, or were never settled (running, or ended within the late-batch horizon).
 # Metadata, not events, because the metadata pass (ingest.metadata) just read each run named by a
-# new event, with its state and end_time. Parameters: since, since, limit.
+# new event, with its state and end_time. Read in batches by (run_kind, id) keyset, so one pass
+# over every run of a large archive holds one batch at a time. Parameters: progress_params.
 _STATES = ", ".join(f"'{t}'" for t in HARVESTED_STATE_TYPES)
 
 
@@ -160,11 +161,18 @@ SELECT r.run_kind, r.id, r.state_type, r.state_timestamp, r.end_time, p.logs_aft
 FROM candidates c
 JOIN runs r ON r.run_kind = c.run_kind AND r.id = c.id
 LEFT JOIN log_progress p ON p.run_kind = c.run_kind AND p.run_id = c.id
-WHERE r.state_type IN ({_STATES}) OR p.run_id IS NOT NULL
+WHERE (r.state_type IN ({_STATES}) OR p.run_id IS NOT NULL)
+  AND (c.run_kind > {m} OR (c.run_kind = {m} AND c.id > {m}::UUID))
 ORDER BY r.run_kind, r.id
 LIMIT {m}
 """
 
 
-def progress_params(since: datetime, limit: int) -> list[Any]:
-    return [since, limit]
+# Before every run in (run_kind, id) order: the first batch's keyset.
+FIRST_RUN = ("", "00000000-0000-0000-0000-000000000000")
+
+
+def progress_params(since: datetime, limit: int, after: tuple[str, str] | None = None) -> list[Any]:
+    """pending_runs' parameters: runs archived since `since`, after the (run_kind, run_id) `after`."""
+    kind, run = after or FIRST_RUN
+    return [since, kind, kind, run, limit]
