@@ -154,11 +154,12 @@ def harvest_run(client: PrefectClient, archive: ArchiveWriter, run: LogRun, what
 
 
 def harvest_logs(client: PrefectClient, archive: ArchiveWriter, what: Harvest, *, concurrency: int = 4,
-                 batch: int = RUNS_PER_BATCH, stop: StopToken = NEVER) -> LogsReport:
+                 batch: int | None = None, stop: StopToken = NEVER) -> LogsReport:
     """Read the logs and artifacts of every run that needs it (module docstring) and archive them,
-    `batch` runs planned at a time; the pass's cursor moves once every batch is read."""
+    `batch` (RUNS_PER_BATCH) runs planned at a time; the pass's cursor moves once every batch is read."""
     if not what.enabled:
         return LogsReport()
+    batch = batch or RUNS_PER_BATCH
     planned_at = datetime.now(timezone.utc)
     with archive.holding():
         cursor = archive.logs_cursor()

@@ -220,3 +220,17 @@ def test_log_lines_stream_in_growing_pages_and_print_as_log_line_does(backend, w
     assert [len(page) for page in lookup.iter_run_log_lines(reader, run)] == [2, 5, 5, 5]
     assert ".999 | Level 25 | Run 'x' - cut, not rounded\n" in LogLines("Run 'x'").text(
         next(iter(lookup.iter_run_log_lines(reader, run, level=25))))
+
+
+def test_pending_runs_come_in_keyset_batches_that_neither_skip_nor_repeat(writer, make_event):
+    runs = {str(finished_run(writer, make_event, state)) for state in ("COMPLETED", "RUNNING", "FAILED", "CRASHED", "RUNNING")}
+    batches, after = [], None
+    while True:
+        batch = writer.pending_log_runs(EARLIEST, 2, after)
+        batches.append([r.run_id for r in batch])
+        if len(batch) < 2:
+            break
+        after = (batch[-1].run_kind, batch[-1].run_id)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert sum(batches, []) == [r.run_id for r in writer.pending_log_runs(EARLIEST, 10)]
+    assert set(sum(batches, [])) == runs
