@@ -54,8 +54,8 @@ def _run_label(reader: ArchiveReader, run_id: uuid.UUID) -> str:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the run's logs page by page as they are read (the first line after one small page), never
-    the whole run at once: a run with a million lines starts at once and stays in little memory."""
+    """Print the run's logs page by page as they are read, never the whole run at once: the first line
+    comes after one small page, and this process holds one page of lines at a time."""
     from archiver.lookup.logs import iter_run_log_lines, iter_run_logs, log_level
     from archiver.render_logs import LogLines
 
