@@ -551,10 +551,7 @@ def _verify_logs(settings: Settings, client: Any, reader: Any, since: datetime |
 
 def _print_log_verification(logs: Any, repair: bool) -> None:
     for d in logs.diffs:
-        what = [f"lacks {d.missing_logs} logs" if d.missing_logs else "",
-                f"lacks {d.missing_artifacts} artifacts" if d.missing_artifacts else "",
-                f"holds {d.extra_logs} logs the server no longer has" if d.extra_logs else ""]
-        print(f"  {d.run_kind.replace('_', ' ')} {d.run_id}: archive {', '.join(w for w in what if w)}")
+        print(f"  {d.run_kind.replace('_', ' ')} {d.run_id}: archive {d.describe()}")
     if repair:
         print(f"logs: compared {logs.runs} runs; repaired: {logs.repaired_logs} logs added")
     elif not logs.missing:

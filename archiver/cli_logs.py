@@ -54,8 +54,10 @@ def _run_label(reader: ArchiveReader, run_id: uuid.UUID) -> str:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.lookup.logs import iter_run_logs, log_level
-    from archiver.render_logs import log_line
+    """Print the run's logs page by page as they are read, never the whole run at once: the first line
+    comes after one small page, and this process holds one page of lines at a time."""
+    from archiver.lookup.logs import iter_run_log_lines, iter_run_logs, log_level
+    from archiver.render_logs import LogLines
 
     run_id = parse_prefect_id(args.run_id, "run")
     since = parse_when(args.since, name="--since") if args.since else None
@@ -64,15 +66,21 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
         raise BadInput("--since is later than --until")
     reader = _reader(settings)
     label = _run_label(reader, run_id)
-    logs = iter_run_logs(reader, run_id, level=log_level(args.level), since=since, until=until, grep=args.grep,
-                         newest_first=args.reverse, whole=args.json)
-    if args.json:
-        print(json.dumps(list(logs), ensure_ascii=False))
+    wanted = {"level": log_level(args.level), "since": since, "until": until, "grep": args.grep,
+              "newest_first": args.reverse}
+    out = sys.stdout
+    if args.json:  # the bytes json.dumps(list) would print, one log at a time
+        out.write("[")
+        for i, log in enumerate(iter_run_logs(reader, run_id, **wanted)):
+            out.write((", " if i else "") + json.dumps(log, ensure_ascii=False))
+        out.write("]\n")
         return 0
+    lines = LogLines(label)
     shown = 0
-    for log in logs:
-        print(log_line(log, label))
-        shown += 1
+    for page in iter_run_log_lines(reader, run_id, **wanted):
+        out.write(lines.text(page))
+        out.flush()
+        shown += len(page)
     if shown == 0:
         print(f"no archived logs of {label} match", file=sys.stderr)
     return 0

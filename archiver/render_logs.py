@@ -9,12 +9,14 @@ percentage, anything else as indented JSON.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from archiver.prefect.events import parse_timestamp
 from archiver.prefect.logs import level_name
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLIS = [f".{i:03d}" for i in range(1000)]  # a timestamp's milliseconds as log lines show them (cut, not rounded)
 # A table cell is cut to this many characters, so one long value does not push every column away.
 CELL = 40
 
@@ -24,6 +26,32 @@ def log_line(log: dict[str, Any], run_label: str) -> str:
     at = log["timestamp"]
     stamp = f"{at if isinstance(at, datetime) else parse_timestamp(at):%Y-%m-%d %H:%M:%S.%f}"[:-3]
     return f"{stamp} | {level_name(int(log['level'])):7s} | {run_label} - {log.get('message') or ''}"
+
+
+class LogLines:
+    """Pages of (id, timestamp in µs since the epoch, level, message) as log_line prints each row,
+    byte for byte, at a fraction of its cost: a timestamp's date and time are formatted once per
+    second and a level's name once (a run's lines share both), so a million lines print in seconds."""
+
+    def __init__(self, run_label: str) -> None:
+        self.run_label = run_label
+        self._seconds: dict[int, str] = {}
+        self._middles: dict[int, str] = {}  # by level: " | INFO    | Flow run 'calm-otter' - "
+
+    def text(self, rows: list[tuple[str, int, int, str | None]]) -> str:
+        """The rows' lines, each ending in a newline."""
+        seconds, middles = self._seconds, self._middles
+        lines = []
+        for _, micros, level, message in rows:
+            second, fraction = divmod(micros, 1_000_000)
+            stamp = seconds.get(second)
+            if stamp is None:
+                stamp = seconds[second] = f"{EPOCH + timedelta(seconds=second):%Y-%m-%d %H:%M:%S}"
+            middle = middles.get(level)
+            if middle is None:
+                middle = middles[level] = f" | {level_name(int(level)):7s} | {self.run_label} - "
+            lines.append(f"{stamp}{_MILLIS[fraction // 1000]}{middle}{message or ''}\n")
+        return "".join(lines)
 
 
 def _cell(value: Any) -> str:

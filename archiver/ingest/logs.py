@@ -31,9 +31,11 @@ from archiver.storage.writer import ArchiveWriter
 
 log = logging.getLogger("archiver.ingest.logs")
 
-# Runs read in one pass at most (the first sync over an archive made before logs has every run
-# to read, two requests or more each): the next syncs read the rest.
-MAX_RUNS_PER_PASS = 5_000
+# Runs planned at a time. The first sync over an archive made before logs has every run to read
+# (two requests or more each): it reads them all, one batch after another, so what it holds stays
+# one batch however large the archive; each run's logs commit with its mark, so a sync killed
+# part way resumes with the runs not yet settled.
+RUNS_PER_BATCH = 1_000
 # As the states pass: runs archived since the previous pass began, less this for clocks stepping back.
 CURSOR_MARGIN = timedelta(minutes=5)
 # The longest read logs wait to be written (ingest.commit_every bounds how many go in one
@@ -152,21 +154,16 @@ def harvest_run(client: PrefectClient, archive: ArchiveWriter, run: LogRun, what
 
 
 def harvest_logs(client: PrefectClient, archive: ArchiveWriter, what: Harvest, *, concurrency: int = 4,
-                 max_runs: int = MAX_RUNS_PER_PASS, stop: StopToken = NEVER) -> LogsReport:
-    """Read the logs and artifacts of every run that needs it (module docstring) and archive them."""
+                 batch: int | None = None, stop: StopToken = NEVER) -> LogsReport:
+    """Read the logs and artifacts of every run that needs it (module docstring) and archive them,
+    `batch` (RUNS_PER_BATCH) runs planned at a time; the pass's cursor moves once every batch is read."""
     if not what.enabled:
         return LogsReport()
+    batch = batch or RUNS_PER_BATCH
     planned_at = datetime.now(timezone.utc)
     with archive.holding():
         cursor = archive.logs_cursor()
-        since = cursor - CURSOR_MARGIN if cursor is not None else EARLIEST
-        runs = archive.pending_log_runs(since, max_runs + 1)
-    complete = len(runs) <= max_runs
-    runs = runs[:max_runs]
-    if runs:
-        log.info("reading the logs and artifacts of %d flow and task runs", len(runs))
-    if not complete:
-        log.info("more than %d runs have logs to read: the next syncs read the rest", max_runs)
+    since = cursor - CURSOR_MARGIN if cursor is not None else EARLIEST
     report = LogsReport()
 
     def one(run: LogRun) -> LogsReport:
@@ -174,11 +171,21 @@ def harvest_logs(client: PrefectClient, archive: ArchiveWriter, what: Harvest, *
             return LogsReport()
         return harvest_run(client, archive, run, what, stop=stop)
 
-    # No archive.holding() here: between two writes the harvest waits for the server (several pages,
-    # and retries), and a DuckDB writer holding the file meanwhile would keep every reader out.
+    after: tuple[str, str] | None = None
+    # No archive.holding() around a batch: between two writes the harvest waits for the server
+    # (several pages, and retries), and a DuckDB writer holding the file meanwhile would keep every
+    # reader out.
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="logs") as pool:
-        for done in pool.map(one, runs):
-            report += done
-    if complete and not stop.stopped:
+        while not stop.stopped:
+            runs = archive.pending_log_runs(since, batch, after)
+            if runs:
+                log.info("reading the logs and artifacts of %d flow and task runs%s", len(runs),
+                         f" (after {report.runs_read} already)" if report.runs_read else "")
+            for done in pool.map(one, runs):
+                report += done
+            if len(runs) < batch:
+                break
+            after = (runs[-1].run_kind, runs[-1].run_id)
+    if not stop.stopped:
         archive.advance_logs_cursor(planned_at)
     return report

@@ -35,6 +35,13 @@ class RunLogDiff:
     def missing(self) -> bool:
         return bool(self.missing_logs or self.missing_artifacts)
 
+    def describe(self) -> str:
+        """What the archive lacks or holds more of, e.g. "lacks 3 logs, lacks 1 artifacts"."""
+        what = [f"lacks {self.missing_logs} logs" if self.missing_logs else "",
+                f"lacks {self.missing_artifacts} artifacts" if self.missing_artifacts else "",
+                f"holds {self.extra_logs} logs the server no longer has" if self.extra_logs else ""]
+        return ", ".join(w for w in what if w)
+
     def as_json(self) -> dict[str, object]:
         return {"run_kind": self.run_kind, "run_id": self.run_id, "missing_logs": self.missing_logs,
                 "missing_artifacts": self.missing_artifacts, "extra_logs": self.extra_logs}

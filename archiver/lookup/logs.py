@@ -8,9 +8,10 @@ lines streams without offsets.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
 
 from archiver.config import LOG_LEVELS, Settings, load_settings
 from archiver.errors import BadInput
@@ -19,10 +20,17 @@ from archiver.storage import open_archive
 from archiver.storage.logs import ArtifactQuery, LogQuery
 from archiver.storage.reader import ArchiveReader
 
-__all__ = ["get_run_artifacts", "get_run_logs", "iter_run_logs"]
+__all__ = ["get_run_artifacts", "get_run_logs", "iter_run_log_lines", "iter_run_logs"]
 
-# Logs read from the archive per query while streaming one run's.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Logs read from the archive per query while streaming one run's: the first page small, so the first
+# line shows at once, the next ones ever larger, up to PAGE (each is one short read, which a sync's
+# writer waits behind on DuckDB: the reader never holds the file between pages).
+FIRST_PAGE = 1_000
 PAGE = 50_000
+
+Row = TypeVar("Row")
 
 
 def log_level(level: str | int | None) -> int | None:
@@ -42,26 +50,53 @@ def _reader(settings: Settings | None) -> ArchiveReader:
     return open_archive(settings.archive_url).reader(settings.read_timeout)
 
 
-def iter_run_logs(reader: ArchiveReader, run_id: uuid.UUID, *, level: int | None = None,
-                  since: datetime | None = None, until: datetime | None = None, grep: str | None = None,
-                  newest_first: bool = False, whole: bool = True) -> Iterator[dict[str, Any]]:
-    """The run's archived logs in the API's shape, oldest first (or newest first), page by page
-    (`whole=False`: the columns a log line shows, see ArchiveReader.logs).
+def _pages(reader: ArchiveReader, run_id: uuid.UUID, query: LogQuery, read: Callable[[LogQuery], list[Row]],
+           key: Callable[[Row], tuple[datetime, uuid.UUID]]) -> Iterator[list[Row]]:
+    """The run's logs matching `query`, page by page by (timestamp, id) keyset; `key` says a row's.
 
     A flow run's id is looked up by flow_run_id, a task run's by task_run_id: one indexed column
     each (`flow_run_id = x OR task_run_id = x` scanned the table: 17 s for 100k lines of 1 run).
     """
-    key: tuple[datetime, uuid.UUID] | None = None
-    is_flow_run = bool(reader.logs(LogQuery(flow_run_ids=(run_id,), limit=1)))
-    runs: dict[str, Any] = {"flow_run_ids": (run_id,)} if is_flow_run else {"task_run_ids": (run_id,)}
+    is_flow_run = bool(reader.log_lines(LogQuery(flow_run_ids=(run_id,), limit=1)))
+    query = replace(query, flow_run_ids=(run_id,)) if is_flow_run else replace(query, task_run_ids=(run_id,))
+    size, after = FIRST_PAGE, None
     while True:
-        page = reader.logs(LogQuery(**runs, level_ge=level, after=since, before=until, text=grep or None,
-                                    descending=newest_first, limit=PAGE, after_key=key), whole)
-        yield from page
-        if len(page) < PAGE:
+        page = read(replace(query, limit=size, after_key=after))
+        if page:
+            yield page
+        if len(page) < size:
             return
-        last = page[-1]["timestamp"]
-        key = (last if isinstance(last, datetime) else parse_timestamp(last), uuid.UUID(str(page[-1]["id"])))
+        size, after = min(size * 8, PAGE), key(page[-1])
+
+
+def _query(level: int | None, since: datetime | None, until: datetime | None, grep: str | None,
+           newest_first: bool) -> LogQuery:
+    return LogQuery(level_ge=level, after=since, before=until, text=grep or None, descending=newest_first)
+
+
+def iter_run_logs(reader: ArchiveReader, run_id: uuid.UUID, *, level: int | None = None,
+                  since: datetime | None = None, until: datetime | None = None, grep: str | None = None,
+                  newest_first: bool = False, whole: bool = True) -> Iterator[dict[str, Any]]:
+    """The run's archived logs in the API's shape, oldest first (or newest first), read page by page
+    (`whole=False`: the columns a log line shows, see ArchiveReader.logs)."""
+    def key(log: dict[str, Any]) -> tuple[datetime, uuid.UUID]:
+        at = log["timestamp"]
+        return at if isinstance(at, datetime) else parse_timestamp(at), uuid.UUID(str(log["id"]))
+
+    query = _query(level, since, until, grep, newest_first)
+    for page in _pages(reader, run_id, query, lambda q: reader.logs(q, whole), key):
+        yield from page
+
+
+def iter_run_log_lines(reader: ArchiveReader, run_id: uuid.UUID, *, level: int | None = None,
+                       since: datetime | None = None, until: datetime | None = None, grep: str | None = None,
+                       newest_first: bool = False) -> Iterator[list[tuple[str, int, int, str | None]]]:
+    """Pages of the run's archived logs as (id, timestamp in µs since the epoch, level, message), in
+    the order iter_run_logs gives them: what `logs RUN_ID` prints, without a dict, UUID or datetime a line."""
+    def key(row: tuple[str, int, int, str | None]) -> tuple[datetime, uuid.UUID]:
+        return EPOCH + timedelta(microseconds=row[1]), uuid.UUID(row[0])
+
+    yield from _pages(reader, run_id, _query(level, since, until, grep, newest_first), reader.log_lines, key)
 
 
 def get_run_logs(run_id: str | uuid.UUID, *, level: str | int | None = None, since: datetime | None = None,

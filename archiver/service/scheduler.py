@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,10 +29,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from archiver.config import Settings
 from archiver.errors import ArchiverError
+from archiver.ingest.logs import Harvest
 from archiver.ingest.report import SyncReport, outcome, partial_report
 from archiver.ingest.stop import StopToken
 from archiver.ingest.sync import sync, trailing_reconcile
 from archiver.ingest.verify import verify
+from archiver.ingest.verify_logs import LogVerification, verify_logs
 from archiver.prefect.client import client_for
 from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.service.heartbeat import read_heartbeat, write_heartbeat
@@ -69,6 +72,7 @@ class Service:
         self._heartbeat_lock = threading.Lock()
         self.client = client_for(settings, sleep=self.stop.sleep)
         self.failures = 0
+        self._log_verification: LogVerification | None = None  # the last verify job's, for its log line
         self.heartbeat_every = min(HEARTBEAT_SECONDS, max(settings.every.total_seconds(), 1.0))
         self.archive = open_archive(settings.archive_url)
         self.heartbeat_file = self.archive.heartbeat_path
@@ -183,8 +187,18 @@ class Service:
             found = verify(self.settings, self.client, archive, repair=True, stop=self.stop)
             if found is None or found.report is None:  # the server holds nothing to compare
                 return SyncReport(outcome=outcome(self.stop))
-            return found.report
+            if self.stop.stopped:
+                return found.report
+            # Then each run's logs, as `verify --repair` does, for the runs that ended in the range the
+            # server still holds: log_runs_read says how many were compared, logs_inserted how many
+            # logs the repair added (the job's log line says which runs differed).
+            logs = verify_logs(self.client, self.archive.reader(self.settings.read_timeout), Harvest.of(self.settings),
+                               found.since, found.until, writer=archive)
+            self._log_verification = logs
+            return replace(found.report, log_runs_read=logs.runs,
+                           logs_inserted=found.report.logs_inserted + logs.repaired_logs)
 
+        self._log_verification = None
         self._job("verify", work)
 
     def _job(self, job: str, work: Callable[[ArchiveWriter], SyncReport]) -> None:
@@ -261,6 +275,14 @@ class Service:
         windows = f"{report.windows} window{'' if report.windows == 1 else 's'}"
         text = (f"{job} {report.outcome}: {windows}, {report.fetched} fetched, {report.inserted} inserted, "
                 f"{report.reconciled} buckets reconciled, lag {'-' if lag is None else f'{lag:.0f}s'}, {seconds:.1f}s")
+        checked = self._log_verification if job == "verify" else None
+        if checked is not None:
+            for d in checked.diffs:
+                log.warning("verify: %s %s: archive %s", d.run_kind.replace("_", " "), d.run_id, d.describe(),
+                            extra={"fields": {"event": "verify_logs", **d.as_json()}})
+            fields["log_runs_differing"] = len(checked.missing)
+            text += (f"; logs of {checked.runs} runs compared, {len(checked.missing)} lacked logs or artifacts, "
+                     f"{checked.repaired_logs} logs repaired")
         if error:
             log.error("%s — %s%s", text, error, retry, extra={"fields": fields})
         else:

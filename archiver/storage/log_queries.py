@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from archiver.storage.logs import HARVESTED_STATE_TYPES, ArtifactQuery, LogQuery
 
@@ -22,6 +22,7 @@ class Dialect:
     mark: str  # "?" (DuckDB) or "%s" (psycopg)
     list_template: str  # "{col} IN (SELECT unnest({mark}::{type}[]))" or "{col} = ANY({mark}::{type}[])"
     json_text: str  # how a JSON column reads as text: "{col}" or "{col}::text"
+    epoch_us: str  # a TIMESTAMPTZ column as microseconds since the epoch (a BIGINT)
 
     def any_of(self, column: str, sql_type: str) -> str:
         return self.list_template.format(col=column, mark=self.mark, type=sql_type)
@@ -30,16 +31,31 @@ class Dialect:
         return self.json_text.format(col=column)
 
 
-DUCKDB = Dialect("?", "{col} IN (SELECT unnest({mark}::{type}[]))", "{col}")
-POSTGRESQL = Dialect("%s", "{col} = ANY({mark}::{type}[])", "{col}::text")
+# PostgreSQL's extract(epoch) is numeric since 14, so exact to the microsecond.
+DUCKDB = Dialect("?", "{col} IN (SELECT unnest({mark}::{type}[]))", "{col}", "epoch_us({col})")
+POSTGRESQL = Dialect("%s", "{col} = ANY({mark}::{type}[])", "{col}::text", "(extract(epoch FROM {col}) * 1000000)::bigint")
 
 
 # What a log line shows (the CLI's text output): these columns, without parsing the whole object.
 LINE_COLUMNS = ("id", "timestamp", "level", "message")
 
 
-def logs_select(query: LogQuery, d: Dialect, whole: bool = True) -> tuple[str, list[Any]]:
-    """The archived logs `query` asks for, as (whole log JSON text,) or LINE_COLUMNS, in timestamp then id order."""
+# What each row of logs_select holds: the whole log (JSON text); LINE_COLUMNS; or those columns as
+# the cheapest values a driver makes, str and int (id text, timestamp in µs since the epoch): a
+# UUID and an aware datetime per row were most of `logs RUN_ID`'s time (ArchiveReader.log_lines).
+LogShape = Literal["whole", "columns", "line"]
+
+
+def _selected(shape: LogShape, d: Dialect) -> str:
+    if shape == "whole":
+        return d.text("log")
+    if shape == "line":
+        return f"id::text, {d.epoch_us.format(col='timestamp')}, level, message"
+    return ", ".join(LINE_COLUMNS)
+
+
+def logs_select(query: LogQuery, d: Dialect, shape: LogShape = "whole") -> tuple[str, list[Any]]:
+    """The archived logs `query` asks for, in timestamp then id order, each row as `shape` says."""
     where: list[str] = []
     params: list[Any] = []
     if query.run_id is not None:
@@ -68,7 +84,7 @@ def logs_select(query: LogQuery, d: Dialect, whole: bool = True) -> tuple[str, l
         where.append(f"(timestamp {beyond} {d.mark} OR (timestamp = {d.mark} AND id {beyond} {d.mark}))")
         params += [at, at, str(last)]
     order = "DESC" if query.descending else "ASC"
-    selected = d.text("log") if whole else ", ".join(LINE_COLUMNS)
+    selected = _selected(shape, d)
     sql = (f"SELECT {selected} FROM logs {'WHERE ' + ' AND '.join(where) if where else ''} "
            f"ORDER BY timestamp {order}, id {order} LIMIT {d.mark} OFFSET {d.mark}")
     return sql, [*params, query.limit, query.offset]
@@ -120,7 +136,8 @@ def harvested_runs(d: Dialect) -> str:
 # either had their metadata refreshed since the last pass began with a state newer than their
 # last read knew of, or were never settled (running, or ended within the late-batch horizon).
 # Metadata, not events, because the metadata pass (ingest.metadata) just read each run named by a
-# new event, with its state and end_time. Parameters: since, since, limit.
+# new event, with its state and end_time. Read in batches by (run_kind, id) keyset, so one pass
+# over every run of a large archive holds one batch at a time. Parameters: progress_params.
 _STATES = ", ".join(f"'{t}'" for t in HARVESTED_STATE_TYPES)
 
 
@@ -144,11 +161,18 @@ SELECT r.run_kind, r.id, r.state_type, r.state_timestamp, r.end_time, p.logs_aft
 FROM candidates c
 JOIN runs r ON r.run_kind = c.run_kind AND r.id = c.id
 LEFT JOIN log_progress p ON p.run_kind = c.run_kind AND p.run_id = c.id
-WHERE r.state_type IN ({_STATES}) OR p.run_id IS NOT NULL
+WHERE (r.state_type IN ({_STATES}) OR p.run_id IS NOT NULL)
+  AND (c.run_kind > {m} OR (c.run_kind = {m} AND c.id > {m}::UUID))
 ORDER BY r.run_kind, r.id
 LIMIT {m}
 """
 
 
-def progress_params(since: datetime, limit: int) -> list[Any]:
-    return [since, limit]
+# Before every run in (run_kind, id) order: the first batch's keyset.
+FIRST_RUN = ("", "00000000-0000-0000-0000-000000000000")
+
+
+def progress_params(since: datetime, limit: int, after: tuple[str, str] | None = None) -> list[Any]:
+    """pending_runs' parameters: runs archived since `since`, after the (run_kind, run_id) `after`."""
+    kind, run = after or FIRST_RUN
+    return [since, kind, kind, run, limit]

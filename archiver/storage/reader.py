@@ -232,6 +232,11 @@ class ArchiveReader(BrowseReads, ABC):
         `whole=False`: only id, timestamp (a datetime), level and message, without parsing the object."""
 
     @abstractmethod
+    def log_lines(self, query: LogQuery) -> list[tuple[str, int, int, str | None]]:
+        """Archived logs matching `query` as (id, timestamp in microseconds since the epoch, level,
+        message): what a log line prints, as plain str and int (`logs RUN_ID`, a million lines)."""
+
+    @abstractmethod
     def artifacts(self, query: ArtifactQuery) -> list[dict[str, Any]]:
         """Archived artifacts matching `query`, in the API's shape, oldest first."""
 

@@ -241,10 +241,11 @@ class ArchiveWriter(ABC):
         """Every run whose metadata was archived before this was planned for by a completed logs pass."""
 
     @abstractmethod
-    def pending_log_runs(self, since: datetime, limit: int) -> list[LogRun]:
-        """Runs whose logs need reading, in (run_kind, id) order, at most `limit`: those whose
-        metadata was archived since `since` with a state newer than their last read knew of, and
-        those whose harvest is not settled (running, or ended within the late-batch horizon)."""
+    def pending_log_runs(self, since: datetime, limit: int, after: tuple[str, str] | None = None) -> list[LogRun]:
+        """Runs whose logs need reading, in (run_kind, id) order, at most `limit`, after the
+        (run_kind, run_id) `after` (the last of the previous batch): those whose metadata was
+        archived since `since` with a state newer than their last read knew of, and those whose
+        harvest is not settled (running, or ended within the late-batch horizon)."""
 
     @abstractmethod
     def save_logs(self, logs: Sequence[Log], mark: LogMark) -> WriteCounts:

@@ -8,6 +8,7 @@ single instant (posted through POST /logs/), more than a page: the keyset walk's
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -25,10 +26,19 @@ import pytest
 from archiver.ingest.report import SyncReport
 from archiver.ingest.sync import sync
 from archiver.prefect.events import format_timestamp
-from archiver.storage.duckdb import DuckDBArchive
-from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import PrefectServer, delete, run_flows_script
-from tests.support import cli_env, client_for_test, query, run_cli, settings_for, start_cli, write_config
+from tests.support import (
+    BACKENDS,
+    ArchiveRef,
+    archive_of,
+    cli_env,
+    client_for_test,
+    query,
+    run_cli,
+    settings_for,
+    start_cli,
+    write_config,
+)
 
 UTC = timezone.utc
 LIMIT = 7
@@ -132,12 +142,16 @@ def wait_for_events(api: str, run_ids: list[str], timeout: float = 30) -> None:
                 time.sleep(0.25)
 
 
-def sync_logs(api: str, db: Path, since: datetime, **overrides: Any) -> SyncReport:
+def sync_logs(api: str, db: ArchiveRef, since: datetime, **overrides: Any) -> SyncReport:
     options: dict[str, Any] = {"settle": timedelta(0), "start": since, "log_level": 10, "logs_horizon": timedelta(0)}
     settings = settings_for(api, db, **(options | overrides))
-    with client_for_test(api) as client:
-        report = sync(settings, client, DuckDBWriter(db), until=datetime.now(UTC))
-        assert client.log_page_size() == LIMIT  # learnt from the server's 422
+    writer = archive_of(db).writer(timedelta(seconds=30))
+    try:
+        with client_for_test(api) as client:
+            report = sync(settings, client, writer, until=datetime.now(UTC))
+            assert client.log_page_size() == LIMIT  # learnt from the server's 422
+    finally:
+        writer.close()
     assert report.outcome == "ok"
     return report
 
@@ -163,32 +177,48 @@ def workload(tmp_path_factory) -> Any:
         yield Workload(api, db, since, runs, sync_logs(api, db, since, logs_horizon=HORIZON))
 
 
-def archive_ids(db: Path, run_id: str) -> tuple[set[str], set[str]]:
-    return DuckDBArchive(db).reader(timedelta(seconds=15)).run_log_ids(uuid.UUID(run_id))
+def archive_ids(db: ArchiveRef, run_id: str) -> tuple[set[str], set[str]]:
+    return archive_of(db).reader(timedelta(seconds=15)).run_log_ids(uuid.UUID(run_id))
 
 
-def test_the_archive_holds_every_log_and_artifact_the_server_has_run_by_run(workload):
+@pytest.fixture(scope="module")
+def postgresql_synced(workload, new_archive) -> tuple[ArchiveRef, SyncReport]:
+    """The module's runs archived by one sync into a PostgreSQL archive, as the workload's DuckDB one."""
+    db = new_archive("postgresql", workload.db.parent)
+    return db, sync_logs(workload.api, db, workload.since, logs_horizon=HORIZON)
+
+
+@pytest.fixture(params=BACKENDS)
+def synced(request, workload) -> tuple[ArchiveRef, SyncReport]:
+    """(archive, the report of the sync that filled it) on each backend, from the module's one server."""
+    if request.param == "duckdb":
+        return workload.db, workload.report
+    return request.getfixturevalue("postgresql_synced")
+
+
+def test_the_archive_holds_every_log_and_artifact_the_server_has_run_by_run(workload, synced):
+    db, report = synced
     total = 0
     for name, run_id in workload.runs.items():
-        logs, artifacts = archive_ids(workload.db, run_id)
+        logs, artifacts = archive_ids(db, run_id)
         assert logs == {g["id"] for g in server_logs(workload.api, run_id)}, name
         assert artifacts == server_artifact_ids(workload.api, run_id), name
         total += len(logs)
-    assert workload.report.logs_inserted == total and workload.report.log_runs_read >= 3
-    loud = query(workload.db, "SELECT level, message FROM logs WHERE flow_run_id = $1", [workload.runs["loud"]])
+    assert report.logs_inserted == total and report.log_runs_read >= 3
+    loud = query(db, "SELECT level, message FROM logs WHERE flow_run_id = $1", [workload.runs["loud"]])
     assert {level for level, _ in loud} == {10, 20, 30, 40, 50}
     assert {"printed after the last task", "task step 2"} <= {m for _, m in loud}
     assert sum(1 for _, m in loud if m.startswith("tie ")) == TIES
-    traceback = query(workload.db, "SELECT message FROM logs WHERE flow_run_id = $1 AND level = 40",
+    traceback = query(db, "SELECT message FROM logs WHERE flow_run_id = $1 AND level = 40",
                       [workload.runs["broken"]])
     assert any("Traceback" in m and "this flow fails on purpose" in m for (m,) in traceback)
-    kinds = dict(query(workload.db, "SELECT key, type FROM artifacts WHERE flow_run_id = $1", [workload.runs["loud"]]))
+    kinds = dict(query(db, "SELECT key, type FROM artifacts WHERE flow_run_id = $1", [workload.runs["loud"]]))
     assert {kinds["nightly-report"], kinds["row-counts"], kinds["load-progress"]} == {"markdown", "table", "progress"}
     # Prefect 3.9.1 stores a link artifact as markdown ("[the data](https://…)").
     assert "data-link" in kinds
     # The progress artifact was archived at its newest version.
-    assert query(workload.db, "SELECT data FROM artifacts WHERE key = 'load-progress'") == [("100.0",)] or \
-        query(workload.db, "SELECT data FROM artifacts WHERE key = 'load-progress'") == [("100",)]
+    assert query(db, "SELECT data FROM artifacts WHERE key = 'load-progress'") == [("100.0",)] or \
+        query(db, "SELECT data FROM artifacts WHERE key = 'load-progress'") == [("100",)]
 
 
 def test_runs_that_ended_within_the_horizon_are_read_again_then_settle(workload):
@@ -226,8 +256,9 @@ def test_logs_and_artifacts_commands_print_what_the_run_said_and_made(workload, 
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(workload, tmp_path):
-    db = tmp_path / "killed.duckdb"
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(workload, tmp_path, backend, new_archive):
+    db = new_archive(backend, tmp_path, "killed")
     config = write_config(tmp_path / "archiver.toml",
                           f'settle = "0s"\ncommit_every = 20\nstart = "{format_timestamp(workload.since)}"\n'
                           '[logs]\nlevel = "DEBUG"\nhorizon = "0s"\n')
@@ -236,7 +267,7 @@ def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(worklo
     proc = start_cli(["sync"], env)
     try:
         deadline = time.monotonic() + 60
-        while not db.exists() or _archived(db, bulk) == 0:
+        while _archived(db, bulk) == 0:
             assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before any log was written"
             time.sleep(0.05)
     finally:
@@ -250,7 +281,7 @@ def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(worklo
     assert query(db, "SELECT count(*) = count(DISTINCT id) FROM logs") == [(True,)]
 
 
-def _archived(db: Path, run_id: str) -> int:
+def _archived(db: ArchiveRef, run_id: str) -> int:
     try:
         return int(query(db, "SELECT count(*) FROM logs WHERE flow_run_id = $1", [run_id])[0][0])
     except Exception:  # noqa: BLE001 - before the schema exists
@@ -274,6 +305,27 @@ def test_verify_compares_each_runs_log_ids_with_the_servers_and_repair_reads_the
     repaired = run_cli(["verify", "--since", format_timestamp(workload.since), "--repair"], env)
     assert repaired.returncode == 0 and "repaired: 3 logs added" in repaired.stdout, repaired.stdout + repaired.stderr
     assert archive_ids(workload.db, loud)[0] == {g["id"] for g in server_logs(workload.api, loud)}
+
+
+def test_the_services_scheduled_verify_compares_each_runs_logs_and_repairs_them(workload, caplog):
+    from archiver.service.scheduler import Service
+
+    sync_logs(workload.api, workload.db, workload.since)  # every run settled, so verify compares it
+    bulk = workload.runs["bulk"]
+    with duckdb.connect(str(workload.db)) as conn:  # the archive loses two of a run's logs
+        conn.execute("DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE flow_run_id = $1 ORDER BY id LIMIT 2)",
+                     [bulk])
+    service = Service(settings_for(workload.api, workload.db, settle=timedelta(0), start=workload.since, log_level=10))
+    with caplog.at_level(logging.INFO, logger="archiver.service.scheduler"):
+        service._verify_job()  # as the scheduler runs it every schedule.verify_every
+    done = [r for r in caplog.records if r.getMessage().startswith("verify ok")]
+    assert len(done) == 1, [r.getMessage() for r in caplog.records]
+    assert "; logs of 3 runs compared, 1 lacked logs or artifacts, 2 logs repaired" in done[0].getMessage()
+    fields = done[0].__dict__["fields"]
+    assert (fields["log_runs_read"], fields["logs_inserted"], fields["log_runs_differing"]) == (3, 2, 1)
+    differing = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert differing == [f"verify: flow run {bulk}: archive lacks 2 logs"]
+    assert archive_ids(workload.db, bulk)[0] == {g["id"] for g in server_logs(workload.api, bulk)}
 
 
 # Last in the module: it deletes a run on the module's server.

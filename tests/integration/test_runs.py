@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ import pytest
 from archiver.ingest.metadata import GIVE_UP_AFTER
 from archiver.ingest.sync import sync
 from archiver.prefect.events import format_timestamp, parse_timestamp
+from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb.migrate import available
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.prefect_server import delete, make_event, post_events, run_flows_script, server_events, server_states, wait_until_quiet
@@ -289,7 +291,7 @@ def create_archive_at_schema_1(path: Path, source: Path) -> None:
         conn.execute("UPDATE archive_state SET high_water_mark = (SELECT high_water_mark FROM source.archive_state)")
 
 
-def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_metadata(workload, tmp_path):
+def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_metadata(workload, tmp_path, monkeypatch):
     old = tmp_path / "old.duckdb"
     create_archive_at_schema_1(old, workload.db)
     tables = ("events", "event_resources", "archive_state", "syncs")
@@ -312,7 +314,9 @@ def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_me
               for c in COLLECTIONS.values()}
     assert queued == named_objects(workload.events)
 
-    # The next sync finds no new events but refreshes every object the old events name.
+    # The next sync finds no new events but refreshes every object the old events name, and reads
+    # the logs of every run the server still has, two runs planned at a time (RUNS_PER_BATCH).
+    monkeypatch.setattr("archiver.ingest.logs.RUNS_PER_BATCH", 2)
     with client_for_test(workload.api) as client:
         settings = settings_for(workload.api, old, settle=timedelta(0), start=workload.since)
         report = sync(settings, client, archive, until=workload.until)
@@ -322,6 +326,20 @@ def test_an_archive_from_the_first_schema_upgrades_in_place_and_fills_its_run_me
             query(workload.db, f"SELECT id, object FROM {collection} ORDER BY id"), collection
     assert query(old, "SELECT * FROM flow_run_states ORDER BY event_id") == \
         query(workload.db, "SELECT * FROM flow_run_states ORDER BY event_id")
+    logged = [str(i) for (i,) in query(old, "SELECT id FROM flow_runs WHERE state_type IN ('RUNNING', 'COMPLETED', "
+                                          "'FAILED', 'CANCELLED', 'CRASHED') ORDER BY id")]
+    assert len(logged) >= 5 and report.log_runs_read == len(logged)
+    reader = DuckDBArchive(old).reader(timedelta(seconds=15))
+    filled = 0
+    with httpx.Client(base_url=workload.api + "/", timeout=30) as http:
+        for run_id in logged:
+            body = {"logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 20}}, "limit": 200}
+            on_server = {g["id"] for g in http.post("logs/filter", json=body).json()}
+            assert reader.run_log_ids(uuid.UUID(run_id))[0] == on_server, run_id
+            filled += bool(on_server)
+    assert filled >= 2 and report.logs_inserted > 0  # runs that logged, planned in 3 batches
+    assert query(old, "SELECT count(*) FROM log_progress") == [(len(logged),)]
+    assert query(old, "SELECT runs_archived_before IS NOT NULL FROM logs_pass") == [(True,)]  # the pass was whole
 
 
 def test_the_archive_still_answers_after_the_server_deletes_the_runs(workload, tmp_path):

@@ -16,9 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from archiver.prefect.events import compact_json, to_utc
-from archiver.storage import log_queries
-from archiver.storage.logs import Artifact, Log, LogMark, LogRun, artifacts_to_write, first_of_each, log_run_from_row, mark_params
-from archiver.storage.statements import ADVANCE_LOGS_CURSOR, LOGS_CURSOR, SAVE_LOG_MARK
+from archiver.storage.logs import Artifact, Log, LogMark, artifacts_to_write, first_of_each, mark_params
+from archiver.storage.statements import SAVE_LOG_MARK
 from archiver.storage.writer import WriteCounts
 
 _INSERT_LOGS = """
@@ -76,18 +75,3 @@ def save_artifacts(conn: sa.Connection, artifacts: Sequence[Artifact], mark: Log
         ))
     conn.execute(SAVE_LOG_MARK, mark_params(mark))
     return WriteCounts(inserted=len(new), duplicates=len(artifacts) - len(new), conflicts=len(changed))
-
-
-def logs_cursor(conn: sa.Connection) -> datetime | None:
-    value = conn.execute(LOGS_CURSOR).scalar()
-    return to_utc(value) if value is not None else None
-
-
-def pending_log_runs(conn: sa.Connection, since: datetime, limit: int) -> list[LogRun]:
-    rows = conn.exec_driver_sql(log_queries.pending_runs(log_queries.POSTGRESQL),
-                                tuple(log_queries.progress_params(since, limit))).fetchall()
-    return [log_run_from_row(tuple(row)) for row in rows]
-
-
-def advance_logs_cursor(conn: sa.Connection, planned_at: datetime) -> None:
-    conn.execute(ADVANCE_LOGS_CURSOR, {"planned_at": planned_at})

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
+from archiver.storage import log_progress, log_queries
 from archiver.storage.batches import dedupe, event_days, resource_columns, uuid_text
 from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 from archiver.storage.postgresql import logs, queries, runs
@@ -309,15 +310,15 @@ class PostgreSQLWriter(ArchiveWriter):
             with self._transaction() as conn:
                 runs.save_storage_blocks(conn, blocks)
 
-    # -- run logs and artifacts (the SQL is in logs.py) ---------------------------------------
+    # -- run logs and artifacts (SQL in logs.py; the plan, shared by backends, in log_progress.py) ---
 
     def logs_cursor(self) -> datetime | None:
         with self._transaction() as conn:
-            return logs.logs_cursor(conn)
+            return log_progress.logs_cursor(conn)
 
-    def pending_log_runs(self, since: datetime, limit: int) -> list[LogRun]:
+    def pending_log_runs(self, since: datetime, limit: int, after: tuple[str, str] | None = None) -> list[LogRun]:
         with self._transaction() as conn:
-            return logs.pending_log_runs(conn, since, limit)
+            return log_progress.pending_log_runs(conn, log_queries.POSTGRESQL, since, limit, after)
 
     def save_logs(self, page: Sequence[Log], mark: LogMark) -> WriteCounts:
         with self._transaction() as conn:
@@ -329,7 +330,7 @@ class PostgreSQLWriter(ArchiveWriter):
 
     def advance_logs_cursor(self, planned_at: datetime) -> None:
         with self._transaction() as conn:
-            logs.advance_logs_cursor(conn, planned_at)
+            log_progress.advance_logs_cursor(conn, planned_at)
 
     # -- ledger --------------------------------------------------------------------------------
 

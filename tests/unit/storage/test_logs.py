@@ -198,3 +198,39 @@ def test_harvested_runs_are_the_settled_ones_that_ended_in_a_range(backend, writ
     reader = backend.reader(timedelta(seconds=5))
     assert reader.harvested_runs(T0 - timedelta(hours=1), T0 + timedelta(days=1)) == [("flow_run", str(ended))]
     assert reader.harvested_runs(T0, T0 + timedelta(days=3)) == [("flow_run", str(ended)), ("task_run", str(later))]
+
+
+def test_log_lines_stream_in_growing_pages_and_print_as_log_line_does(backend, writer, monkeypatch):
+    from archiver.lookup import logs as lookup
+    from archiver.render_logs import LogLines, log_line
+
+    monkeypatch.setattr(lookup, "FIRST_PAGE", 2)
+    monkeypatch.setattr(lookup, "PAGE", 5)
+    run = uuid.uuid4()
+    odd = T0 + timedelta(microseconds=999_999)
+    logs = ([make_log(run, T0, f"tie {i}") for i in range(4)] + [make_log(run, odd, "cut, not rounded", level=25)]
+            + [make_log(run, odd + timedelta(days=400, seconds=i), f"later {i}", level=40) for i in range(12)])
+    writer.save_logs(logs, mark(run, None))
+    reader = backend.reader(timedelta(seconds=5))
+    for options in ({}, {"newest_first": True}, {"level": 30}, {"grep": "LATER 1"}):
+        pages = list(lookup.iter_run_log_lines(reader, run, **options))
+        expected = "".join(log_line(g, "Run 'x'") + "\n" for g in lookup.iter_run_logs(reader, run, **options))
+        assert "".join(LogLines("Run 'x'").text(page) for page in pages) == expected
+        assert sum(map(len, pages)) == expected.count("\n") and all(len(page) <= 5 for page in pages)
+    assert [len(page) for page in lookup.iter_run_log_lines(reader, run)] == [2, 5, 5, 5]
+    assert ".999 | Level 25 | Run 'x' - cut, not rounded\n" in LogLines("Run 'x'").text(
+        next(iter(lookup.iter_run_log_lines(reader, run, level=25))))
+
+
+def test_pending_runs_come_in_keyset_batches_that_neither_skip_nor_repeat(writer, make_event):
+    runs = {str(finished_run(writer, make_event, state)) for state in ("COMPLETED", "RUNNING", "FAILED", "CRASHED", "RUNNING")}
+    batches, after = [], None
+    while True:
+        batch = writer.pending_log_runs(EARLIEST, 2, after)
+        batches.append([r.run_id for r in batch])
+        if len(batch) < 2:
+            break
+        after = (batch[-1].run_kind, batch[-1].run_id)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert sum(batches, []) == [r.run_id for r in writer.pending_log_runs(EARLIEST, 10)]
+    assert set(sum(batches, [])) == runs
