@@ -12,7 +12,8 @@ key on events.id, measured on a copy of the table without it (ordered by occurre
 writes it): new rows found by an anti-join against the ids already archived in the batch's
 occurred range (zone maps skip the rest; it misses an id archived with another occurred), or by a
 scan of the whole id column joined to the batch's ids (right whatever the occurred), and a lookup
-by id (`get`) without an index, the price of that design.
+by id (`get`) without an index, the price of that design. The no-key figures insert the events
+rows alone (no resources, no refresh queue): compare their memory with the key's, not their seconds.
 """
 
 from __future__ import annotations
