@@ -99,6 +99,9 @@ WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
 RETURNING raw_hash
 """
 
+_ANY_UNRESOLVED = "SELECT 1 FROM quarantine WHERE resolved IS NULL LIMIT 1"
+
+
 class DuckDBWriter(ArchiveWriter):
     """The writer side of one archive file."""
 
@@ -235,7 +238,9 @@ class DuckDBWriter(ArchiveWriter):
                 ).fetchall()
                 quarantined = len(rows)
             resolvable = ids + [i for i in (uuid_text(m.event_id) for m in malformed) if i]
-            if resolvable:
+            # Asked first: the UPDATE looks every id of the batch up in events' key even when nothing
+            # waits to be resolved (usual), 83 ms a batch on a 1M-event archive against 1 ms for this.
+            if resolvable and driver.execute(_ANY_UNRESOLVED).fetchone():
                 resolved = len(driver.execute(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
             if mark is not None:
                 conn.execute(ADVANCE_MARK, {"mark": mark})
