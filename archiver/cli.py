@@ -174,27 +174,32 @@ class _ProgressLine:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from archiver.errors import Stopped
-    from archiver.ingest.gaps import describe
-    from archiver.ingest.report import partial_report
-    from archiver.ingest.sync import sync
     from archiver.prefect.client import client_for
     from archiver.service.stop import StopSignals
-    from archiver.storage import open_archive
 
     since, until = _range(args)
     progress = _ProgressLine()
     signals = StopSignals()
-    archive = open_archive(settings.archive_url)
-    with signals, archive.writer_lock(settings.lock_timeout), \
-            client_for(settings, sleep=signals.stop.sleep, interactive=True) as client:
-        writer = archive.writer(settings.read_timeout)
-        try:
-            report = sync(settings, client, writer, since=since, until=until, progress=progress, stop=signals.stop)
-        except Stopped as exc:
-            report = partial_report(exc)  # "interrupted"; committed batches are kept
-        finally:
-            progress.close()
+    with signals, client_for(settings, sleep=signals.stop.sleep, interactive=True) as client:
+        # The token every POST needs is asked for first, so its round trip overlaps what the sync
+        # does before it can ask anything else: import the ingest and storage code (SQLAlchemy,
+        # DuckDB) and open and migrate the archive, which the first real request needs (the mark).
+        client.fetch_csrf_token_early()
+        from archiver.errors import Stopped
+        from archiver.ingest.gaps import describe
+        from archiver.ingest.report import partial_report
+        from archiver.ingest.sync import sync
+        from archiver.storage import open_archive
+
+        archive = open_archive(settings.archive_url)
+        with archive.writer_lock(settings.lock_timeout):
+            writer = archive.writer(settings.read_timeout)
+            try:
+                report = sync(settings, client, writer, since=since, until=until, progress=progress, stop=signals.stop)
+            except Stopped as exc:
+                report = partial_report(exc)  # "interrupted"; committed batches are kept
+            finally:
+                progress.close()
     if report.outcome == "interrupted":
         mark = writer.high_water_mark()
         print(f"prefect-archiver: stopped on {signals.received}: what was committed is kept (high-water mark "

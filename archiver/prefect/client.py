@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -251,9 +252,13 @@ class PrefectClient:
         self._csrf_token: str | None = None
         self._csrf_expiration: datetime | None = None
         self._csrf_lock = threading.Lock()
+        # fetch_csrf_token_early(): the thread asking, and what it raised (for the first POST to raise).
+        self._csrf_early: threading.Thread | None = None
+        self._csrf_early_error: BaseException | None = None
         self._sleep = sleep
         # Off by default: a self-hosted server has no such limit (api.max_requests_per_minute).
         self._pacer = Pacer(max_requests_per_minute, sleep) if max_requests_per_minute else None
+        _import_httpcore()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -485,8 +490,35 @@ class PrefectClient:
 
     # -- CSRF ---------------------------------------------------------------------------------
 
+    def fetch_csrf_token_early(self) -> None:
+        """Ask for the CSRF token now, in a thread, so it is in hand when the first POST is ready.
+
+        Every POST (read-only filters too) needs the token, so a sync asks for it anyway: asked
+        while the archive opens and migrates, its round trip costs nothing. The first POST waits for
+        it and raises what it raised (a refused connection, a 401), as if it had asked itself.
+        """
+        if not self.csrf_support or self._csrf_early is not None:
+            return
+
+        def fetch() -> None:
+            try:
+                with self._csrf_lock:
+                    if self._csrf_token is None:
+                        self._fetch_csrf_token()
+            except BaseException as exc:  # raised again by the first POST (_csrf_headers)
+                self._csrf_early_error = exc
+
+        self._csrf_early = threading.Thread(target=fetch, name="csrf-token", daemon=True)
+        self._csrf_early.start()
+
     def _csrf_headers(self) -> dict[str, str]:
         """Prefect-Csrf-* headers for a POST, fetching a token first when needed; {} when off."""
+        early = self._csrf_early
+        if early is not None:
+            early.join()
+            error, self._csrf_early_error = self._csrf_early_error, None
+            if error is not None:
+                raise error
         if not self.csrf_support:
             return {}
         with self._csrf_lock:
@@ -537,6 +569,28 @@ class PrefectClient:
             )
         detail = response.text[:300].replace("\n", " ")
         return ApiRejected(f"{where} was rejected (HTTP {status}): {detail}")
+
+
+def _import_httpcore() -> None:
+    """Import httpcore (httpx imports it when the first client is made) without trio and h2.
+
+    httpcore imports trio and h2 whenever they are installed (httpcore/_synchronization.py,
+    _sync/__init__.py): ~0.15 s of CPU before the first request, for an async backend and an HTTP/2
+    this synchronous HTTP/1.1 client never uses. They are marked absent only while httpcore is
+    imported, and only when nothing imported them before (Prefect's own client, in a flow's process,
+    has: then nothing changes); anything importing them afterwards gets them as usual.
+    """
+    if "httpcore" in sys.modules:
+        return
+    absent = [name for name in ("trio", "h2") if name not in sys.modules]
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import httpcore  # noqa: F401
+    finally:
+        for name in absent:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def client_for(

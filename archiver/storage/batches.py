@@ -42,18 +42,23 @@ def dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
 def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
     """event_resources' columns (event id, occurred, resource id, role): each event's own resource
     with role '' and every related resource that has an id (Prefect's event_resources split)."""
-    event_ids, occurred, resource_ids, roles = [], [], [], []
+    event_ids: list[str] = []
+    occurred: list[Any] = []
+    resource_ids: list[str] = []
+    roles: list[str] = []
     for e in events:
-        pairs = [(e.resource_id, "")] + [
-            (str(r.get("prefect.resource.id")), str(r.get("prefect.resource.role", "")))
-            for r in e.related
-            if r.get("prefect.resource.id") is not None
-        ]
-        for resource_id, role in pairs:
-            event_ids.append(str(e.id))
-            occurred.append(e.occurred)
-            resource_ids.append(resource_id)
-            roles.append(role)
+        event_id = str(e.id)
+        event_ids.append(event_id)
+        occurred.append(e.occurred)
+        resource_ids.append(e.resource_id)
+        roles.append("")
+        for r in e.related:
+            resource_id = r.get("prefect.resource.id")
+            if resource_id is not None:
+                event_ids.append(event_id)
+                occurred.append(e.occurred)
+                resource_ids.append(str(resource_id))
+                roles.append(str(r.get("prefect.resource.role", "")))
     return event_ids, occurred, resource_ids, roles
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -287,6 +288,36 @@ def test_a_csrf_token_about_to_expire_is_renewed_before_use():
     client.read_events({})
     client.read_events({})
     assert len(issued) == 2
+
+
+def test_a_csrf_token_asked_for_early_is_the_one_the_first_post_sends():
+    paths, release = [], threading.Event()
+
+    def handler(request):
+        paths.append(request.url.path)
+        if request.url.path.endswith("/csrf-token"):
+            release.wait(5)  # still in flight when the first POST is ready: that POST waits for it
+            return httpx.Response(200, json={"token": "early", "client": "c", "expiration": "2099-01-01T00:00:00Z"})
+        assert request.headers["Prefect-Csrf-Token"] == "early"
+        return httpx.Response(200, json=PAGE)
+
+    client = client_with(handler, csrf_support=True)
+    client.fetch_csrf_token_early()
+    threading.Timer(0.05, release.set).start()
+    client.read_events({})
+    client.read_events({})
+    assert paths == ["/api/csrf-token", "/api/events/filter", "/api/events/filter"]
+
+
+def test_what_the_early_csrf_request_ran_into_is_raised_by_the_first_post():
+    def handler(request):
+        return httpx.Response(401, json={"detail": "Unauthorized"})
+
+    client = client_with(handler, csrf_support=True, api_key=KEY)
+    client.fetch_csrf_token_early()
+    with pytest.raises(ApiAuthError, match="PREFECT_API_KEY") as raised:
+        client.read_events({})
+    assert KEY not in str(raised.value)
 
 
 def test_custom_headers_are_sent_but_cannot_replace_managed_ones():

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
@@ -78,7 +79,7 @@ SELECT * FROM (SELECT
     unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::TIMESTAMPTZ[]), unnest($4::VARCHAR[]),
     unnest($5::VARCHAR[]), unnest($6::JSON[]), unnest($7::JSON[]), unnest($8::JSON[]),
     unnest($9::UUID[]), unnest($10::VARCHAR[]), unnest($11::TIMESTAMPTZ[]))
-RETURNING id
+RETURNING id::VARCHAR
 """
 _INSERT_RESOURCES = """
 INSERT INTO event_resources
@@ -104,6 +105,9 @@ WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
     SELECT id FROM events WHERE id IN (SELECT unnest($1::UUID[])))
 RETURNING raw_hash
 """
+
+_ANY_UNRESOLVED = "SELECT 1 FROM quarantine WHERE resolved IS NULL LIMIT 1"
+
 
 class DuckDBWriter(ArchiveWriter):
     """The writer side of one archive file."""
@@ -145,10 +149,11 @@ class DuckDBWriter(ArchiveWriter):
                 with conn.begin():
                     yield conn
                 keep = self._holding and time.monotonic() - self._held_since < HOLD_SECONDS
-            except sa.exc.DBAPIError as exc:
+            except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
                 self.engine.dispose()
-                error = classify(self.path, exc.orig or exc) or ArchiveError(
-                    f"writing to archive {self.path} failed ({str(exc.orig).splitlines()[0]}); the "
+                orig = getattr(exc, "orig", None) or exc
+                error = classify(self.path, orig) or ArchiveError(
+                    f"writing to archive {self.path} failed ({str(orig).splitlines()[0]}); the "
                     "transaction was rolled back, so the archive and its high-water mark are as they "
                     "were — the next sync continues from there"
                 )
@@ -203,25 +208,30 @@ class DuckDBWriter(ArchiveWriter):
         now = datetime.now(timezone.utc)
         quarantined = resolved = 0
         with self._transaction() as conn:
-            inserted: set[uuid.UUID] = set()
+            # The statements that carry a whole batch go to DuckDB's own connection (the same one, in
+            # the same transaction): its fetchall() hands RETURNING's rows back in one list, where
+            # SQLAlchemy builds a Row per event; ids come back as text, compared without a UUID each.
+            driver: Any = conn.connection.driver_connection
+            ids = [str(e.id) for e in unique]
+            inserted: set[str] = set()
             if unique:
-                inserted = {row[0] for row in conn.exec_driver_sql(_INSERT_EVENTS, _event_columns(unique, now))}
-            known = [e for e in unique if e.id not in inserted]
+                inserted = {row[0] for row in driver.execute(_INSERT_EVENTS, _event_columns(unique, ids, now)).fetchall()}
+            known = [(event, text) for event, text in zip(unique, ids, strict=True) if text not in inserted]
             if known:
-                stored: dict[uuid.UUID, str] = dict(
-                    conn.exec_driver_sql(
-                        "SELECT id, content_hash FROM events WHERE id IN (SELECT unnest($1::UUID[]))",
-                        ([str(e.id) for e in known],),
+                stored: dict[str, str] = dict(
+                    driver.execute(
+                        "SELECT id::VARCHAR, content_hash FROM events WHERE id IN (SELECT unnest($1::UUID[]))",
+                        ([text for _, text in known],),
                     ).fetchall()
                 )
-                conflicting += [e for e in known if stored.get(e.id) != e.content_hash]
-            new = [e for e in unique if e.id in inserted]
+                conflicting += [event for event, text in known if stored.get(text) != event.content_hash]
+            new = [event for event, text in zip(unique, ids, strict=True) if text in inserted]
             if new:
                 resources = resource_columns(new)
-                conn.exec_driver_sql(_INSERT_RESOURCES, resources)
-                conn.exec_driver_sql(_ADD_EVENT_DAYS, event_days(new))
+                driver.execute(_INSERT_RESOURCES, resources)
+                driver.execute(_ADD_EVENT_DAYS, event_days(new))
                 # Runs, flows and deployments recur in most of a batch's events: each once.
-                conn.exec_driver_sql(runs.QUEUE_OBJECTS, (list(dict.fromkeys(resources[2])), now))
+                driver.execute(runs.QUEUE_OBJECTS, (list(dict.fromkeys(resources[2])), now))
             if malformed:
                 rows = conn.exec_driver_sql(
                     _INSERT_QUARANTINE,
@@ -235,9 +245,11 @@ class DuckDBWriter(ArchiveWriter):
                     ),
                 ).fetchall()
                 quarantined = len(rows)
-            resolvable = [str(e.id) for e in unique] + [i for i in (uuid_text(m.event_id) for m in malformed) if i]
-            if resolvable:
-                resolved = len(conn.exec_driver_sql(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
+            resolvable = ids + [i for i in (uuid_text(m.event_id) for m in malformed) if i]
+            # Asked first: the UPDATE looks every id of the batch up in events' key even when nothing
+            # waits to be resolved (usual), 83 ms a batch on a 1M-event archive against 1 ms for this.
+            if resolvable and driver.execute(_ANY_UNRESOLVED).fetchone():
+                resolved = len(driver.execute(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
             if mark is not None:
                 conn.execute(ADVANCE_MARK, {"mark": mark})
         for event in conflicting:
@@ -356,9 +368,9 @@ class DuckDBWriter(ArchiveWriter):
                                        "outcome": outcome, "error": error, **values})
 
 
-def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], ...]:
+def _event_columns(events: Sequence[Event], ids: list[str], now: datetime) -> tuple[list[Any], ...]:
     return (
-        [str(e.id) for e in events],
+        ids,
         [e.occurred for e in events],
         [e.received for e in events],
         [e.event for e in events],
