@@ -28,7 +28,7 @@ from archiver.storage.browse import Dialect, Facets
 from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
-from archiver.storage.duckdb.facets import read_facets
+from archiver.storage.duckdb.facets import read_facets, read_first_page
 from archiver.storage.duckdb.lock import lock_is_held
 from archiver.storage.duckdb.search import count_events, read_page
 from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
@@ -132,6 +132,16 @@ class DuckDBReader(ArchiveReader):
         with self._connection() as conn:
             facets = read_facets(conn, search, limit)
         return self._named(facets)
+
+    def first_page(self, search: EventFilter, limit: int, facets_up_to: int,
+                   facet_limit: int = 10) -> tuple[Page, Facets | None]:
+        if not (search.related or search.any_resource):
+            # Without a resource filter the count and keys are cheap on their own (zone maps, a
+            # top-N): gathering every match of a busy week first would cost more than it saves.
+            return super().first_page(search, limit, facets_up_to, facet_limit)
+        with self._connection() as conn:
+            page, facets = read_first_page(conn, search, limit, facet_limit, facets_up_to)
+        return page, self._named(facets) if facets is not None else None
 
     def _browse_rows(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with self._connection() as conn:

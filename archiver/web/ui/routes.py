@@ -79,9 +79,10 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
     def events(request: Request) -> Response:
         def build(r: ArchiveReader, now: datetime) -> tuple[str, dict[str, Any]]:
             search = parse_search(request.query_params, now)
-            page = r.page(search.filter, search.limit, after=search.after, total=search.total)
-            counted = search.after is None and page.total <= FACETS_UP_TO
-            facets = r.facets(search.filter) if counted else None
+            if search.after is None:
+                page, facets = r.first_page(search.filter, search.limit, FACETS_UP_TO)
+            else:
+                page, facets = r.page(search.filter, search.limit, after=search.after, total=search.total), None
             return "events.html", {"search": search, "page": page, "facets": facets, "facets_up_to": FACETS_UP_TO,
                                    "page_sizes": PAGE_SIZES,
                                    "next": search.next_link(page.after, page.total) if page.after else None}
