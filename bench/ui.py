@@ -7,7 +7,7 @@ The archive is bench/analytics.py's (flow runs over 90 days from 2026-08-01 acro
 deployments, their state events, task-run events and custom events), plus the event_resources
 rows a sync writes beside each event (the primary resource and every related one), which the
 events page's filters and a run's events read, and run logs and artifacts: --logs-per-run lines
-for every flow run, and for the run page's run 2,000 lines (the page shows its first 1,000) and
+for every flow run, and for the run page's run 2,000 lines (the page shows its first 200) and
 five artifacts. An archive made by an older version (the default --db from before logs) is
 brought to the current schema first, as any sync would (the migrations fill event_days from its
 events; the time is printed), and given the logs if it has none. Each page is requested through serve's own app
