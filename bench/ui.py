@@ -7,7 +7,7 @@ The archive is bench/analytics.py's (flow runs over 90 days from 2026-08-01 acro
 deployments, their state events, task-run events and custom events), plus the event_resources
 rows a sync writes beside each event (the primary resource and every related one), which the
 events page's filters and a run's events read, and run logs and artifacts: --logs-per-run lines
-for every flow run, and for the run page's run 2,000 lines (the page shows its first 1,000) and
+for every flow run, and for the run page's run 2,000 lines (the page shows its first 200) and
 five artifacts. An archive made by an older version (the default --db from before logs) is
 brought to the current schema first, as any sync would (the migrations fill event_days from its
 events; the time is printed), and given the logs if it has none. Each page is requested through serve's own app
@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--logs-per-run", type=int, default=10, help="log lines given to every flow run")
     parser.add_argument("--rebuild", action="store_true", help="build the archive again even if --db exists")
+    parser.add_argument("--page", action="append", default=[], metavar="TEXT",
+                        help="time only the pages whose name holds TEXT (again for more; default: every page)")
     args = parser.parse_args()
     if args.rebuild or not args.db.exists():
         args.db.unlink(missing_ok=True)
@@ -162,7 +164,8 @@ def main() -> None:
     with duckdb.connect(str(args.db), read_only=True) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
         runs = conn.execute("SELECT count(*) FROM flow_runs").fetchone()[0]  # type: ignore[index]
-        wanted = pages(conn)
+        wanted = {name: path for name, path in pages(conn).items()
+                  if not args.page or any(text in name for text in args.page)}
 
     from fastapi.testclient import TestClient
 
@@ -184,7 +187,8 @@ def main() -> None:
                 cpu.append((time.process_time() - used) * 1000)
             p95 = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) >= 2 else times[0]
             print(f"{name:<42} {statistics.median(times):>8.1f} {p95:>8.1f} {max(times):>8.1f} {statistics.median(cpu):>8.1f}")
-    volume_reads(args.db, args.repeat)
+    if not args.page:
+        volume_reads(args.db, args.repeat)
 
 
 if __name__ == "__main__":

@@ -253,24 +253,64 @@ class BrowseReads:
 _KIND = r"regexp_replace(resource_id, '\.[^.]*$', '')"
 
 
+def _facet_counts(source: str, since: str, until: str) -> str:
+    """The three facets' counts, rows (facet 0/1/2, value, n), of the matches in CTE `source`.
+
+    The deployments join event_resources within the search's time range (their `occurred` is the
+    event's), so its zone maps skip the rest of that table.
+    """
+    return (
+        f"SELECT 0 AS facet, event AS value, count(*) AS n FROM {source} GROUP BY 2 "
+        f"UNION ALL SELECT 1, {_KIND}, count(*) FROM {source} GROUP BY 2 "
+        # An event may name one deployment twice (two related entries): count it once.
+        f"UNION ALL SELECT 2, d.resource_id, count(DISTINCT m.id) FROM {source} m JOIN event_resources d ON d.event_id = m.id "
+        f"WHERE d.role = 'deployment' AND d.occurred BETWEEN {since} AND {until} GROUP BY 2"
+    )
+
+
+def _ranked(limit: int) -> str:
+    return ("SELECT facet, value, n FROM (SELECT *, row_number() OVER (PARTITION BY facet ORDER BY n DESC, value) AS rank "
+            f"FROM counted) ranked WHERE rank <= {int(limit)}")
+
+
 def facets_sql(where: str, since: str, until: str, limit: int) -> str:
     """One query for all three facets of the events `where` (on `events e`) matches, in [since, until].
 
     The matches are read once (a materialized CTE) and grouped three ways, instead of a query per
-    facet each finding them again: on 10M events a deployment's week went from 164 to 66 ms. The
-    deployments join event_resources within the search's time range too (their `occurred` is the
-    event's), so its zone maps skip the rest of that table. Rows: (facet 0/1/2, value, count),
-    the `limit` commonest of each, most first and ties by value.
+    facet each finding them again: on 10M events a deployment's week went from 164 to 66 ms.
+    Rows: (facet 0/1/2, value, count), the `limit` commonest of each, most first and ties by value.
     """
     return (
         f"WITH m AS MATERIALIZED (SELECT e.id, e.event, e.resource_id FROM events e WHERE {where}), "
-        "counted AS (SELECT 0 AS facet, event AS value, count(*) AS n FROM m GROUP BY 2 "
-        f"UNION ALL SELECT 1, {_KIND}, count(*) FROM m GROUP BY 2 "
-        # An event may name one deployment twice (two related entries): count it once.
-        "UNION ALL SELECT 2, d.resource_id, count(DISTINCT m.id) FROM m JOIN event_resources d ON d.event_id = m.id "
-        f"WHERE d.role = 'deployment' AND d.occurred BETWEEN {since} AND {until} GROUP BY 2) "
-        "SELECT facet, value, n FROM (SELECT *, row_number() OVER (PARTITION BY facet ORDER BY n DESC, value) AS rank "
-        f"FROM counted) ranked WHERE rank <= {int(limit)} ORDER BY facet, rank"
+        f"counted AS ({_facet_counts('m', since, until)}) {_ranked(limit)} ORDER BY facet, n DESC, value"
+    )
+
+
+# first_page_sql's rows beside the facets' 0, 1 and 2.
+TOTAL_ROW, KEY_ROW = 3, 4
+
+
+def first_page_sql(where: str, since: str, until: str, order: str, limit: int, facet_limit: int,
+                   facets_up_to: int) -> str:
+    """A search's first page keys, its count and its facets in one query that finds the matches once.
+
+    With a resource filter each of the three used to find the matches again through
+    event_resources. Rows: (TOTAL_ROW, NULL, NULL, count), (KEY_ROW, id text, occurred, position
+    on the page) for `limit` keys in `order` (ASC or DESC), and facets_sql's rows (with a NULL
+    occurred) when the count is at most `facets_up_to` (none otherwise: larger ones cost too much).
+    """
+    direction = "ASC" if order == "ASC" else "DESC"
+    return (
+        f"WITH m AS MATERIALIZED (SELECT e.id, e.occurred, e.event, e.resource_id FROM events e WHERE {where}), "
+        "total AS (SELECT count(*) AS n FROM m), "
+        f"faceted AS (SELECT * FROM m WHERE (SELECT n FROM total) <= {int(facets_up_to)}), "
+        f"counted AS ({_facet_counts('faceted', since, until)}) "
+        f"SELECT {TOTAL_ROW} AS facet, NULL AS value, NULL AS occurred, n FROM total "
+        f"UNION ALL SELECT {KEY_ROW}, CAST(id AS VARCHAR), occurred, "
+        f"row_number() OVER (ORDER BY occurred {direction}, id {direction}) FROM "
+        f"(SELECT id, occurred FROM m ORDER BY occurred {direction}, id {direction} LIMIT {int(limit)}) k "
+        f"UNION ALL SELECT facet, value, NULL, n FROM ({_ranked(facet_limit)}) f "
+        f"ORDER BY 1, CASE WHEN facet = {KEY_ROW} THEN n ELSE -n END, 2"
     )
 
 

@@ -206,6 +206,14 @@ class ArchiveReader(BrowseReads, ABC):
         `total` is counted when not given (a page token carries the first page's count, as Prefect's does).
         """
 
+    def first_page(self, search: EventFilter, limit: int, facets_up_to: int,
+                   facet_limit: int = 10) -> tuple[Page, Facets | None]:
+        """The first page of `search` and its facets, or None for facets when more than
+        `facets_up_to` events match (the events page's read). A backend may find the matches once
+        for both; this one asks page() then facets()."""
+        page = self.page(search, limit)
+        return page, self.facets(search, facet_limit) if page.total <= facets_up_to else None
+
     @abstractmethod
     def count(self, search: EventFilter) -> int:
         """How many archived events match `search`."""

@@ -1,6 +1,7 @@
 """The UI's pages: each reads what it shows through one reader session and renders one template.
 
-Overview `/`, events `/events` and `/events/{id}`, a run `/runs/{id}`, a deployment
+Overview `/`, events `/events` and `/events/{id}`, a run `/runs/{id}` (its further log lines
+`/runs/{id}/logs`), a deployment
 `/deployments/{id}`, and the login form. Every page is whole without JavaScript. Bad input is a
 422 page, an id the archive lacks a 404 page, an archive that cannot be read a 503 page: never a
 500. `GET /events/{id}` also answers API clients (anything not asking for HTML) with the event's
@@ -79,9 +80,10 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
     def events(request: Request) -> Response:
         def build(r: ArchiveReader, now: datetime) -> tuple[str, dict[str, Any]]:
             search = parse_search(request.query_params, now)
-            page = r.page(search.filter, search.limit, after=search.after, total=search.total)
-            counted = search.after is None and page.total <= FACETS_UP_TO
-            facets = r.facets(search.filter) if counted else None
+            if search.after is None:
+                page, facets = r.first_page(search.filter, search.limit, FACETS_UP_TO)
+            else:
+                page, facets = r.page(search.filter, search.limit, after=search.after, total=search.total), None
             return "events.html", {"search": search, "page": page, "facets": facets, "facets_up_to": FACETS_UP_TO,
                                    "page_sizes": PAGE_SIZES,
                                    "next": search.next_link(page.after, page.total) if page.after else None}
@@ -115,6 +117,10 @@ def ui_router(settings: Settings, reader: ArchiveReader, auth: UiAuth,
             context["prefect"] = prefect.link(wanted) if context["kind"] == "flow_run" else None
             return "run.html", context
         return show(request, build)
+
+    @router.get("/runs/{run_id}/logs", response_class=HTMLResponse)
+    def run_logs(request: Request, run_id: str, after: str = "") -> Response:
+        return show(request, lambda r, now: ("run_logs.html", pages.run_logs(r, _uuid(run_id, "flow run"), after)))
 
     @router.get("/deployments/{deployment_id}", response_class=HTMLResponse)
     def deployment(request: Request, deployment_id: str, period: str = "30d") -> Response:

@@ -52,6 +52,29 @@ def test_facets_follow_related_filters_and_limits(seeded):
     assert facets.deployments == []
 
 
+def test_a_first_page_with_its_facets_answers_as_page_and_facets_do(seeded):
+    reader, s = seeded
+    deployment = f"prefect.deployment.{s.deployment}"
+    for order in ("DESC", "ASC"):
+        f = EventFilter(since=s.now - timedelta(days=RUNS + 2), until=s.now, order=order,
+                        related=(RelatedMatch(ids=(deployment,)),))
+        page, facets = reader.first_page(f, 4, facets_up_to=3 * RUNS)
+        assert page.total == 3 * RUNS and len(page.events) == 4 and page.after is not None
+        assert page == reader.page(f, 4)
+        assert facets == reader.facets(f)
+        assert facets is not None and facets.deployments == [(deployment, "nightly", 3 * RUNS)]
+        # Past facets_up_to matches no facets are counted; the page is the same.
+        assert reader.first_page(f, 4, facets_up_to=3 * RUNS - 1) == (page, None)
+        # A last page (all of the matches) has no next position.
+        whole, _ = reader.first_page(f, 3 * RUNS, facets_up_to=0)
+        assert whole == reader.page(f, 3 * RUNS) and whole.after is None
+    nothing = EventFilter(since=s.now - timedelta(days=RUNS + 2), until=s.now,
+                          related=(RelatedMatch(ids=("prefect.deployment.none",)),))
+    page, facets = reader.first_page(nothing, 4, facets_up_to=10)
+    assert (page.events, page.total, page.after) == ([], 0, None)
+    assert facets == reader.facets(nothing)
+
+
 def test_objects_and_task_runs_read_as_archived(seeded):
     reader, s = seeded
     run = reader.archived_object("flow_runs", uuid.UUID(s.newest_run))

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from archiver.web.api import create_app
+from archiver.web.ui import pages
 from tests.ui_seed import RUNS, XSS, XSS_IMG
 from tests.unit.web.conftest import TOKEN
 
@@ -113,6 +114,21 @@ def test_a_run_page_shows_what_it_was_its_states_tasks_and_events(client, seeded
     assert "boom 3" in failed
     bare = _html(client.get(f"/runs/{seeded.bare_run}"))  # an object with odd values still renders
     assert "bare" in bare and "No states archived" in bare
+
+
+def test_a_run_page_shows_its_first_lines_and_links_the_rest_a_page_at_a_time(client, seeded, monkeypatch):
+    monkeypatch.setattr(pages, "RUN_LOG_LINES", 2)
+    page = _html(client.get(f"/runs/{seeded.newest_run}"))
+    logs = page.split('id="logs-and-artifacts"', 1)[1].split("<h2>Artifacts", 1)[0]
+    assert "Beginning flow run" in logs and "a warning with" in logs and "ValueError: boom" not in logs
+    assert "The first 2 of 3 lines" in logs and "WARNING" in logs
+    more = re.search(r'<a data-enhance rel="next" href="([^"]+)">More lines</a>', logs)
+    assert more is not None and more.group(1).startswith(f"/runs/{seeded.newest_run}/logs?after=")
+    rest = _html(client.get(more.group(1).replace("&amp;", "&")))
+    assert "ValueError: boom" in rest and "ERROR" in rest and "Beginning flow run" not in rest
+    assert "More lines" not in rest and f'href="/runs/{seeded.newest_run}"' in rest
+    assert client.get(f"/runs/{seeded.newest_run}/logs?after=garbage").status_code == 422
+    assert client.get(f"/runs/{seeded.newest_run}/logs").status_code == 422
 
 
 def test_a_deployment_page_charts_durations_failures_and_lateness(client, seeded):
