@@ -1,0 +1,304 @@
+"""Seed a real Prefect server with many events fast: written into its stopped SQLite database by Prefect's own writer.
+
+    python bench/seed_events.py --home DIR --events 1000000 --days 30 [--start ISO]
+    python bench/seed_events.py --check [--events 1000] [--days 1]
+
+Posting through the API is paced (the server's in-memory queue drops a fast burst), about 300
+events a second here, so 1M events would take an hour. Instead the server (PREFECT_HOME = --home,
+kept across runs) is started once so its migrations create the database, stopped, and the events
+are written by `prefect.server.events.storage.database.write_events` — the function the server's
+own event persister calls — after `Event.receive()`, as `POST /events` does. So `events` and
+`event_resources` rows have exactly the server's shape (columns, JSON, timestamps, related-resource
+rows). The history is the same deterministic one whichever way it is seeded (`history`); a
+`bench-seed.json` in the home records what it holds, so a second run reuses it in seconds.
+
+`--check` seeds the same history both ways, into two fresh servers (one through the API, one
+directly), and compares what the API answers: every event of /events/filter in order (all fields
+but `received`, which is the time of seeding), the totals, /events/count-by/time, /events/count-by/event,
+and filters on the related and the primary resource (answered from `event_resources`). It prints
+each comparison and exits 1 on the first difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.prefect_server import (  # noqa: E402
+    PrefectServer,
+    make_event,
+    post_events,
+    server_count,
+    wait_until_stored,
+)
+
+UTC = timezone.utc
+MANIFEST = "bench-seed.json"
+CHUNK = 5_000  # events per write transaction when seeding directly
+
+
+def default_start(days: int) -> datetime:
+    """Midnight UTC `days + 2` days ago: the history ends two days before now, clear of `settle`."""
+    return (datetime.now(UTC) - timedelta(days=days + 2)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def history(events: int, days: int, since: datetime) -> Iterator[dict[str, Any]]:
+    """The bench's N events over `days` days from `since`: deterministic (seeded), generated lazily.
+
+    Three event names, 10,000 flow-run resources, two related resources (a flow of 50, a
+    deployment of 20) and a payload of 50-2,000 bytes, at uniformly random instants.
+    """
+    rng = random.Random(1)
+    for i in range(events):
+        yield make_event(
+            since + timedelta(seconds=rng.uniform(0, days * 86400 - 1)),
+            event=rng.choice(["prefect.flow-run.Running", "prefect.flow-run.Completed", "prefect.task-run.Completed"]),
+            resource_id=f"prefect.flow-run.{rng.randrange(10_000)}",
+            related=[(f"prefect.flow.{rng.randrange(50)}", "flow"), (f"prefect.deployment.{rng.randrange(20)}", "deployment")],
+            payload={"i": i, "note": "x" * rng.randrange(50, 2000)},
+            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        )
+
+
+def post_history(api_url: str, events: int, days: int, since: datetime, per_second: float = 300) -> None:
+    """Post the history through `POST /events`, paced, with back-pressure on the server's queue."""
+    until = since + timedelta(days=days)
+    chunk: list[dict[str, Any]] = []
+    posted = 0
+    for event in history(events, days, since):
+        chunk.append(event)
+        if len(chunk) == 1000:
+            post_events(api_url, chunk, per_second=per_second)
+            posted += len(chunk)
+            chunk = []
+            # The queue (10,000 messages) drops what overflows it: let storage nearly catch up.
+            while server_count(api_url, since, until) < posted - 2000:
+                time.sleep(0.5)
+    post_events(api_url, chunk, per_second=per_second)
+    wait_until_stored(api_url, since, until, events, timeout=300)
+
+
+def _server_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
+
+
+def write_directly(home: Path, events: int, days: int, since: datetime) -> float:
+    """Write the history into the (stopped) server's database at `home`; seconds taken.
+
+    A child process, so Prefect's settings (PREFECT_HOME → the database URL) are read fresh.
+    """
+    started = time.monotonic()
+    child = subprocess.run([sys.executable, __file__, "--write", "--home", str(home), "--events", str(events),
+                            "--days", str(days), "--start", since.isoformat()], env=_server_env(home), check=False)
+    if child.returncode:
+        raise SystemExit(f"direct seeding into {home} failed (exit {child.returncode}, above): remove that "
+                         "directory before seeding it again")
+    return time.monotonic() - started
+
+
+def _rows(raw: dict[str, Any], received: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The `events` row and `event_resources` rows Prefect's writer builds for `raw`, built by hand.
+
+    The same keys and values as `Event.model_validate(raw).receive().as_database_row()` and
+    `.as_database_resource_rows()` (which _write compares them with every 1,000 events), at a
+    twentieth of pydantic's ~0.7 ms per event: 1M events would spend 12 minutes validating.
+    """
+    occurred = datetime.fromisoformat(raw["occurred"])
+    event_id = uuid.UUID(raw["id"])
+    resource, related = raw["resource"], raw["related"]
+    row = {"occurred": occurred, "event": raw["event"], "resource": resource, "related": related,
+           "payload": raw["payload"], "id": event_id, "follows": None, "received": received,
+           "resource_id": resource["prefect.resource.id"], "recorded": received,
+           "related_resource_ids": [r["prefect.resource.id"] for r in related]}
+    labels = {"prefect.resource.id", "prefect.resource.role"}
+    resources = [{"occurred": occurred, "resource_id": r["prefect.resource.id"],
+                  "resource_role": r.get("prefect.resource.role", "") if r is not resource else "",
+                  "resource": {k: v for k, v in r.items() if k not in labels}, "event_id": event_id}
+                 for r in (resource, *related)]
+    return row, resources
+
+
+def _write(events: int, days: int, since: datetime) -> None:
+    """The child of write_directly: Prefect's rows into Prefect's own tables, 5,000 events a transaction.
+
+    Rows are what the server's writer (`events.storage.database.write_events`) inserts after
+    `Event.receive()` (see _rows), written through SQLAlchemy Core on the ORM's own tables, so
+    every column's type (UUIDs, timestamps, JSON) and default (id, created, updated) is applied as
+    it is there; one executemany per table instead of its 999-parameter multi-row statements.
+    """
+    import sqlalchemy as sa
+    from prefect.server.database import provide_database_interface
+    from prefect.server.events.schemas.events import Event
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    db = provide_database_interface()
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
+    if not url.startswith("sqlite+aiosqlite:///"):
+        raise SystemExit(f"direct seeding writes a SQLite server's database, not {url.split(':', 1)[0]}")
+    engine = sa.create_engine(url.replace("sqlite+aiosqlite", "sqlite", 1))
+    insert_events, insert_resources = sa.insert(db.Event.__table__), sa.insert(db.EventResource.__table__)
+    written = 0
+    started = time.monotonic()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA synchronous = NORMAL")  # as the server's own connections
+        conn.commit()
+        event_rows: list[dict[str, Any]] = []
+        resource_rows: list[dict[str, Any]] = []
+        for n, raw in enumerate(history(events, days, since)):
+            received = datetime.now(UTC)
+            row, resources = _rows(raw, received)
+            if n % 1000 == 0:  # the hand-built rows must stay Prefect's own
+                prefect_event = Event.model_validate(raw).receive(received)
+                theirs = {**prefect_event.as_database_row(), "recorded": received}
+                if theirs != row or prefect_event.as_database_resource_rows() != resources:
+                    raise SystemExit(f"event {n}: rows differ from Prefect's: {theirs} / {row}")
+            event_rows.append(row)
+            resource_rows += resources
+            if len(event_rows) == CHUNK or n + 1 == events:
+                with conn.begin():
+                    conn.execute(insert_events, event_rows)
+                    conn.execute(insert_resources, resource_rows)
+                written += len(event_rows)
+                event_rows, resource_rows = [], []
+                if written % 100_000 == 0 or written == events:
+                    print(f"  {written:,} events written ({time.monotonic() - started:.0f}s)", flush=True)
+
+
+def seeded_server(home: Path, events: int, days: int, start: datetime | None = None) -> tuple[PrefectServer, datetime, datetime]:
+    """A started server at `home` holding the bench history of `events` over `days` (seeded here if new).
+
+    The home's manifest says what it holds; a home seeded with another history is refused
+    rather than mixed (choose another directory or remove it).
+    """
+    manifest = home / MANIFEST
+    wanted = {"events": events, "days": days}
+    if manifest.exists():
+        held = json.loads(manifest.read_text())
+        if {k: held[k] for k in wanted} != wanted or (start and datetime.fromisoformat(held["since"]) != start):
+            raise SystemExit(f"{home} already holds {held['events']:,} events over {held['days']} days from "
+                             f"{held['since']}: pass another --home, or remove that directory to seed it again")
+        since = datetime.fromisoformat(held["since"])
+    else:
+        if home.exists() and any(home.iterdir()):
+            raise SystemExit(f"{home} is not empty and holds no {MANIFEST}: pass an empty or new directory as --home")
+        since = start or default_start(days)
+        server = PrefectServer(home=home).start()  # its migrations create the database
+        server.stop()
+        print(f"seeding {events:,} events over {days} days from {since.isoformat()} into {home} directly", flush=True)
+        seconds = write_directly(home, events, days, since)
+        manifest.write_text(json.dumps({**wanted, "since": since.isoformat(), "seconds": round(seconds, 1)}))
+        print(f"seeded {events:,} events in {seconds:.1f}s", flush=True)
+    until = since + timedelta(days=days)
+    server = PrefectServer(home=home).start()
+    held_count = server_count(server.api_url, since, until)
+    if held_count != events:
+        server.stop()
+        raise SystemExit(f"the server at {home} holds {held_count:,} events in [{since}, {until}], not {events:,}: "
+                         "remove that directory to seed it again")
+    return server, since, until
+
+
+# --------------------------------------------------------------------------- --check
+
+
+def _answers(api_url: str, since: datetime, until: datetime) -> dict[str, Any]:
+    """What the API says about the history: everything a reader of /events could compare."""
+    import httpx
+
+    occurred = {"since": since.isoformat(), "until": until.isoformat()}
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=api_url + "/", timeout=60) as http:
+        def page_all(body: dict[str, Any]) -> list[dict[str, Any]]:
+            page = http.post("events/filter", json=body).raise_for_status().json()
+            rows = list(page["events"])
+            while page.get("next_page"):
+                token = page["next_page"].split("page-token=", 1)[1]
+                page = http.get("events/filter/next", params={"page-token": token}).raise_for_status().json()
+                rows += page["events"]
+            out.setdefault("totals", []).append(page["total"])
+            return [{k: v for k, v in e.items() if k != "received"} for e in rows]
+
+        out["events ASC"] = page_all({"filter": {"occurred": occurred, "order": "ASC"}, "limit": 50})
+        out["events DESC"] = page_all({"filter": {"occurred": occurred, "order": "DESC"}, "limit": 50})
+        out["related flow.7"] = page_all({"filter": {"occurred": occurred, "related": {"id": ["prefect.flow.7"]}}, "limit": 50})
+        out["related role deployment"] = page_all(
+            {"filter": {"occurred": occurred, "related": {"role": ["deployment"], "id": ["prefect.deployment.3"]}}, "limit": 50})
+        out["any resource deployment.5"] = page_all(
+            {"filter": {"occurred": occurred, "any_resource": {"id": ["prefect.deployment.5"]}}, "limit": 50})
+        out["resource flow-run.42*"] = page_all(
+            {"filter": {"occurred": occurred, "resource": {"id_prefix": ["prefect.flow-run.42"]}}, "limit": 50})
+        for unit, interval in (("hour", 1), ("minute", 15), ("second", 600)):
+            body = {"filter": {"occurred": occurred}, "time_unit": unit, "time_interval": interval}
+            out[f"count-by time {interval} {unit}"] = http.post("events/count-by/time", json=body).raise_for_status().json()
+        body = {"filter": {"occurred": occurred}}
+        out["count-by event"] = http.post("events/count-by/event", json=body).raise_for_status().json()
+    return out
+
+
+def check(events: int, days: int) -> int:
+    since = default_start(days)
+    until = since + timedelta(days=days)
+    with PrefectServer() as api_server:
+        started = time.monotonic()
+        post_history(api_server.api_url, events, days, since)
+        print(f"posted {events:,} events through the API in {time.monotonic() - started:.1f}s", flush=True)
+        by_api = _answers(api_server.api_url, since, until)
+    with PrefectServer() as direct_server:
+        assert direct_server.home is not None
+        home = direct_server.home
+        direct_server.kept_home = home  # stop and restart on the same database
+        direct_server.stop()
+        print(f"wrote {events:,} events directly in {write_directly(home, events, days, since):.1f}s", flush=True)
+        direct_server.start()
+        direct = _answers(direct_server.api_url, since, until)
+        direct_server.kept_home = None  # removed on exit
+    failed = 0
+    for key, expected in by_api.items():
+        same = direct[key] == expected
+        size = len(expected) if isinstance(expected, list) else expected
+        print(f"{'same' if same else 'DIFFERENT'}: {key} ({size} rows)" if key != "totals" else
+              f"{'same' if same else 'DIFFERENT'}: totals {expected} / {direct[key]}")
+        failed += not same
+    return 1 if failed else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="the server's PREFECT_HOME, kept (e.g. /tmp/bench-prefect-1m)")
+    parser.add_argument("--events", type=int, default=None, help="events to seed (default 1,000 with --check)")
+    parser.add_argument("--days", type=int, default=None, help="days the history spans (default 30; 1 with --check)")
+    parser.add_argument("--start", type=datetime.fromisoformat, help="when the history begins (ISO 8601, UTC)")
+    parser.add_argument("--check", action="store_true", help="compare API seeding with direct seeding on 1,000 events")
+    parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)  # the child of write_directly
+    args = parser.parse_args()
+    start = args.start.replace(tzinfo=UTC) if args.start and args.start.tzinfo is None else args.start
+    if args.check:
+        raise SystemExit(check(args.events or 1000, args.days or 1))
+    if args.home is None:
+        parser.error("--home DIR is required (the kept PREFECT_HOME of the seeded server), or use --check")
+    if args.write:
+        _write(args.events, args.days, start)
+        return
+    server, since, until = seeded_server(args.home.resolve(), args.events or 1_000_000, args.days or 30, start)
+    print(f"{args.home}: {args.events or 1_000_000:,} events in [{since.isoformat()}, {until.isoformat()}) "
+          f"at {server.api_url}", flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
