@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--events 12000] [--days 5] [--rounds 3] [--dlt-python PYTHON]
                            [--api-url URL | --home DIR] [--backends duckdb,postgresql] [--skip dlt]
-                           [--baseline DIR] [--incremental]
+                           [--tree DIR] [--baseline DIR] [--incremental]
 
 Starts a real Prefect server on 127.0.0.1 (unless --api-url is given), posts N events spread over
 --days days from --start (paced: the server's queue drops a fast burst; a server that already
@@ -182,10 +182,17 @@ def main() -> None:
     parser.add_argument("--backends", default="duckdb", help="archive backends the archiver syncs into, e.g. "
                         "duckdb,postgresql (a PostgreSQL server is started for it)")
     parser.add_argument("--with-others", action="store_true", help="with --backends, run reference and dlt too")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run the archiver under test from this source tree "
+                        "(default: this one), e.g. a branch's export: git archive BRANCH | tar -x -C DIR")
     parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
                         "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
 
+    for tree in (args.tree, args.baseline):
+        if tree is not None and not (tree / "archiver" / "__main__.py").exists():
+            parser.error(f"{tree} holds no archiver/__main__.py: pass the root of a prefect-archiver source tree")
+    print(f"archiver: {args.tree.resolve()}" + (f"; archiver (baseline): {args.baseline.resolve()}" if args.baseline else ""),
+          flush=True)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - {"duckdb", "postgresql"}:
         parser.error(f"--backends takes duckdb and/or postgresql, not {args.backends!r}")
@@ -213,7 +220,8 @@ def main() -> None:
     api_url = args.api_url or server.api_url
     contenders: dict[str, Any] = {}
     if "duckdb" in backends:
-        contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency, incremental=args.incremental)
+        contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency, args.tree,
+                                                  incremental=args.incremental)
     if postgres is not None:
         pg = postgres
         contenders["archiver (postgresql)"] = lambda: archiver(api_url, since, until, args.concurrency,

@@ -15,8 +15,9 @@ rows). The history is the same deterministic one whichever way it is seeded (`hi
 `--check` seeds the same history both ways, into two fresh servers (one through the API, one
 directly), and compares what the API answers: every event of /events/filter in order (all fields
 but `received`, which is the time of seeding), the totals, /events/count-by/time, /events/count-by/event,
-and filters on the related and the primary resource (answered from `event_resources`). It prints
-each comparison and exits 1 on the first difference.
+and filters on the related and the primary resource (answered from `event_resources`); then the
+rows both databases store, raw (timestamps of writing aside). It prints each comparison and exits 1
+if any differs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -111,72 +113,107 @@ def write_directly(home: Path, events: int, days: int, since: datetime) -> float
     return time.monotonic() - started
 
 
-def _rows(raw: dict[str, Any], received: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The `events` row and `event_resources` rows Prefect's writer builds for `raw`, built by hand.
+EVENT_COLUMNS = ("occurred", "event", "resource_id", "resource", "related_resource_ids", "related", "payload",
+                 "received", "recorded", "follows", "id", "created", "updated")
+RESOURCE_COLUMNS = ("occurred", "resource_id", "resource_role", "resource", "event_id", "id", "created", "updated")
 
-    The same keys and values as `Event.model_validate(raw).receive().as_database_row()` and
-    `.as_database_resource_rows()` (which _write compares them with every 1,000 events), at a
-    twentieth of pydantic's ~0.7 ms per event: 1M events would spend 12 minutes validating.
+
+def _timestamp(moment: datetime) -> str:
+    """A timestamp as Prefect's `Timestamp` column stores it in SQLite: naive UTC, microseconds always."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _rows(raw: dict[str, Any], received: datetime) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The `events` row and `event_resources` rows of `raw` as SQLite stores them, built by hand.
+
+    The values Prefect's writer stores for `Event.model_validate(raw).receive()` (its
+    `as_database_row()` and `as_database_resource_rows()` bound through the ORM tables' types;
+    _check_rows compares them every 1,000 events), in the columns' order, at a fraction of the
+    cost: pydantic and SQLAlchemy's bind processing take ~1 ms an event, 1M events 20 minutes on
+    a loaded machine. `received` also stands for `recorded`, `created` and `updated` (all "now").
     """
-    occurred = datetime.fromisoformat(raw["occurred"])
-    event_id = uuid.UUID(raw["id"])
+    occurred = _timestamp(datetime.fromisoformat(raw["occurred"]))
+    now = _timestamp(received)
+    event_id = str(uuid.UUID(raw["id"]))
     resource, related = raw["resource"], raw["related"]
-    row = {"occurred": occurred, "event": raw["event"], "resource": resource, "related": related,
-           "payload": raw["payload"], "id": event_id, "follows": None, "received": received,
-           "resource_id": resource["prefect.resource.id"], "recorded": received,
-           "related_resource_ids": [r["prefect.resource.id"] for r in related]}
+    row = (occurred, raw["event"], resource["prefect.resource.id"], json.dumps(resource),
+           json.dumps([r["prefect.resource.id"] for r in related]), json.dumps(related), json.dumps(raw["payload"]),
+           now, now, None, event_id, now, now)
     labels = {"prefect.resource.id", "prefect.resource.role"}
-    resources = [{"occurred": occurred, "resource_id": r["prefect.resource.id"],
-                  "resource_role": r.get("prefect.resource.role", "") if r is not resource else "",
-                  "resource": {k: v for k, v in r.items() if k not in labels}, "event_id": event_id}
+    resources = [(occurred, r["prefect.resource.id"], r.get("prefect.resource.role", "") if r is not resource else "",
+                  json.dumps({k: v for k, v in r.items() if k not in labels}), event_id,
+                  str(uuid.UUID(int=random.getrandbits(128), version=4)), now, now)
                  for r in (resource, *related)]
     return row, resources
 
 
-def _write(events: int, days: int, since: datetime) -> None:
-    """The child of write_directly: Prefect's rows into Prefect's own tables, 5,000 events a transaction.
+def _check_rows(raw: dict[str, Any], received: datetime, mine: tuple[tuple[Any, ...], list[tuple[Any, ...]]]) -> None:
+    """Fail unless `mine` is what Prefect's own path stores for `raw` (ids of resource rows aside).
 
-    Rows are what the server's writer (`events.storage.database.write_events`) inserts after
-    `Event.receive()` (see _rows), written through SQLAlchemy Core on the ORM's own tables, so
-    every column's type (UUIDs, timestamps, JSON) and default (id, created, updated) is applied as
-    it is there; one executemany per table instead of its 999-parameter multi-row statements.
+    Prefect's path: `Event.model_validate(raw).receive()`, `as_database_row()` and
+    `as_database_resource_rows()`, inserted with SQLAlchemy Core into the ORM's own tables
+    (created in memory), whose column types encode them; then both are read back raw.
     """
     import sqlalchemy as sa
     from prefect.server.database import provide_database_interface
     from prefect.server.events.schemas.events import Event
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
     db = provide_database_interface()
+    engine = sa.create_engine("sqlite://")
+    events, resources = db.Event.__table__, db.EventResource.__table__
+    events.create(engine)
+    resources.create(engine)
+    event = Event.model_validate(raw).receive(received)
+    stamps = {"created": received, "updated": received}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(events), [{**event.as_database_row(), "recorded": received, **stamps}])
+        conn.execute(sa.insert(resources), [{**r, **stamps, "id": uuid.UUID(mine[1][n][5])}
+                                            for n, r in enumerate(event.as_database_resource_rows())])
+        theirs_event = tuple(conn.exec_driver_sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events").one())
+        theirs_resources = [tuple(r) for r in conn.exec_driver_sql(
+            f"SELECT {', '.join(RESOURCE_COLUMNS)} FROM event_resources ORDER BY rowid").all()]
+    engine.dispose()
+    if theirs_event != mine[0] or theirs_resources != mine[1]:
+        raise SystemExit(f"direct seeding no longer writes Prefect's rows:\n  Prefect: {theirs_event} {theirs_resources}"
+                         f"\n  here:    {mine[0]} {mine[1]}")
+
+
+def _write(events: int, days: int, since: datetime) -> None:
+    """The child of write_directly: Prefect's rows into the server's tables, 5,000 events a transaction."""
+    import sqlite3
+
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
     url = PREFECT_API_DATABASE_CONNECTION_URL.value()
     if not url.startswith("sqlite+aiosqlite:///"):
         raise SystemExit(f"direct seeding writes a SQLite server's database, not {url.split(':', 1)[0]}")
-    engine = sa.create_engine(url.replace("sqlite+aiosqlite", "sqlite", 1))
-    insert_events, insert_resources = sa.insert(db.Event.__table__), sa.insert(db.EventResource.__table__)
+    random.seed(2)  # the resource rows' own ids
     written = 0
     started = time.monotonic()
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA synchronous = NORMAL")  # as the server's own connections
-        conn.commit()
-        event_rows: list[dict[str, Any]] = []
-        resource_rows: list[dict[str, Any]] = []
-        for n, raw in enumerate(history(events, days, since)):
-            received = datetime.now(UTC)
-            row, resources = _rows(raw, received)
-            if n % 1000 == 0:  # the hand-built rows must stay Prefect's own
-                prefect_event = Event.model_validate(raw).receive(received)
-                theirs = {**prefect_event.as_database_row(), "recorded": received}
-                if theirs != row or prefect_event.as_database_resource_rows() != resources:
-                    raise SystemExit(f"event {n}: rows differ from Prefect's: {theirs} / {row}")
-            event_rows.append(row)
-            resource_rows += resources
-            if len(event_rows) == CHUNK or n + 1 == events:
-                with conn.begin():
-                    conn.execute(insert_events, event_rows)
-                    conn.execute(insert_resources, resource_rows)
-                written += len(event_rows)
-                event_rows, resource_rows = [], []
-                if written % 100_000 == 0 or written == events:
-                    print(f"  {written:,} events written ({time.monotonic() - started:.0f}s)", flush=True)
+    conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")  # as the server's own connections
+    insert_event = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    insert_resource = (f"INSERT INTO event_resources ({', '.join(RESOURCE_COLUMNS)}) "
+                       f"VALUES ({', '.join('?' * len(RESOURCE_COLUMNS))})")
+    event_rows: list[tuple[Any, ...]] = []
+    resource_rows: list[tuple[Any, ...]] = []
+    for n, raw in enumerate(history(events, days, since)):
+        received = datetime.now(UTC)
+        row, resources = _rows(raw, received)
+        if n % 1000 == 0:
+            _check_rows(raw, received, (row, resources))
+        event_rows.append(row)
+        resource_rows += resources
+        if len(event_rows) == CHUNK or n + 1 == events:
+            conn.execute("BEGIN")
+            conn.executemany(insert_event, event_rows)
+            conn.executemany(insert_resource, resource_rows)
+            conn.execute("COMMIT")
+            written += len(event_rows)
+            event_rows, resource_rows = [], []
+            if written % 100_000 == 0 or written == events:
+                print(f"  {written:,} events written ({time.monotonic() - started:.0f}s)", flush=True)
+    conn.close()
 
 
 def seeded_server(home: Path, events: int, days: int, start: datetime | None = None) -> tuple[PrefectServer, datetime, datetime]:
@@ -250,29 +287,51 @@ def _answers(api_url: str, since: datetime, until: datetime) -> dict[str, Any]:
     return out
 
 
+def _stored(home: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The server's own `events` and `event_resources` rows, raw, without the columns that say when
+    they were written (received, recorded, created, updated) or a resource row's own random id."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{home / 'prefect.db'}?mode=ro", uri=True) as conn:
+        kept = [c for c in EVENT_COLUMNS if c not in ("received", "recorded", "created", "updated")]
+        kept_resources = [c for c in RESOURCE_COLUMNS if c not in ("id", "created", "updated")]
+        return {
+            "stored events": conn.execute(f"SELECT {', '.join(kept)} FROM events ORDER BY id").fetchall(),
+            "stored event_resources": conn.execute(
+                f"SELECT {', '.join(kept_resources)} FROM event_resources ORDER BY event_id, resource_role").fetchall(),
+            "stored column types": conn.execute(
+                "SELECT DISTINCT " + ", ".join(f"typeof({c})" for c in EVENT_COLUMNS) + " FROM events").fetchall(),
+        }
+
+
 def check(events: int, days: int) -> int:
+    """Seed the history both ways into two fresh servers; 0 if the API and the stored rows agree."""
     since = default_start(days)
     until = since + timedelta(days=days)
-    with PrefectServer() as api_server:
-        started = time.monotonic()
-        post_history(api_server.api_url, events, days, since)
-        print(f"posted {events:,} events through the API in {time.monotonic() - started:.1f}s", flush=True)
-        by_api = _answers(api_server.api_url, since, until)
-    with PrefectServer() as direct_server:
-        assert direct_server.home is not None
-        home = direct_server.home
-        direct_server.kept_home = home  # stop and restart on the same database
-        direct_server.stop()
-        print(f"wrote {events:,} events directly in {write_directly(home, events, days, since):.1f}s", flush=True)
-        direct_server.start()
-        direct = _answers(direct_server.api_url, since, until)
-        direct_server.kept_home = None  # removed on exit
+    answers, stored = {}, {}
+    for way in ("api", "direct"):
+        with tempfile.TemporaryDirectory(prefix=f"bench-seed-check-{way}-") as home_name:
+            server = PrefectServer(home=Path(home_name)).start()
+            try:
+                started = time.monotonic()
+                if way == "api":
+                    post_history(server.api_url, events, days, since)
+                else:
+                    server.stop()
+                    write_directly(Path(home_name), events, days, since)
+                    server.start()
+                print(f"seeded {events:,} events {'through the API' if way == 'api' else 'directly'} "
+                      f"in {time.monotonic() - started:.1f}s", flush=True)
+                answers[way] = _answers(server.api_url, since, until)
+            finally:
+                server.stop()
+            stored[way] = _stored(Path(home_name))
     failed = 0
-    for key, expected in by_api.items():
-        same = direct[key] == expected
-        size = len(expected) if isinstance(expected, list) else expected
-        print(f"{'same' if same else 'DIFFERENT'}: {key} ({size} rows)" if key != "totals" else
-              f"{'same' if same else 'DIFFERENT'}: totals {expected} / {direct[key]}")
+    for key, expected in [*answers["api"].items(), *stored["api"].items()]:
+        got = answers["direct"].get(key, stored["direct"].get(key))
+        same = got == expected
+        shown = f"totals {expected} / {got}" if key == "totals" else f"{key} ({len(expected)} rows)"
+        print(f"{'same' if same else 'DIFFERENT'}: {shown}")
         failed += not same
     return 1 if failed else 0
 
