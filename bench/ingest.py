@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -175,7 +176,8 @@ def main() -> None:
     parser.add_argument("--api-url", help="use this server instead of starting one")
     parser.add_argument("--home", type=Path, help="seed a server at this PREFECT_HOME directly (bench/seed_events.py) "
                         "and keep it there for the next run, e.g. /tmp/bench-prefect-1m")
-    parser.add_argument("--skip", default="", help="contenders left out, comma-separated: reference, dlt")
+    parser.add_argument("--skip", default="", help="contenders left out, comma-separated: "
+                        "archiver (the tree under test; --baseline still runs), reference, dlt")
     parser.add_argument("--incremental", action="store_true", help="after each archiver's first sync, sync again "
                         "with nothing new and report its requests")
     parser.add_argument("--dlt-python", default=sys.executable, help="a Python with dlt[duckdb] installed")
@@ -187,6 +189,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
                         "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
+    # A killed bench must still stop the Prefect server it started (its own process group).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     for tree in (args.tree, args.baseline):
         if tree is not None and not (tree / "archiver" / "__main__.py").exists():
@@ -199,8 +203,8 @@ def main() -> None:
     if args.home and args.api_url:
         parser.error("--home starts (and seeds) its own server: pass --home or --api-url, not both")
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    if skip - {"reference", "dlt"}:
-        parser.error(f"--skip takes reference and/or dlt, not {args.skip!r}")
+    if skip - {"archiver", "reference", "dlt"}:
+        parser.error(f"--skip takes archiver, reference and/or dlt, not {args.skip!r}")
     others = backends == ["duckdb"] or args.with_others
     stack = ExitStack()
     postgres = None
@@ -219,7 +223,7 @@ def main() -> None:
         server = None if args.api_url else PrefectServer().start()
     api_url = args.api_url or server.api_url
     contenders: dict[str, Any] = {}
-    if "duckdb" in backends:
+    if "duckdb" in backends and "archiver" not in skip:
         contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency, args.tree,
                                                   incremental=args.incremental)
     if postgres is not None:
