@@ -136,7 +136,8 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, r
     if again is not None:
         result["incremental"] = {"requests": again["pages"] + again["counts"], "inserted": again["inserted"],
                                  "wall": again["wall"], "detail": f"{again['pages']} pages + {again['counts']} count-by "
-                                 f"({again['reconcile_requests']} of them the trailing reconcile's)"}
+                                 f"({again['reconcile_requests']} of them the trailing reconcile's); "
+                                 f"{again['seconds']:.2f}s inside the sync, {again['cpu']:.1f} CPU s"}
     return result
 
 
