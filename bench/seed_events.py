@@ -222,7 +222,9 @@ def _write(events: int, days: int, since: datetime) -> None:
     conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
     conn.execute("PRAGMA synchronous = NORMAL")  # as the server's own connections
     conn.execute("PRAGMA cache_size = -524288")
-    written = skip = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    # The history's events only: a server started on the home in between may have stored its own.
+    written = skip = conn.execute("SELECT count(*) FROM events WHERE occurred >= ? AND occurred < ?",
+                                  (_timestamp(since), _timestamp(since + timedelta(days=days)))).fetchone()[0]
     if skip:
         print(f"  resuming after {skip:,} events", flush=True)
     insert_event = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
