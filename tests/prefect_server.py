@@ -90,6 +90,8 @@ class PrefectServer:
     Use as a context manager; `api_url` is ready once `__enter__`/`start()` returns.
     `python` runs the server from another venv's interpreter (another Prefect version);
     `env` adds server settings, e.g. PREFECT_API_DATABASE_CONNECTION_URL for PostgreSQL.
+    `home` keeps the server's PREFECT_HOME (its SQLite database) in that directory across
+    stop/start instead of a throw-away one, so a benchmark seeds it once and reuses it.
     """
 
     def __init__(
@@ -98,12 +100,14 @@ class PrefectServer:
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
         python: str | Path | None = None,
+        home: Path | None = None,
     ) -> None:
         # P3650D: tests back-date events by days/months and must not see them trimmed.
         self.retention_period = retention_period
         self.extra_env: dict[str, str] = dict(env or {})
         self.startup_timeout = startup_timeout
         self.python = python
+        self.kept_home = home
         self.port: int = 0
         self.home: Path | None = None
         self.log_path: Path | None = None
@@ -151,7 +155,11 @@ class PrefectServer:
 
     def _start_once(self) -> None:
         started = time.monotonic()
-        self.home = Path(tempfile.mkdtemp(prefix="prefect-test-server-"))
+        if self.kept_home is not None:
+            self.kept_home.mkdir(parents=True, exist_ok=True)
+            self.home = self.kept_home
+        else:
+            self.home = Path(tempfile.mkdtemp(prefix="prefect-test-server-"))
         self.log_path = self.home / "server.log"
         self.port = free_port()
         env = _clean_env()
@@ -167,7 +175,7 @@ class PrefectServer:
             }
         )
         env.update(self.extra_env)
-        self._log_file = open(self.log_path, "wb")
+        self._log_file = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [
                 *_prefect_command(self.python),
@@ -210,7 +218,7 @@ class PrefectServer:
         self.startup_seconds = time.monotonic() - started
 
     def stop(self) -> None:
-        """SIGTERM the server's process group, SIGKILL after 10 s, then remove its home."""
+        """SIGTERM the server's process group, SIGKILL after 10 s, then remove its home (unless kept)."""
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:
@@ -226,7 +234,8 @@ class PrefectServer:
             self._log_file.close()
             self._log_file = None
         if self.home is not None:
-            shutil.rmtree(self.home, ignore_errors=True)
+            if self.kept_home is None:
+                shutil.rmtree(self.home, ignore_errors=True)
             self.home = None
 
     @staticmethod
