@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Generated-input tests judge what the code answers, never how fast this machine is: no per-example
+# deadline and no "generation is slow" check (both failed tests on a loaded 2-core machine).
+settings.register_profile("archiver", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("archiver")
 
 # Make the repo root importable so `tests.prefect_server` and `archiver` resolve
 # however pytest is invoked (rootdir, IDE, or a subdirectory).
