@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, timezone
 from typing import Any
 
 from archiver.errors import BadInput
-from archiver.prefect.events import Event, parse_event_id
+from archiver.prefect.events import Event, compact_json, parse_event_id
+from archiver.storage.logs import Artifact, Log
 
 
 def uuid_text(value: str | None) -> str | None:
@@ -68,3 +69,22 @@ def event_days(events: Sequence[Event]) -> tuple[list[date], list[int]]:
     counts = Counter(e.occurred.astimezone(timezone.utc).date() for e in events)
     days = sorted(counts)
     return days, [counts[d] for d in days]
+
+
+Text = Callable[[Any], "str | None"]
+
+
+def log_columns(logs: Sequence[Log], text: Text) -> list[list[Any]]:
+    """A page of logs as the logs table's columns in order, archived_at aside; `text` makes each
+    id and text value what the backend's text columns hold."""
+    return [[str(g.id) for g in logs], [text(g.flow_run_id) for g in logs], [text(g.task_run_id) for g in logs],
+            [g.level for g in logs], [text(g.name) for g in logs], [g.timestamp for g in logs],
+            [text(g.message) for g in logs], [compact_json(g.raw) for g in logs]]
+
+
+def artifact_columns(artifacts: Sequence[Artifact], text: Text) -> list[list[Any]]:
+    """Artifacts as the artifacts table's columns in order, archived_at aside (`text` as above)."""
+    return [[str(a.id) for a in artifacts], [text(a.key) for a in artifacts], [text(a.type) for a in artifacts],
+            [text(a.description) for a in artifacts], [compact_json(a.data) for a in artifacts],
+            [text(a.flow_run_id) for a in artifacts], [text(a.task_run_id) for a in artifacts],
+            [a.created for a in artifacts], [a.updated for a in artifacts], [compact_json(a.raw) for a in artifacts]]

@@ -8,10 +8,12 @@ backends' answers from drifting apart (the contract suite holds them to the same
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from archiver.prefect.events import to_utc
 from archiver.storage.logs import HARVESTED_STATE_TYPES, ArtifactQuery, LogQuery
 
 
@@ -52,6 +54,14 @@ def _selected(shape: LogShape, d: Dialect) -> str:
     if shape == "line":
         return f"id::text, {d.epoch_us.format(col='timestamp')}, level, message"
     return ", ".join(LINE_COLUMNS)
+
+
+def log_dicts(rows: list[Any], whole: bool) -> list[dict[str, Any]]:
+    """Rows of logs_select (shape "whole", or "columns" if not `whole`) as dicts: the whole logs,
+    or LINE_COLUMNS with the id as text and the timestamp in UTC."""
+    if whole:
+        return [json.loads(row[0]) for row in rows]
+    return [dict(zip(LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True)) for i, t, level, message in rows]
 
 
 def logs_select(query: LogQuery, d: Dialect, shape: LogShape = "whole") -> tuple[str, list[Any]]:

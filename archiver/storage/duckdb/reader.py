@@ -256,10 +256,7 @@ class DuckDBReader(ArchiveReader):
 
     def logs(self, query: LogQuery, whole: bool = True) -> list[dict[str, Any]]:
         rows = self._logs_query(*log_queries.logs_select(query, log_queries.DUCKDB, "whole" if whole else "columns"))
-        if whole:
-            return [json.loads(row[0]) for row in rows]
-        return [dict(zip(log_queries.LINE_COLUMNS, (str(i), to_utc(t), level, message), strict=True))
-                for i, t, level, message in rows]
+        return log_queries.log_dicts(rows, whole)
 
     def log_lines(self, query: LogQuery) -> list[tuple[str, int, int, str | None]]:
         return self._logs_query(*log_queries.logs_select(query, log_queries.DUCKDB, "line"))

@@ -15,7 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from archiver.prefect.events import compact_json, to_utc
+from archiver.prefect.events import to_utc
+from archiver.storage.batches import artifact_columns, log_columns
 from archiver.storage.logs import Artifact, Log, LogMark, artifacts_to_write, first_of_each, mark_params
 from archiver.storage.statements import SAVE_LOG_MARK
 from archiver.storage.writer import WriteCounts
@@ -46,11 +47,7 @@ def save_logs(conn: sa.Connection, logs: Sequence[Log], mark: LogMark) -> WriteC
     unique = first_of_each(list(logs))
     inserted = 0
     if unique:
-        rows = conn.exec_driver_sql(_INSERT_LOGS, (
-            datetime.now(timezone.utc), [str(g.id) for g in unique], [_text(g.flow_run_id) for g in unique],
-            [_text(g.task_run_id) for g in unique], [g.level for g in unique], [_text(g.name) for g in unique],
-            [g.timestamp for g in unique], [_text(g.message) for g in unique], [compact_json(g.raw) for g in unique],
-        )).fetchall()
+        rows = conn.exec_driver_sql(_INSERT_LOGS, (datetime.now(timezone.utc), *log_columns(unique, _text))).fetchall()
         inserted = len(rows)
     conn.execute(SAVE_LOG_MARK, mark_params(mark))
     return WriteCounts(inserted=inserted, duplicates=len(logs) - inserted)
@@ -66,12 +63,6 @@ def save_artifacts(conn: sa.Connection, artifacts: Sequence[Artifact], mark: Log
         conn.exec_driver_sql("DELETE FROM artifacts WHERE id = ANY(%s::UUID[])", ([str(a.id) for a in changed],))
     written = new + changed
     if written:
-        conn.exec_driver_sql(_INSERT_ARTIFACTS, (
-            datetime.now(timezone.utc), [str(a.id) for a in written], [_text(a.key) for a in written],
-            [_text(a.type) for a in written], [_text(a.description) for a in written],
-            [compact_json(a.data) for a in written], [_text(a.flow_run_id) for a in written],
-            [_text(a.task_run_id) for a in written], [a.created for a in written], [a.updated for a in written],
-            [compact_json(a.raw) for a in written],
-        ))
+        conn.exec_driver_sql(_INSERT_ARTIFACTS, (datetime.now(timezone.utc), *artifact_columns(written, _text)))
     conn.execute(SAVE_LOG_MARK, mark_params(mark))
     return WriteCounts(inserted=len(new), duplicates=len(artifacts) - len(new), conflicts=len(changed))
