@@ -61,6 +61,21 @@ def read_mark(db):
     return status["high_water_mark"]
 
 
+def last_sync_once_the_lock_is_free(db, timeout: float = 10):
+    """The ledger's last sync as status reports it once the killed writer's lock is gone.
+
+    A DuckDB file lock goes with the process. PostgreSQL releases a session's advisory lock when
+    its server process notices the closed socket and exits, a few milliseconds after the client is
+    reaped: CI once read status inside that window and saw 'running'. So wait, within a bound.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = archive_status(db, timedelta(seconds=10))["last_sync"]
+        if last["outcome"] != "running" or time.monotonic() > deadline:
+            return last
+        time.sleep(0.05)
+
+
 def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(prefect_server, history, slow_sync_env):
     db, env, args = slow_sync_env
     partial_marks = []
@@ -83,7 +98,7 @@ def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(pref
         proc.wait()
         if killed:
             # Its row still says 'running', but no process holds the sync lock: status tells.
-            last = archive_status(db, timedelta(seconds=10))["last_sync"]
+            last = last_sync_once_the_lock_is_free(db)
             assert (last["outcome"], last["error"]) == ("interrupted", ORPHANED_RUN_ERROR)
             kills += 1
         mark = read_mark(db)
