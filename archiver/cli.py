@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from archiver import __version__, cli_logs
@@ -180,22 +180,27 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     since, until = _range(args)
     progress = _ProgressLine()
     signals = StopSignals()
+    now = datetime.now(timezone.utc)  # one `now` for the sync and the read it sends early
     with signals, client_for(settings, sleep=signals.stop.sleep, interactive=True) as client:
         # The token every POST needs is asked for first, so its round trip overlaps what the sync
         # does before it can ask anything else: import the ingest and storage code (SQLAlchemy,
-        # DuckDB) and open and migrate the archive, which the first real request needs (the mark).
+        # DuckDB) and open and migrate the archive.
         client.fetch_csrf_token_early()
-        from archiver.errors import Stopped
-        from archiver.ingest.gaps import describe
-        from archiver.ingest.report import partial_report
-        from archiver.ingest.sync import sync
         from archiver.storage import open_archive
 
         archive = open_archive(settings.archive_url)
         with archive.writer_lock(settings.lock_timeout):
+            # And the sync's first event read, once the mark is known: before the writer opens.
+            _read_first_early(settings, client, archive, since, until, now)
+            from archiver.errors import Stopped
+            from archiver.ingest.gaps import describe
+            from archiver.ingest.report import partial_report
+            from archiver.ingest.sync import sync
+
             writer = archive.writer(settings.read_timeout)
             try:
-                report = sync(settings, client, writer, since=since, until=until, progress=progress, stop=signals.stop)
+                report = sync(settings, client, writer, since=since, until=until, progress=progress, stop=signals.stop,
+                              now=now)
             except Stopped as exc:
                 report = partial_report(exc)  # "interrupted"; committed batches are kept
             finally:
@@ -234,6 +239,37 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     for gap in report.gaps:
         print(f"GAP: {describe(format_timestamp(gap.since), format_timestamp(gap.until))} ({gap.why})", file=sys.stderr)
     return 0
+
+
+# How long the early look at the mark waits for a reader in another process to let go of the
+# file: past that the sync starts without it (the writer waits up to archive.read_timeout).
+EARLY_READ_WAIT = timedelta(milliseconds=200)
+
+
+def _read_first_early(settings: Settings, client: Any, archive: Any, since: datetime | None,
+                      until: datetime | None, now: datetime) -> None:
+    """Send the sync's first event read now (ingest.first_read), from the mark a reader sees.
+
+    The writer lock is held, so the mark cannot move before the writer reads it. A reader needs
+    neither SQLAlchemy nor a migration: on DuckDB, the plain driver and one read-only open. When
+    the archive cannot be read that way (being created, an older schema, damaged, busy), nothing
+    is asked early: the writer then says what is wrong, as it always has.
+    """
+    from archiver.ingest.first_read import first_read
+
+    try:
+        if not archive.exists():
+            mark = newest = None
+        else:
+            with archive.reader(EARLY_READ_WAIT).session() as reader:
+                mark = reader.high_water_mark()
+                newest = reader.newest_occurred_before(mark) if mark is not None else None
+    except Exception as exc:  # the writer meets it too, and reports it in its own words
+        log.debug("the sync's first read waits for the writer: the archive could not be read first (%s)", exc)
+        return
+    probe = first_read(settings, mark, newest, since=since, until=until, now=now)
+    if probe is not None:
+        client.read_events_early(probe, limit=1)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,7 +8,8 @@ first request (the CSRF token, which it answers), then the first that reads even
 process is killed then, so nothing but start-up is measured, and the CPU seconds it used by then
 are read from its rusage). Two cases, each on a fresh archive:
 - new: no archive file yet (a first sync migrates a new file);
-- existing: an archive with a high-water mark (every later sync).
+- existing: an archive with an event and a high-water mark after it (every later sync; its first
+  event read is the gap probe at that event).
 With --baseline DIR (a tree from `git archive`, e.g. main's), the same runs go to DIR's code too,
 interleaved run by run so a busy machine hurts both alike. Prints the median and spread of each.
 """
@@ -63,13 +64,19 @@ class _FirstRequest(http.server.BaseHTTPRequestHandler):
 
 
 def _existing_archive(tree: Path, path: Path) -> None:
-    """An archive with the schema and a mark, made by `tree`'s code in a child (as a past sync left it)."""
+    """An archive with the schema, an event and a mark after it, made by `tree`'s code in a child
+    (as a past sync left it: its first request is then the gap probe at that event)."""
     code = (
-        "import sys; from datetime import datetime, timedelta, timezone\n"
+        "import sys, uuid; from datetime import datetime, timedelta, timezone\n"
+        "from archiver.prefect.events import format_timestamp, parse_event\n"
         "from archiver.storage import open_archive\n"
         "from archiver.storage.duckdb import archive_url\n"
+        "mark = datetime.now(timezone.utc) - timedelta(minutes=5)\n"
+        "at = format_timestamp(mark - timedelta(minutes=1))\n"
+        "event = parse_event({'id': str(uuid.uuid4()), 'occurred': at, 'received': at, 'event': 'bench.start',\n"
+        "                     'resource': {'prefect.resource.id': 'bench.start'}, 'related': [], 'payload': {}})\n"
         "w = open_archive(archive_url(sys.argv[1])).writer(timedelta(seconds=30))\n"
-        "w.advance_mark(datetime.now(timezone.utc) - timedelta(minutes=5)); w.close()\n"
+        "w.write_batch([event], mark=mark); w.close()\n"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=tree,
                    env={**os.environ, "PYTHONPATH": str(tree)})

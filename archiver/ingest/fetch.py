@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from archiver.errors import ApiRejected, IncompleteWindow, PageTokenRejected
+from archiver.ingest.first_read import oldest_probe
 from archiver.ingest.windows import TICK, Refine, Window, coarse_size, count_spans, pack, refine_plan, size_spans
 from archiver.prefect.client import Bucket, PrefectClient
 from archiver.prefect.events import EPOCH, PAGE_SIZE, Event, Malformed, format_timestamp, parse_event
@@ -175,10 +176,7 @@ def first_event_time(client: PrefectClient, until: datetime, horizon: timedelta 
 
 
 def _oldest_in(client: PrefectClient, since: datetime, until: datetime) -> datetime | None:
-    page = client.read_events(
-        {"occurred": {"since": format_timestamp(since), "until": format_timestamp(until)}, "order": "ASC"},
-        limit=1,
-    )
+    page = client.read_events(oldest_probe(since, until), limit=1)
     for raw in page["events"]:
         item = parse_event(raw)
         if isinstance(item, Event):

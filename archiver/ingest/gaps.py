@@ -26,9 +26,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from archiver.ingest.fetch import first_event_time
+from archiver.ingest.first_read import gap_probe
 from archiver.prefect.client import PrefectClient
-from archiver.prefect.events import format_timestamp
-from archiver.prefect.spans import MAX_QUERY_SPAN
 from archiver.storage.base import ArchiveCounts
 from archiver.storage.writer import Gap
 
@@ -42,11 +41,7 @@ def server_gap(client: PrefectClient, archive: ArchiveCounts, mark: datetime, en
     newest = archive.newest_occurred_before(mark)
     if newest is None:
         return None  # nothing archived to look for: no evidence either way
-    probe = {
-        "occurred": {"since": format_timestamp(newest), "until": format_timestamp(min(mark, newest + MAX_QUERY_SPAN))},
-        "order": "ASC",
-    }
-    if client.read_events(probe, limit=1)["events"]:
+    if client.read_events(gap_probe(newest, mark), limit=1)["events"]:
         return None  # the server still holds events at or before the mark: it has trimmed nothing past it
     oldest = first_event_time(client, end, retention)
     if oldest is not None and oldest <= mark:

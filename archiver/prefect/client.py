@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -24,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,6 +199,21 @@ def _retry_after(response: httpx.Response) -> float | None:
         return moment.timestamp() - time.time() if moment else None
 
 
+@dataclass
+class _EarlyRead:
+    """A read_events sent ahead (PrefectClient.read_events_early): its thread, its attempts, its outcome."""
+
+    thread: threading.Thread = field(default_factory=threading.Thread)
+    sent: Counter[str] = field(default_factory=Counter)
+    page: Any = None
+    error: BaseException | None = None
+
+
+def _read_key(filter: dict[str, Any], limit: int) -> str:
+    """Which read_events an early read answers: the same filter (key order aside) and limit."""
+    return json.dumps([filter, limit], sort_keys=True)
+
+
 class PrefectClient:
     """A synchronous client for one Prefect API (self-hosted `…/api` or a Cloud workspace URL).
 
@@ -255,10 +272,13 @@ class PrefectClient:
         # fetch_csrf_token_early(): the thread asking, and what it raised (for the first POST to raise).
         self._csrf_early: threading.Thread | None = None
         self._csrf_early_error: BaseException | None = None
+        # read_events_early(): reads sent ahead, by _read_key, until read_events takes them.
+        self._early_reads: dict[str, _EarlyRead] = {}
         self._sleep = sleep
         # Off by default: a self-hosted server has no such limit (api.max_requests_per_minute).
         self._pacer = Pacer(max_requests_per_minute, sleep) if max_requests_per_minute else None
         _import_httpcore()
+        verify = plain_http_verify(api_url, verify)
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -288,9 +308,46 @@ class PrefectClient:
 
     def read_events(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> dict[str, Any]:
         """POST /events/filter: the first EventPage for `filter` (keys go under "filter")."""
+        if self._early_reads:  # one dict look-up per page otherwise
+            with self._sent_lock:
+                early = self._early_reads.pop(_read_key(filter, limit), None)
+            if early is not None:
+                return self._take(early)
         page: dict[str, Any] = self.request(
             "POST", "events/filter", json={"filter": filter, "limit": limit}, expect=_event_page_problem
         )
+        return page
+
+    def read_events_early(self, filter: dict[str, Any], limit: int = PAGE_SIZE) -> None:
+        """Send read_events(filter, limit) now, in a thread; the first read_events asking the same takes its answer.
+
+        For a read the caller knows it will make before it can make it (a sync's first probe,
+        asked while the archive opens: first_read.py), so its round trip overlaps that work. It
+        counts in requests() when it is taken, so the pass that takes it counts it as its own, and
+        there it raises what it ran into, as if it had been sent then. One not taken is not counted.
+        """
+        early = _EarlyRead()
+
+        def fetch() -> None:
+            try:
+                early.page = self._send("POST", "events/filter", early.sent, expect=_event_page_problem,
+                                        json={"filter": filter, "limit": limit})
+            except BaseException as exc:  # raised again by read_events
+                early.error = exc
+
+        early.thread = threading.Thread(target=fetch, name="early-read", daemon=True)
+        early.thread.start()  # before it is listed: a thread is joined only once started
+        with self._sent_lock:
+            self._early_reads[_read_key(filter, limit)] = early
+
+    def _take(self, early: _EarlyRead) -> dict[str, Any]:
+        """An early read's page (or its error), its requests now counted."""
+        early.thread.join()
+        with self._sent_lock:
+            self.sent.update(early.sent)
+        if early.error is not None:
+            raise early.error
+        page: dict[str, Any] = early.page
         return page
 
     def read_next_page(self, next_page: str) -> dict[str, Any]:
@@ -414,6 +471,11 @@ class PrefectClient:
         one that is not JSON (proxies answer 200 with `{"detail": "upstream temporarily
         unavailable"}`), and ApiBadResponse is raised when the retries run out.
         """
+        return self._send(method, path, self.sent, expect=expect, **kwargs)
+
+    def _send(self, method: str, path: str, sent: Counter[str], *,
+              expect: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+        """request(), each attempt counted in `sent` (an early read's own until it is taken)."""
         started = time.monotonic()
         attempt = 0
         csrf_refreshed = False
@@ -426,7 +488,7 @@ class PrefectClient:
             if self._pacer is not None:
                 self._pacer.wait()
             with self._sent_lock:
-                self.sent[path] += 1
+                sent[path] += 1
             try:
                 response = self._http.request(method, path, headers=headers, **kwargs)
             except httpx.UnsupportedProtocol:
@@ -571,6 +633,32 @@ class PrefectClient:
         return ApiRejected(f"{where} was rejected (HTTP {status}): {detail}")
 
 
+# Where httpx (trust_env) finds a proxy, which may itself be reached over TLS.
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+def plain_http(api_url: str) -> bool:
+    """Whether a client of `api_url` only ever speaks plain HTTP: an http:// URL, and no proxy in the
+    environment (httpx's trust_env; a proxy may itself be reached over TLS).
+
+    Every request is relative to the base URL and redirects are not followed, so such a client
+    never uses a TLS context. httpx builds one when the client is made all the same, and loading a
+    CA bundle into it costs 50-60 ms of CPU (250 ms for the first in a process, with certifi's
+    import) before the first request: plain_http_verify and client_for skip that.
+    """
+    return (urlsplit(api_url.strip()).scheme == "http"
+            and not any(name.lower() in _PROXY_VARIABLES for name in os.environ))
+
+
+def plain_http_verify(api_url: str, verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """What the client of `api_url` verifies with: for a plain-HTTP client (plain_http) left at the
+    default, a context as strict as the default (CERT_REQUIRED, check_hostname) that trusts no CA,
+    so anything that did reach TLS through it would fail, never pass; otherwise `verify`."""
+    if verify is not True or not plain_http(api_url):
+        return verify
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def _import_httpcore() -> None:
     """Import httpcore (httpx imports it when the first client is made) without trio and h2.
 
@@ -603,15 +691,18 @@ def client_for(
     `interactive`: a command someone waits for at a terminal, which fails at once on a refused
     connection instead of retrying it for minutes.
     """
+    api_url = settings.require_api()
+    # The CA bundle is never used by a plain-HTTP client (plain_http): not loaded, so not checked either.
+    skip_bundle = plain_http(api_url) and not settings.tls_insecure_skip_verify
     return PrefectClient(
-        settings.require_api(),
+        api_url,
         sleep=sleep,
         api_key=settings.api_key,
         auth_string=settings.auth_string,
         timeout=settings.timeout.total_seconds(),
         retry=retry or RetryPolicy(settings.max_retries, settings.max_retry_time, retry_refused=not interactive),
         custom_headers=settings.custom_headers,
-        verify=tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
+        verify=True if skip_bundle else tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
         csrf_support=settings.csrf_support,
         max_requests_per_minute=settings.max_requests_per_minute,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -22,7 +23,7 @@ from archiver.errors import (
     ConfigError,
     PageTokenRejected,
 )
-from archiver.prefect.client import Pacer, PrefectClient, RequestCounts, RetryPolicy
+from archiver.prefect.client import Pacer, PrefectClient, RequestCounts, RetryPolicy, plain_http, plain_http_verify
 
 PAGE = {"events": [], "total": 0, "next_page": None}
 KEY = "pnu_TOPSECRETKEY0123456789"
@@ -318,6 +319,50 @@ def test_what_the_early_csrf_request_ran_into_is_raised_by_the_first_post():
     with pytest.raises(ApiAuthError, match="PREFECT_API_KEY") as raised:
         client.read_events({})
     assert KEY not in str(raised.value)
+
+
+def test_an_early_read_is_sent_once_and_answers_the_same_read_when_it_is_asked():
+    bodies, release = [], threading.Event()
+
+    def handler(request):
+        bodies.append(json.loads(request.content))
+        release.wait(5)  # still in flight when the read is asked: the read waits for it
+        return httpx.Response(200, json={**PAGE, "total": len(bodies)})
+
+    client = client_with(handler)
+    probe = {"occurred": {"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"}, "order": "ASC"}
+    client.read_events_early(probe, limit=1)
+    assert client.requests() == RequestCounts()  # counted when taken, by the pass that takes it
+    threading.Timer(0.05, release.set).start()
+    # The same filter with its keys in another order is the same read.
+    assert client.read_events(dict(reversed(probe.items())), limit=1)["total"] == 1
+    assert client.requests() == RequestCounts(pages=1)
+    assert client.read_events(probe, limit=1)["total"] == 2  # taken once: the next is a read of its own
+    assert client.read_events(probe, limit=2)["total"] == 3
+    assert bodies == [{"filter": probe, "limit": 1}] * 2 + [{"filter": probe, "limit": 2}]
+
+
+def test_what_an_early_read_ran_into_is_raised_by_the_read_it_answers_with_its_retries_counted():
+    sleeps: list[float] = []
+    client = client_with(lambda request: httpx.Response(503), sleeps, retry=RetryPolicy(max_retries=2))
+    client.read_events_early({"order": "ASC"}, limit=1)
+    with pytest.raises(ApiUnavailable, match="after 3 attempts"):
+        client.read_events({"order": "ASC"}, limit=1)
+    assert client.requests() == RequestCounts(pages=3) and len(sleeps) == 2
+
+
+def test_a_plain_http_client_builds_no_ca_bundle_and_trusts_no_ca(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    context = plain_http_verify("http://127.0.0.1:4200/api", True)
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.get_ca_certs() == []  # anything that reached TLS through it would fail, never pass
+    assert plain_http_verify("https://api.prefect.cloud/api", True) is True  # httpx's default bundle
+    assert plain_http_verify("http://127.0.0.1:4200/api", False) is False  # the user's choice stands
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy.test:3128")  # a proxy may be reached over TLS
+    assert not plain_http("http://127.0.0.1:4200/api")
+    assert plain_http_verify("http://127.0.0.1:4200/api", True) is True
 
 
 def test_custom_headers_are_sent_but_cannot_replace_managed_ones():
