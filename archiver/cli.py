@@ -12,12 +12,16 @@ import logging
 import os
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archiver import __version__, cli_logs
 from archiver.config import Settings, load_settings
 from archiver.errors import ArchiveMissing, ArchiverError, BadInput, ConfigError, EventNotFound
 from archiver.prefect.events import format_timestamp, parse_when
+
+if TYPE_CHECKING:  # imported by the commands that use them
+    from archiver.prefect.client import PrefectClient
+    from archiver.storage.base import Archive
 
 log = logging.getLogger("archiver")
 
@@ -246,7 +250,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 EARLY_READ_WAIT = timedelta(milliseconds=200)
 
 
-def _read_first_early(settings: Settings, client: Any, archive: Any, since: datetime | None,
+def _read_first_early(settings: Settings, client: PrefectClient, archive: Archive, since: datetime | None,
                       until: datetime | None, now: datetime) -> None:
     """Send the sync's first event read now (ingest.first_read), from the mark a reader sees.
 
