@@ -136,20 +136,21 @@ def _raw_text(raw: Any) -> str:
         return repr(raw)[:100_000]
 
 
-def _archivable_text(raw: Any) -> tuple[str, str | None]:
-    """(the item's canonical JSON text, why it cannot be archived faithfully or None).
+def _archivable_text(raw: Any) -> tuple[str, bytes, str | None]:
+    """(the item's canonical JSON text, that text in UTF-8, why it cannot be archived faithfully or None).
 
-    Serialized once on the common path: the quarantine keeps this text, an Event hashes it
-    (content_hash). Only an item the fast path refuses is looked at again, to say why.
+    Serialized and encoded once on the common path: the quarantine keeps the text, an Event
+    hashes its bytes (content_hash). Only an item the fast path refuses is looked at again, to say why.
     """
     if isinstance(raw, str):
-        return _raw_text(raw), None
+        text = _raw_text(raw)
+        return text, text.encode("utf-8", "backslashreplace"), None
     try:
         text = _CANONICAL.encode(raw)
-        text.encode("utf-8")
-        return text, None
+        return text, text.encode("utf-8"), None  # raises on a lone surrogate
     except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return _raw_text(raw), _unarchivable(raw)
+        text = _raw_text(raw)
+        return text, text.encode("utf-8", "backslashreplace"), _unarchivable(raw)  # never raises: parse_event must not
 
 
 def parse_event(raw: Any) -> Event | Malformed:
@@ -157,7 +158,7 @@ def parse_event(raw: Any) -> Event | Malformed:
 
     Never raises: an exception here would stop every later sync at the same page.
     """
-    raw_text, problem = _archivable_text(raw)
+    raw_text, raw_bytes, problem = _archivable_text(raw)
     if not isinstance(raw, dict):
         return Malformed(raw_text, "not a JSON object", None)
     event_id = raw.get("id")
@@ -206,7 +207,7 @@ def parse_event(raw: Any) -> Event | Malformed:
         payload=payload,
         received=received,
         follows=follows,
-        content_hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest()[:32],
+        content_hash=hashlib.sha256(raw_bytes).hexdigest()[:32],
         size=len(raw_text),
     )
 
