@@ -261,6 +261,8 @@ def _read_first_early(settings: Settings, client: PrefectClient, archive: Archiv
     """
     from archiver.ingest.first_read import first_read
 
+    if since is not None:  # first_read's first rule: the range is planned first, nothing to ask early
+        return
     try:
         if not archive.exists():
             mark = newest = None
@@ -269,7 +271,9 @@ def _read_first_early(settings: Settings, client: PrefectClient, archive: Archiv
                 mark = reader.high_water_mark()
                 newest = reader.newest_occurred_before(mark) if mark is not None else None
     except Exception as exc:  # the writer meets it too, and reports it in its own words
-        log.debug("the sync's first read waits for the writer: the archive could not be read first (%s)", exc)
+        # Named by its type only: a driver's message may quote a connection string.
+        log.debug("the sync's first read waits for the writer: the archive could not be read first (%s)",
+                  type(exc).__name__)
         return
     probe = first_read(settings, mark, newest, since=since, until=until, now=now)
     if probe is not None:
