@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from archiver.cli import _read_first_early
 from archiver.config import Settings
 from archiver.ingest.first_read import first_read
+from archiver.ingest.report import SyncReport
 from archiver.ingest.sync import sync
 from archiver.prefect.client import PrefectClient
-from archiver.prefect.events import Event, parse_event, parse_timestamp
+from archiver.prefect.events import format_timestamp, parse_timestamp
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
 from tests.unit.storage.shapes import event_json
@@ -57,29 +57,29 @@ def _settings(backend: Archive) -> Settings:
     return Settings(db_path=Path("unused.duckdb"), url=backend.url, api_url="http://prefect.test/api", csrf_support=False)
 
 
-@pytest.mark.parametrize("archived", [False, True], ids=["first sync", "later sync"])
-def test_the_read_sent_before_the_writer_opens_is_the_syncs_first_and_counted_once(backend: Archive, archived: bool):
-    settings = _settings(backend)
-    if archived:
-        event = parse_event(event_json(ARCHIVED))
-        assert isinstance(event, Event)
-        past = backend.writer(timedelta(seconds=5))
-        past.write_batch([event], mark=ARCHIVED + timedelta(minutes=5))
-        past.close()
+def _sync_after_early_read(settings: Settings, backend: Archive, now: datetime) -> tuple[StandIn, SyncReport]:
+    """A sync as the CLI runs it: the first read sent early, then the writer opened and the sync run."""
     api = StandIn()
     with PrefectClient(settings.require_api(), transport=httpx.MockTransport(api), csrf_support=False) as client:
         with backend.writer_lock():
-            _read_first_early(settings, client, backend, None, None, NOW)
+            _read_first_early(settings, client, backend, None, None, now)
             assert api.first.wait(5), "nothing was read before the writer opened"
             writer = backend.writer(timedelta(seconds=5))
             try:
-                report = sync(settings, client, writer, now=NOW)
+                return api, sync(settings, client, writer, now=now)
             finally:
                 writer.close()
-    mark = ARCHIVED + timedelta(minutes=5) if archived else None
-    expected = first_read(settings, mark, ARCHIVED if archived else None, since=None, until=None, now=NOW)
-    assert expected is not None
-    assert api.reads[0] == {"filter": expected, "limit": 1}
-    assert api.reads.count(api.reads[0]) == 1  # the sync took the early answer instead of asking again
-    assert report.pages == len(api.reads)  # and counted it as its own
-    assert report.outcome == "ok" and report.high_water_mark is not None
+
+
+def test_the_read_sent_before_the_writer_opens_is_the_syncs_first_and_counted_once(backend: Archive):
+    settings = _settings(backend)
+    # A first sync (no archive yet: the search for the oldest event), then a later one (the gap
+    # probe at the event the first archived), on one archive.
+    for mark, newest in ((None, None), (NOW - settings.settle, ARCHIVED)):
+        api, report = _sync_after_early_read(settings, backend, NOW)
+        expected = first_read(settings, mark, newest, since=None, until=None, now=NOW)
+        assert expected is not None
+        assert api.reads[0] == {"filter": expected, "limit": 1}
+        assert api.reads.count(api.reads[0]) == 1  # the sync took the early answer instead of asking again
+        assert report.pages == len(api.reads)  # and counted it as its own
+        assert report.outcome == "ok" and report.high_water_mark == format_timestamp(NOW - settings.settle)
