@@ -68,12 +68,11 @@ log = logging.getLogger("archiver.storage.duckdb.writer")
 # that pause the file was free for microseconds and readers polling it never got in.
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
-# No memory_limit on the writer: with events' primary key, an insert checked an index that grew with
-# the archive, and a fixed cap failed every later sync of a large one (with 128 MB, an INSERT OR
-# IGNORE of 2,000 rows into a 5M-row table ran out of memory). The key is gone (migration 0010), but
-# event_resources' index on resource_id (0004) and the logs' (0007) still grow with the archive, and
-# an index cannot spill. DuckDB's default (80% of RAM) holds; a transaction's own size is bounded by
-# ingest.BATCH_BYTES instead.
+# No memory_limit on the writer: a fixed cap fails every later sync of a large archive. With events'
+# primary key, 128 MB failed an INSERT OR IGNORE of 2,000 rows into 5M; without it (migration 0010),
+# 256 MB still failed a 2,000-event batch's commit on a 5M-event archive ("could not allocate block",
+# bench/big_archive.py's fill): event_resources' index on resource_id (0004) grows with the archive
+# too. DuckDB's default (80% of RAM) holds; a transaction's own size is bounded by ingest.BATCH_BYTES.
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 
 # The batch's ids already archived, with their content hashes (a repeat with other content is a
