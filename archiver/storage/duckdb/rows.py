@@ -4,7 +4,7 @@ The source opens the file read-only once for the whole copy (other readers may o
 writer cannot commit meanwhile, so what it reads is one state of the archive). The sink keeps
 one read-write connection for the whole copy: it runs under the writer lock, and each page is
 one INSERT OR IGNORE … SELECT unnest(…) per table (DuckDB's bulk path, as the writer's), never
-row by row.
+row by row; into events, which has no primary key, an INSERT … SELECT of the ids not there yet.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class DuckDBTables(TableSource):
         self.path = path
         self.conn = conn
         self._columns: dict[str, list[Column] | None] = {}
+        self._primary_keys: dict[str, bool] = {}
 
     def schema_version(self) -> int | None:
         try:
@@ -166,6 +167,14 @@ class DuckDBSink(DuckDBTables, TableSink):
                 return True
         return False
 
+    def _keyed(self, table: str) -> bool:
+        """Whether `table` has a primary key (INSERT OR IGNORE needs one; events has none since 0010)."""
+        if table not in self._primary_keys:
+            self._primary_keys[table] = bool(self.conn.execute(
+                "SELECT 1 FROM duckdb_constraints() WHERE table_name = $1 AND constraint_type = 'PRIMARY KEY'",
+                [table]).fetchall())
+        return self._primary_keys[table]
+
     def _insert(self, table: str, columns: Sequence[Column], rows: Sequence[Row], returning: Sequence[str] | None) -> list[Row]:
         kinds = self._kinds(table)
         lists: list[list[Any]] = [[] for _ in columns]
@@ -175,11 +184,27 @@ class DuckDBSink(DuckDBTables, TableSink):
         for i, column in enumerate(columns):
             if column.kind == "uuid":  # DuckDB binds UUID objects by their text most reliably
                 lists[i] = [None if v is None else str(v) for v in lists[i]]
-        unnests = ", ".join(f"unnest(${i + 1}::{_TYPES[kinds[c.name]]}[])" for i, c in enumerate(columns))
+        unnests = ", ".join(f"unnest(${i + 1}::{_TYPES[kinds[c.name]]}[]) AS {_q(c.name)}" for i, c in enumerate(columns))
         names = ", ".join(_q(c.name) for c in columns)
-        verb, tail = ("INSERT OR IGNORE", f" RETURNING {', '.join(_q(k) for k in returning)}") if returning else ("INSERT", "")
-        result = self.conn.execute(f"{verb} INTO {_q(table)} ({names}) SELECT * FROM (SELECT {unnests}){tail}", lists)
-        return result.fetchall() if returning else []
+        if not returning:
+            self.conn.execute(f"INSERT INTO {_q(table)} ({names}) SELECT * FROM (SELECT {unnests})", lists)
+            return []
+        tail = f" RETURNING {', '.join(_q(k) for k in returning)}"
+        if self._keyed(table):
+            return self.conn.execute(f"INSERT OR IGNORE INTO {_q(table)} ({names}) SELECT * FROM (SELECT {unnests}){tail}",
+                                     lists).fetchall()
+        # No primary key (events): skip the keys already there, looked up within the page's key range
+        # (UUIDv7 ids: the zone maps skip the rest). The sink's caller holds the writer lock.
+        [key] = returning
+        at = [c.name for c in columns].index(key)
+        params: list[Any] = list(lists)
+        bound = ""
+        if kinds[key] == "uuid" and lists[at]:
+            params += [min(lists[at]), max(lists[at])]
+            bound = f" WHERE {_q(key)} BETWEEN ${len(params) - 1}::UUID AND ${len(params)}::UUID"
+        return self.conn.execute(
+            f"INSERT INTO {_q(table)} ({names}) SELECT * FROM (SELECT {unnests}) page "
+            f"WHERE page.{_q(key)} NOT IN (SELECT {_q(key)} FROM {_q(table)}{bound}){tail}", params).fetchall()
 
     def write_page(self, source: str, spec: TableSpec, columns: Sequence[Column], rows: Sequence[Row],
                    children: Sequence[tuple[TableSpec, Sequence[Column], Sequence[Row]]], progress: Progress) -> dict[str, int]:

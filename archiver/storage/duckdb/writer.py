@@ -3,8 +3,9 @@
 The writer opens the file for one transaction and lets go (see connect.py), so `get` and
 `status` in other processes answer while a sync runs; a backfill writing batch after batch keeps
 it for up to HOLD_SECONDS at a time (DuckDBWriter.holding). Rows go in through DuckDB's own bulk path
-(lists unnested in one INSERT … SELECT), never row by row; `INSERT OR IGNORE` on the primary
-key makes every write idempotent, and RETURNING counts what was really new (rowcount is -1).
+(lists unnested in one INSERT … SELECT), never row by row. Events have no primary key (migration
+0010): a batch's ids already archived are looked up first, within the batch's id range, and only
+the rest are inserted, so every write is idempotent and `inserted` counts exactly what was new.
 
 SQLAlchemy earns its place here: the engine comes from the archive's URL (duckdb:///… through
 duckdb-engine, as a PostgreSQL writer's will from postgresql+psycopg://…), its pool is chosen on
@@ -60,26 +61,34 @@ from archiver.storage.writer import (
 
 log = logging.getLogger("archiver.storage.duckdb.writer")
 # The longest a backfill keeps the file across consecutive batches (DuckDBWriter.holding). Every release
-# costs a checkpoint on close and a fresh open (which loads the primary-key index again): measured
-# 15 ms + 25-180 ms per 2,000-event batch, growing with the archive, against ~120 ms for the insert
-# itself. When a hold ends the writer stays away for longer than a waiting reader's retry interval
+# costs a checkpoint on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while
+# events had a primary key, whose index each open loaded again (migration 0010 dropped it). When a
+# hold ends the writer stays away for longer than a waiting reader's retry interval
 # (connect.MAX_RETRY_DELAY), so a reader gets in within about HOLD_SECONDS plus one batch: without
 # that pause the file was free for microseconds and readers polling it never got in.
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
-# No memory_limit on the writer: an insert checks the primary key, whose index grows with the
-# archive, and a fixed cap fails every later sync of a large one (measured: with 128 MB, an
-# INSERT OR IGNORE of 2,000 rows into a 5M-row table ran out of memory). DuckDB's default (80% of
-# RAM) holds; a transaction's own size is bounded by ingest.BATCH_BYTES instead.
+# No memory_limit on the writer: a fixed cap fails every later sync of a large archive. With events'
+# primary key, 128 MB failed an INSERT OR IGNORE of 2,000 rows into 5M; without it (migration 0010),
+# 256 MB still failed a 2,000-event batch's commit on a 5M-event archive ("could not allocate block",
+# bench/big_archive.py's fill): event_resources' index on resource_id (0004) grows with the archive
+# too. DuckDB's default (80% of RAM) holds; a transaction's own size is bounded by ingest.BATCH_BYTES.
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 
+# The batch's ids already archived, with their content hashes (a repeat with other content is a
+# conflict). Bounded by the batch's lowest and highest id ($2, $3): Prefect's ids are UUIDv7, about
+# in insertion order, so the zone maps skip every row group outside the batch's range and the scan
+# reads a row group or two however big the archive (UUIDv4 ids from older clients scan more).
+_ARCHIVED_IDS = """
+SELECT id::VARCHAR, content_hash FROM events
+WHERE id BETWEEN $2::UUID AND $3::UUID AND id IN (SELECT unnest($1::UUID[]))
+"""
 _INSERT_EVENTS = """
-INSERT OR IGNORE INTO events
+INSERT INTO events
 SELECT * FROM (SELECT
     unnest($1::UUID[]), unnest($2::TIMESTAMPTZ[]), unnest($3::TIMESTAMPTZ[]), unnest($4::VARCHAR[]),
     unnest($5::VARCHAR[]), unnest($6::JSON[]), unnest($7::JSON[]), unnest($8::JSON[]),
     unnest($9::UUID[]), unnest($10::VARCHAR[]), unnest($11::TIMESTAMPTZ[]))
-RETURNING id::VARCHAR
 """
 _INSERT_RESOURCES = """
 INSERT INTO event_resources
@@ -102,7 +111,7 @@ RETURNING raw_hash
 _RESOLVE_QUARANTINE = """
 UPDATE quarantine SET resolved = $2
 WHERE resolved IS NULL AND TRY_CAST(event_id AS UUID) IN (
-    SELECT id FROM events WHERE id IN (SELECT unnest($1::UUID[])))
+    SELECT id FROM events WHERE id BETWEEN $3::UUID AND $4::UUID AND id IN (SELECT unnest($1::UUID[])))
 RETURNING raw_hash
 """
 
@@ -209,24 +218,21 @@ class DuckDBWriter(ArchiveWriter):
         quarantined = resolved = 0
         with self._transaction() as conn:
             # The statements that carry a whole batch go to DuckDB's own connection (the same one, in
-            # the same transaction): its fetchall() hands RETURNING's rows back in one list, where
-            # SQLAlchemy builds a Row per event; ids come back as text, compared without a UUID each.
+            # the same transaction): its fetchall() hands rows back in one list, where SQLAlchemy
+            # builds a Row per event; ids come back as text, compared without a UUID each.
             driver: Any = conn.connection.driver_connection
             ids = [str(e.id) for e in unique]
-            inserted: set[str] = set()
+            # Check, then insert: safe because one writer holds the file (DuckDB's lock: no other
+            # process opens it while this transaction is open) and this one's transactions take
+            # self._lock, so no id can be archived between the look-up and the insert.
+            stored: dict[str, str] = {}
             if unique:
-                inserted = {row[0] for row in driver.execute(_INSERT_EVENTS, _event_columns(unique, ids, now)).fetchall()}
-            known = [(event, text) for event, text in zip(unique, ids, strict=True) if text not in inserted]
-            if known:
-                stored: dict[str, str] = dict(
-                    driver.execute(
-                        "SELECT id::VARCHAR, content_hash FROM events WHERE id IN (SELECT unnest($1::UUID[]))",
-                        ([text for _, text in known],),
-                    ).fetchall()
-                )
-                conflicting += [event for event, text in known if stored.get(text) != event.content_hash]
-            new = [event for event, text in zip(unique, ids, strict=True) if text in inserted]
+                stored = dict(driver.execute(_ARCHIVED_IDS, (ids, min(ids), max(ids))).fetchall())
+            known = [(event, text) for event, text in zip(unique, ids, strict=True) if text in stored]
+            conflicting += [event for event, text in known if stored[text] != event.content_hash]
+            new = [event for event, text in zip(unique, ids, strict=True) if text not in stored]
             if new:
+                driver.execute(_INSERT_EVENTS, _event_columns(new, now))
                 resources = resource_columns(new)
                 driver.execute(_INSERT_RESOURCES, resources)
                 driver.execute(_ADD_EVENT_DAYS, event_days(new))
@@ -246,10 +252,11 @@ class DuckDBWriter(ArchiveWriter):
                 ).fetchall()
                 quarantined = len(rows)
             resolvable = ids + [i for i in (uuid_text(m.event_id) for m in malformed) if i]
-            # Asked first: the UPDATE looks every id of the batch up in events' key even when nothing
+            # Asked first: the UPDATE looks every id of the batch up in events even when nothing
             # waits to be resolved (usual), 83 ms a batch on a 1M-event archive against 1 ms for this.
             if resolvable and driver.execute(_ANY_UNRESOLVED).fetchone():
-                resolved = len(driver.execute(_RESOLVE_QUARANTINE, (resolvable, now)).fetchall())
+                resolved = len(driver.execute(_RESOLVE_QUARANTINE,
+                                              (resolvable, now, min(resolvable), max(resolvable))).fetchall())
             if mark is not None:
                 conn.execute(ADVANCE_MARK, {"mark": mark})
         for event in conflicting:
@@ -368,9 +375,9 @@ class DuckDBWriter(ArchiveWriter):
                                        "outcome": outcome, "error": error, **values})
 
 
-def _event_columns(events: Sequence[Event], ids: list[str], now: datetime) -> tuple[list[Any], ...]:
+def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], ...]:
     return (
-        ids,
+        [str(e.id) for e in events],
         [e.occurred for e in events],
         [e.received for e in events],
         [e.event for e in events],

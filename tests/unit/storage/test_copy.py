@@ -338,3 +338,29 @@ def test_a_postgresql_source_written_during_the_copy_is_copied_as_it_was_when_th
     after = copy_archive(source, destination)
     assert after.ok and {t.table: t.copied for t in after.tables}["events"] == 3
     assert destination.reader(WAIT).high_water_mark() == T0 + timedelta(hours=5)
+
+
+def test_events_offered_again_to_a_duckdb_destination_are_stored_once(tmp_path: Path) -> None:
+    """A DuckDB archive's events have no primary key (migration 0010): the sink skips ids it holds."""
+    from archiver.storage.duckdb.rows import open_sink, open_source
+    from archiver.storage.rows import Progress
+
+    source, destination = DuckDBArchive(tmp_path / "source.duckdb"), DuckDBArchive(tmp_path / "destination.duckdb")
+    seed(source, events=6)
+    destination.writer(WAIT).close()
+    spec = next(s for s in TABLES if s.name == "events")
+    reading = open_source(source.path, WAIT)
+    try:
+        columns = reading.columns("events") or []
+        rows = [row for page in reading.pages(spec, columns, None, 100) for row in page]
+    finally:
+        reading.close()
+    sink = open_sink(destination.path, WAIT)
+    try:
+        progress = Progress("events", None, 0, False)
+        assert sink.write_page("test", spec, columns, rows[:4], [], progress) == {"events": 4}
+        assert sink.write_page("test", spec, columns, rows[2:], [], progress) == {"events": len(rows) - 4}
+        assert sink.write_page("test", spec, columns, rows, [], progress) == {"events": 0}
+        assert sink.count("events") == len(rows)
+    finally:
+        sink.close()

@@ -33,6 +33,26 @@ def test_a_repeat_inside_one_batch_is_a_duplicate_and_the_first_version_wins(wri
     assert stored("SELECT payload FROM events WHERE id = $1", str(event_id)) == [('{"version":1}',)]
 
 
+def _v7(millisecond: int) -> uuid.UUID:
+    """A UUIDv7 as Prefect's clients make them: the time first, so ids sort in the order they were made."""
+    return uuid.UUID(int=(millisecond << 80) | (0x7 << 76) | (0x2 << 62) | uuid.uuid4().int >> 66)
+
+
+@pytest.mark.parametrize("make_id", [_v7, lambda _: uuid.uuid4()], ids=["uuid7", "uuid4"])
+def test_overlapping_batches_store_each_event_once_and_count_only_the_new(writer, stored, make_event, make_id):
+    ids = [make_id(i) for i in range(12)]
+    events = [make_event(T0 + timedelta(seconds=i), event_id=ids[i]) for i in range(12)]
+    assert writer.write_batch(events[0:12:2]) == WriteCounts(inserted=6)
+    # Interleaved with the archived ids, reaching past both ends, and one of them twice.
+    assert writer.write_batch([*events[0:9], events[3]]) == WriteCounts(inserted=4, duplicates=6)
+    assert writer.write_batch(events[8:] + events[:1]) == WriteCounts(inserted=2, duplicates=3)
+    assert writer.write_batch(events) == WriteCounts(duplicates=12)
+    assert stored("SELECT id, count(*) FROM events GROUP BY id ORDER BY id") == [(i, 1) for i in sorted(ids)]
+    # What comes with a new event was written once per event, never for a repeat.
+    assert stored("SELECT count(*), count(DISTINCT event_id) FROM event_resources") == [(36, 12)]
+    assert stored("SELECT sum(events) FROM event_days") == [(12,)]
+
+
 def test_an_archived_event_sent_again_with_other_content_is_a_conflict_and_kept_as_first_archived(
         writer, stored, make_event):
     event_id, run = uuid.uuid4(), uuid.uuid4()

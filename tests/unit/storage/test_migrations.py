@@ -1,7 +1,7 @@
 """Migrations: an archive made at any earlier schema opens as the writer at the newest, keeping its rows.
 
 Each backend numbers its own migrations. DuckDB's earlier schemas are 0 (only the bootstrap) to
-6; a PostgreSQL archive's are 0 (an empty database) and 1 (before run logs and artifacts).
+9; a PostgreSQL archive's are 0 (an empty database) and 1 (before run logs and artifacts).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pytest
 
+from archiver.prefect.events import compact_json
 from archiver.storage.base import Archive
 from archiver.storage.duckdb import DuckDBArchive
 from archiver.storage.duckdb import migrate as duckdb_migrate
@@ -62,6 +63,8 @@ def at_schema(backend: Archive) -> Callable[[int], None]:
                              [T0])
                 conn.execute("INSERT INTO quarantine (raw_hash, raw, reason, first_seen) VALUES ('h', '{}', 'missing id', $1)",
                              [T0])
+            if n >= 9:  # 0009 made event_days, which the writer keeps with the events
+                conn.execute("INSERT INTO event_days VALUES ($1, 1)", [T0.date()])
 
     return build
 
@@ -136,3 +139,27 @@ def test_an_archive_from_a_newer_prefect_archiver_is_refused(backend, at_schema,
             conn.execute("INSERT INTO schema_migrations VALUES (%s, 'from_the_future', now())", [newest + 1])
     with pytest.raises(ArchiveIncompatible, match="upgrade prefect-archiver"):
         backend.writer(timedelta(seconds=5))
+
+
+@pytest.mark.parametrize("backend", ["duckdb"], indirect=True)
+def test_events_lose_their_primary_key_and_keep_every_row_column_and_order(backend, at_schema, stored, make_event):
+    """0010 rebuilds events without its key: the same rows in the same stored order, the same columns,
+    types and NOT NULLs, and the views over events read the new table."""
+    at_schema(9)
+    events = [make_event(T0 + timedelta(minutes=i), name="prefect.flow-run.Running") for i in range(50)]
+    with duckdb.connect(str(backend.path)) as conn:  # stored out of id order, as uuid4 ids are
+        conn.executemany("INSERT INTO events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", [
+            [str(e.id), e.occurred, e.received, e.event, e.resource_id, compact_json(e.resource), compact_json(e.related),
+             compact_json(e.payload), None, e.content_hash, T0] for e in events])
+    columns = "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = 'events' " \
+              "ORDER BY ordinal_position"
+    before_columns, before_rows = stored(columns), stored("SELECT * FROM events ORDER BY rowid")
+    assert stored("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' "
+                  "AND constraint_type = 'PRIMARY KEY'") == [(1,)]
+    backend.writer(timedelta(seconds=5)).close()
+    assert stored(columns) == before_columns
+    assert stored("SELECT * FROM events ORDER BY rowid") == before_rows
+    assert stored("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events' "
+                  "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
+    assert stored("SELECT count(*) FROM flow_run_states WHERE state_name = 'Running'") == [(50,)]
+    assert stored("SELECT sum(events) FROM event_volume") == [(51,)]
