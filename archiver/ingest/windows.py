@@ -37,6 +37,11 @@ FINER = {"day": "hour", "hour": "minute", "minute": "second"}
 # count-by span, and so every window (windows never cross a span), also stays within Prefect
 # Cloud's MAX_QUERY_SPAN.
 MAX_BUCKETS = 1000
+# What a span is planned to: a bucket and two microseconds less, because a count-by may be asked
+# until just past its span's end (client.count_by_until: Prefect on SQLite's rounding), and that
+# request must stay within both limits too.
+SPAN_BUCKETS = MAX_BUCKETS - 1
+SPAN_LIMIT = MAX_QUERY_SPAN - 2 * TICK
 
 
 # Bucket sizes the planner counts with: whole seconds, because Prefect's SQLite backend buckets by
@@ -94,7 +99,7 @@ def size_spans(since: datetime, end: datetime, size: timedelta) -> Iterator[tupl
 
     After the first, spans start on bucket boundaries, so no bucket is split between two spans.
     """
-    per_span = max(1, min(MAX_BUCKETS, MAX_QUERY_SPAN // size))
+    per_span = max(1, min(SPAN_BUCKETS, SPAN_LIMIT // size))
     cursor = since
     while cursor < end:
         stop = min(end, align(cursor, size) + size * per_span)
@@ -111,10 +116,10 @@ def coarse_size(since: datetime, end: datetime) -> timedelta:
     """The finest bucket size that counts [since, end) in one request, but never above an hour.
 
     A range too long for one request at an hour is counted an hour at a time, in spans of
-    MAX_QUERY_SPAN (14 days, 336 buckets): a request per two weeks, as days would cost.
+    about MAX_QUERY_SPAN (335 buckets, SPAN_LIMIT): a request per two weeks, as days would cost.
     """
     for size in SIZES:
-        if math.ceil((end - align(since, size)) / size) <= MAX_BUCKETS:
+        if math.ceil((end - align(since, size)) / size) <= SPAN_BUCKETS:
             return size
     return SIZES[-1]
 

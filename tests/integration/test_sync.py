@@ -466,3 +466,25 @@ def test_a_window_of_events_near_prefects_size_limit_is_written_whole_in_bounded
     assert archived_ids(db, since, until) == server_event_ids(api, since, until)  # other tests post here too
     rows = query(db, "SELECT id, payload->>'blob' FROM events WHERE event = 'acme.big.window'")
     assert {str(i): b for i, b in rows} == {e["id"]: e["payload"]["blob"] for e in big}
+
+
+def test_an_event_in_the_last_half_millisecond_before_a_count_span_ends_is_archived(prefect_server, tmp_path):
+    # Prefect on SQLite counts an event by strftime('%s'), which rounds to the millisecond first: one
+    # at 22:59:59.999764 is counted in 23:00:00's bucket. A count-by ending at 22:59:59.999999 has no
+    # such bucket, and the server answered 500 (an IndexError) to every retry: a 1M-event backfill
+    # failed on it. The sync asks such a count-by until just past the second, and reads everything.
+    api = prefect_server.api_url
+    end = (datetime.now(UTC) - timedelta(hours=9)).replace(minute=0, second=0, microsecond=0)
+    since = end - timedelta(minutes=30)  # longer than fetch.PROBE_SPAN: planned with count-by
+    edge = make_event(end - timedelta(microseconds=236), event="acme.edge.last")
+    post_and_wait(api, [edge, make_event(since + timedelta(minutes=7, seconds=3), event="acme.edge.inner")], since, end)
+    db = tmp_path / "edge.duckdb"
+    with client_for_test(api) as client:
+        report = sync(settings_for(api, db, start=since), client, writer_for(db), until=end)
+        counted = client.count_by_time(since, end - timedelta(microseconds=1), "second", 2)
+    assert report.outcome == "ok", report
+    on_server = server_event_ids(api, since, end)
+    assert edge["id"] in archived_ids(db, since, end) == on_server
+    # The answer still tiles [since, end) and nothing past it; on SQLite the edge event is in none of its buckets.
+    assert counted[0].start == since and counted[-1].end == end - timedelta(microseconds=1)
+    assert sum(b.count for b in counted) == len(on_server) - 1
