@@ -27,6 +27,7 @@ from tests.support import (
     archive_status,
     archived_ids,
     cli_env,
+    last_sync_once_the_lock_is_free,
     not_created_yet,
     query,
     read_terminal,
@@ -59,21 +60,6 @@ def slow_sync_env(request, prefect_server, history, tmp_path, new_archive):
 def read_mark(db):
     status = archive_status(db, timedelta(seconds=10))
     return status["high_water_mark"]
-
-
-def last_sync_once_the_lock_is_free(db, timeout: float = 10):
-    """The ledger's last sync as status reports it once the killed writer's lock is gone.
-
-    A DuckDB file lock goes with the process. PostgreSQL releases a session's advisory lock when
-    its server process notices the closed socket and exits, a few milliseconds after the client is
-    reaped: CI once read status inside that window and saw 'running'. So wait, within a bound.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        last = archive_status(db, timedelta(seconds=10))["last_sync"]
-        if last["outcome"] != "running" or time.monotonic() > deadline:
-            return last
-        time.sleep(0.05)
 
 
 def test_sigkill_mid_sync_then_sync_again_loses_nothing_and_doubles_nothing(prefect_server, history, slow_sync_env):
