@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -134,6 +135,39 @@ def archived_ids(db: ArchiveRef, since: datetime, until: datetime) -> set[str]:
 def archive_status(db: ArchiveRef, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any]:
     """What `status --json` says of the archive itself, read through its reader as `status` does."""
     return archive_of(db).reader(timeout).status().to_json()
+
+
+def poll_until(check: Callable[[], Any], what: str, timeout: float = 30, interval: float = 0.05) -> Any:
+    """check()'s first truthy value, asked again every `interval` s for up to `timeout` s.
+
+    For an effect another process or server produces asynchronously (a lock released after a kill,
+    an event stored after it was posted): the same condition an immediate check would assert,
+    given a bound instead of a race. Fails naming `what` and check's last value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+def last_sync_once_the_lock_is_free(db: ArchiveRef, timeout: float = 10) -> dict[str, Any]:
+    """The ledger's last sync as status reports it once a killed writer's lock is gone.
+
+    A DuckDB file lock goes with the process. PostgreSQL releases a session's advisory lock when
+    its server process notices the closed socket and exits, a few milliseconds after the client is
+    reaped: CI once read status inside that window and saw 'running' (and a writer started there
+    is refused). So wait, within a bound; after the bound, the 'running' row is what the caller sees.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last: dict[str, Any] = archive_status(db, timedelta(seconds=10))["last_sync"]
+        if last["outcome"] != "running" or time.monotonic() > deadline:
+            return last
+        time.sleep(0.05)
 
 
 def read_archived_event(db: ArchiveRef, event_id: str, timeout: timedelta = timedelta(seconds=15)) -> dict[str, Any] | None:

@@ -42,7 +42,9 @@ def archive_database() -> Iterator[str]:
 
 
 def _json(args: list[str], env: dict[str, str]) -> object:
-    done = run_cli([*args, "--json"], env)
+    # A sync here also reads the states and logs of every run the shared server had in the stretch:
+    # on a loaded 2-core machine that took more than run_cli's default 120 s once.
+    done = run_cli([*args, "--json"], env, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if args[0] != "events" else [json.loads(line) for line in done.stdout.splitlines()]
 

@@ -33,6 +33,7 @@ from tests.support import (
     archive_of,
     cli_env,
     client_for_test,
+    last_sync_once_the_lock_is_free,
     query,
     run_cli,
     settings_for,
@@ -274,6 +275,9 @@ def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(worklo
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert 0 < _archived(db, bulk) < len(server_logs(workload.api, bulk))  # killed mid-harvest
+    # PostgreSQL frees the killed writer's advisory lock a few ms after the client is reaped (its
+    # server process exits once it notices): a sync started inside that window is refused.
+    last_sync_once_the_lock_is_free(db)
     finished = run_cli(["sync"], env)
     assert finished.returncode == 0, finished.stderr
     for run_id in (workload.runs["loud"], workload.runs["bulk"]):

@@ -161,21 +161,30 @@ def test_analytics_views_give_the_numbers_worked_out_by_hand(workload):
     ])
 
     deployed = [i for i, r in runs.items() if r["deployment_id"]]
-    day = ts(runs[deployed[0]]["start_time"]).date()
-    assert all(ts(runs[i]["start_time"]).date() == day for i in deployed), "the workload crossed midnight UTC"
+    # One row per deployment and UTC day of its runs' start: a workload that crosses midnight UTC
+    # has two, each worked out from that day's runs.
+    days: dict[Any, list[str]] = {}
+    for i in deployed:
+        days.setdefault(ts(runs[i]["start_time"]).date(), []).append(i)
     health = query(workload.db, "SELECT deployment_name, day, runs, completed, failed, crashed, failure_rate, "
-                                "p50_seconds, p95_seconds FROM deployment_health")
-    assert len(health) == 1
-    name, got_day, total, completed, failed, crashed, rate, p50, p95 = health[0]
-    assert (name, got_day, total, completed, failed, crashed) == ("nightly", day, 3, 2, 1, 0)
-    assert rate == pytest.approx(1 / 3)
-    deployed_seconds = [seconds[i] for i in deployed]
-    assert p50 == pytest.approx(quantile(deployed_seconds, 0.5))
-    assert p95 == pytest.approx(quantile(deployed_seconds, 0.95))
+                                "p50_seconds, p95_seconds FROM deployment_health ORDER BY day")
+    assert [row[1] for row in health] == sorted(days)
+    for name, day, total, completed, failed, crashed, rate, p50, p95 in health:
+        states = Counter(runs[i]["state_type"] for i in days[day])
+        assert (name, total, completed, failed, crashed) == (
+            "nightly", len(days[day]), states["COMPLETED"], states["FAILED"], states["CRASHED"])
+        assert rate == pytest.approx((states["FAILED"] + states["CRASHED"]) / len(days[day]))
+        day_seconds = [seconds[i] for i in days[day]]
+        assert p50 == pytest.approx(quantile(day_seconds, 0.5))
+        assert p95 == pytest.approx(quantile(day_seconds, 0.95))
+    # Three deployed runs in all, two completed and one failed, whichever days they fell on.
+    assert [sum(row[k] for row in health) for k in (2, 3, 4, 5)] == [3, 2, 1, 0]
 
     late = {i: (ts(r["start_time"]) - ts(r["expected_start_time"])).total_seconds() for i, r in runs.items()}
     expected_late = {i: lag for i, lag in late.items() if lag >= 15}
-    assert len(expected_late) == 1 and min(expected_late.values()) >= 40  # the run scheduled 40 s back
+    # The run scheduled 40 s back is late; on a loaded machine another run may start 15 s after its
+    # expected time too (CI saw 15.6 s), and then it is late as well.
+    assert max(expected_late.values()) >= 40
     got_late = {str(i): s for i, s in query(workload.db, "SELECT flow_run_id, late_seconds FROM late_runs")}
     assert got_late.keys() == expected_late.keys()
     assert all(got_late[i] == pytest.approx(expected_late[i]) for i in got_late)

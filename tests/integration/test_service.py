@@ -299,10 +299,13 @@ def test_an_api_outage_backs_off_with_one_line_per_failure_then_catches_up(prefe
     service = Service(["--every", "1s"], cli_env(forwarder.api_url, db, config, PREFECT_API_KEY=SECRET_KEY),
                       tmp_path / "run.log")
     try:
+        # Bounds for a loaded machine: four failures and their 1+2+4 s back-off took more than 30 s
+        # in a full run here at load 15 (one failed sync took 10 s of process work before its first request).
         failed = service.wait_for(lambda: [line for line in service.lines() if "sync failed" in line][3:] and
-                                  [line for line in service.lines() if "sync failed" in line], what="4 failed syncs")
+                                  [line for line in service.lines() if "sync failed" in line], timeout=120,
+                                  what="4 failed syncs")
         forwarder.on()
-        service.wait_for(lambda: "sync ok" in service.text, what="a sync after the API came back")
+        service.wait_for(lambda: "sync ok" in service.text, timeout=60, what="a sync after the API came back")
         ids_match = lambda: archived_ids(db, since, now) == server_event_ids(api, since, now)  # noqa: E731
         service.wait_for(lambda: mark_of(db) and ids_match(), timeout=20, what="a complete archive")
     finally:
