@@ -30,7 +30,9 @@ def test_ui_opens_the_browser_at_its_loopback_url(seeded_settings, tmp_path):
     settings, seeded = seeded_settings
     opened = tmp_path / "opened"
     browser = tmp_path / "browser"
-    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    # Written whole, then renamed: polling for the file alone could read it between the shell's
+    # creating it and echo's writing (CI saw '').
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}.part && mv {opened}.part {opened}\n')
     browser.chmod(browser.stat().st_mode | stat.S_IEXEC)
     env = _env(tmp_path, BROWSER=str(browser), ARCHIVER_SERVE_TOKEN=TOKEN,
                **({"ARCHIVER_URL": settings.url} if settings.url else {"ARCHIVER_DB": str(settings.db_path)}))
