@@ -230,9 +230,10 @@ class DuckDBWriter(ArchiveWriter):
                 stored = dict(driver.execute(_ARCHIVED_IDS, (ids, min(ids), max(ids))).fetchall())
             known = [(event, text) for event, text in zip(unique, ids, strict=True) if text in stored]
             conflicting += [event for event, text in known if stored[text] != event.content_hash]
-            new = [event for event, text in zip(unique, ids, strict=True) if text not in stored]
+            fresh = [(event, text) for event, text in zip(unique, ids, strict=True) if text not in stored]
+            new = [event for event, _ in fresh]
             if new:
-                driver.execute(_INSERT_EVENTS, _event_columns(new, now))
+                driver.execute(_INSERT_EVENTS, _event_columns(new, [text for _, text in fresh], now))
                 resources = resource_columns(new)
                 driver.execute(_INSERT_RESOURCES, resources)
                 driver.execute(_ADD_EVENT_DAYS, event_days(new))
@@ -375,9 +376,9 @@ class DuckDBWriter(ArchiveWriter):
                                        "outcome": outcome, "error": error, **values})
 
 
-def _event_columns(events: Sequence[Event], now: datetime) -> tuple[list[Any], ...]:
+def _event_columns(events: Sequence[Event], ids: list[str], now: datetime) -> tuple[list[Any], ...]:
     return (
-        [str(e.id) for e in events],
+        ids,
         [e.occurred for e in events],
         [e.received for e in events],
         [e.event for e in events],
