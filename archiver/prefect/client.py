@@ -275,6 +275,8 @@ class PrefectClient:
         # read_events_early(): reads sent ahead, by _read_key, until read_events takes them.
         self._early_reads: dict[str, _EarlyRead] = {}
         self._sleep = sleep
+        # Set by close(): an early read still in flight then fails quietly (nobody waits for it).
+        self._closed = False
         # Off by default: a self-hosted server has no such limit (api.max_requests_per_minute).
         self._pacer = Pacer(max_requests_per_minute, sleep) if max_requests_per_minute else None
         _import_httpcore()
@@ -295,6 +297,7 @@ class PrefectClient:
         self.close()
 
     def close(self) -> None:
+        self._closed = True
         self._http.close()
 
     def requests(self) -> RequestCounts:
@@ -499,6 +502,8 @@ class PrefectClient:
             except httpx.UnsupportedProtocol:
                 raise ConfigError(f"PREFECT_API_URL {redact_url(self.base_url)!r} is not an http(s) URL") from None
             except httpx.TransportError as exc:
+                if self._closed:  # a thread sent ahead, cut off by close(): nothing to retry or report
+                    raise ApiUnavailable(f"{method} {path} was cut off: the client was closed") from None
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc.__context__, ssl.SSLCertVerificationError):
                     raise ApiTlsError(
                         f"the TLS certificate of {redact_url(self.base_url)} was not trusted ({exc}): set "

@@ -6,6 +6,7 @@ Faults are injected with httpx.MockTransport; sleeps are recorded instead of sle
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -349,6 +350,28 @@ def test_what_an_early_read_ran_into_is_raised_by_the_read_it_answers_with_its_r
     with pytest.raises(ApiUnavailable, match="after 3 attempts"):
         client.read_events({"order": "ASC"}, limit=1)
     assert client.requests() == RequestCounts(pages=3) and len(sleeps) == 2
+
+
+def test_requests_sent_ahead_and_cut_off_by_close_end_quietly(caplog):
+    """A sync refused (another writer) closes its client with the early CSRF token and read in flight."""
+    arrived, closed = threading.Barrier(2), threading.Event()  # the token is asked first; the read waits for it
+
+    def handler(request):
+        arrived.wait(5)
+        closed.wait(5)
+        raise httpx.ReadError("connection closed")  # what the closed pool does to a request in flight
+
+    client = client_with(handler, csrf_support=True)
+    client.fetch_csrf_token_early()
+    client.read_events_early({"order": "ASC"}, limit=1)
+    arrived.wait(5)
+    client.close()
+    closed.set()
+    early_threads = [t for t in threading.enumerate() if t.name in ("csrf-token", "early-read")]
+    for thread in early_threads:
+        thread.join(5)
+    assert len(early_threads) == 2 and not any(t.is_alive() for t in early_threads)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no "retry 1/6" after the error
 
 
 def test_a_plain_http_client_builds_no_ca_bundle_and_trusts_no_ca(monkeypatch):
