@@ -17,15 +17,18 @@ executemany at 2,800-4,400 and its on_conflict_do_nothing at ~450 (shared/stack-
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import duckdb
 import sqlalchemy as sa
@@ -68,12 +71,21 @@ log = logging.getLogger("archiver.storage.duckdb.writer")
 # that pause the file was free for microseconds and readers polling it never got in.
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
-# No memory_limit on the writer: a fixed cap fails every later sync of a large archive. With events'
-# primary key, 128 MB failed an INSERT OR IGNORE of 2,000 rows into 5M; without it (migration 0010),
-# 256 MB still failed a 2,000-event batch's commit on a 5M-event archive ("could not allocate block",
-# bench/big_archive.py's fill): event_resources' index on resource_id (0004) grows with the archive
-# too. DuckDB's default (80% of RAM) holds; a transaction's own size is bounded by ingest.BATCH_BYTES.
 WRITER_CONFIG = dict(NO_EXTENSIONS)
+# The writer's DuckDB memory_limit to begin with. DuckDB keeps the blocks it reads and writes
+# cached up to its limit (80% of RAM by default), so without one a backfill's RSS grew with the
+# archive: a checkpoint that completes a row group of events pinned it whole (+112 MB at 246k
+# events; a 1M-event sync peaked at 862 MB). Under 96 MB a first sync of 100k events peaked at
+# 229 MB instead of 318, in the same time (bench/ingest.py). What DuckDB cannot evict has to fit
+# too, and it grows with the archive (event_resources' index on resource_id, loaded whole: 128 MB
+# failed a commit into 5M events): when a transaction, or the open that replays a WAL, fails for
+# want of memory, it is rolled back whole, the limit doubles, and it is done again, up to DuckDB's
+# own default (WRITER_MEMORY_CEILING). Migrations run without a limit (0010 rebuilds events).
+WRITER_MEMORY_MB = 96
+WRITER_MEMORY_CEILING_MB = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8 / 2**20)
+# How DuckDB says it: OutOfMemoryException ("could not allocate block"), or at commit a
+# TransactionException ("Failed to commit: failed to pin block of size 256.0 KiB").
+_OUT_OF_MEMORY = re.compile(r"could not allocate block|failed to pin block|out of memory", re.IGNORECASE)
 
 # The batch's ids already archived, with their content hashes (a repeat with other content is a
 # conflict). Bounded by the batch's lowest and highest id ($2, $3): Prefect's ids are UUIDv7, about
@@ -118,6 +130,32 @@ RETURNING raw_hash
 _ANY_UNRESOLVED = "SELECT 1 FROM quarantine WHERE resolved IS NULL LIMIT 1"
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _MemoryRaised(ArchiveError):
+    """A transaction ran out of DuckDB memory and was rolled back; the limit is raised: do it again."""
+
+
+def _given_memory(method: Callable[Concatenate[DuckDBWriter, _P], _T]) -> Callable[Concatenate[DuckDBWriter, _P], _T]:
+    """Run a writer method again while its transaction fails for want of memory (WRITER_MEMORY_MB).
+
+    Safe because each method's work is one transaction, rolled back whole when it fails; it ends
+    because every failure doubles the limit, and at the ceiling the error is raised as it is.
+    """
+
+    @functools.wraps(method)
+    def again(self: DuckDBWriter, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except _MemoryRaised:
+                continue
+
+    return again
+
+
 class DuckDBWriter(ArchiveWriter):
     """The writer side of one archive file."""
 
@@ -138,12 +176,33 @@ class DuckDBWriter(ArchiveWriter):
         self.engine = sa.create_engine(DuckDBArchive(path).url, poolclass=NullPool,
                                        connect_args={"config": dict(WRITER_CONFIG)})
         sa.event.listen(self.engine, "connect", lambda dbapi_connection, _record: quiet(dbapi_connection))
+        sa.event.listen(self.engine, "do_connect", self._configure)
+        # DuckDB's memory_limit for the next open, in MB (None: DuckDB's default); see WRITER_MEMORY_MB.
+        self.memory_limit_mb: int | None = None
         # The connection kept between transactions while holding() (None: the file is let go).
         self._held: sa.Connection | None = None
         self._held_since = 0.0
         self._holding = False
         self._lock = threading.RLock()  # transactions come from the writer and the main thread
         with_lock_retry(path, busy_timeout, lambda: migrate(self.engine))
+        self.memory_limit_mb = min(WRITER_MEMORY_MB, WRITER_MEMORY_CEILING_MB)
+
+    def _configure(self, _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        """Each open of the file gets the memory limit as it stands (SQLAlchemy's do_connect)."""
+        config = dict(WRITER_CONFIG)
+        if self.memory_limit_mb is not None:
+            config["memory_limit"] = f"{self.memory_limit_mb}MB"
+        cparams["config"] = config
+
+    def _raise_memory_limit(self, exc: BaseException) -> bool:
+        """After DuckDB ran out of memory: double the limit for the next open; False if none is left to raise."""
+        if self.memory_limit_mb is None or not _OUT_OF_MEMORY.search(str(exc)):
+            return False
+        raised = self.memory_limit_mb * 2
+        self.memory_limit_mb = raised if raised < WRITER_MEMORY_CEILING_MB else None
+        log.info("archive %s: DuckDB needed more than %s MB; the writer's memory_limit is now %s", self.path,
+                 raised // 2, f"{raised} MB" if self.memory_limit_mb else "DuckDB's default (80% of RAM)")
+        return True
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -152,7 +211,12 @@ class DuckDBWriter(ArchiveWriter):
         with self._lock:
             conn, self._held, keep = self._held, None, False
             if conn is None:
-                conn = with_lock_retry(self.path, self.busy_timeout, self.engine.connect)
+                try:
+                    conn = with_lock_retry(self.path, self.busy_timeout, self.engine.connect)
+                except (sa.exc.DBAPIError, duckdb.Error) as exc:  # replaying a WAL left by a failed checkpoint
+                    if self._raise_memory_limit(getattr(exc, "orig", None) or exc):
+                        raise _MemoryRaised(f"opening archive {self.path} needed more memory") from exc
+                    raise
                 self._held_since = time.monotonic()
             try:
                 with conn.begin():
@@ -161,6 +225,8 @@ class DuckDBWriter(ArchiveWriter):
             except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
                 self.engine.dispose()
                 orig = getattr(exc, "orig", None) or exc
+                if self._raise_memory_limit(orig):
+                    raise _MemoryRaised(f"a transaction on archive {self.path} needed more memory") from exc
                 error = classify(self.path, orig) or ArchiveError(
                     f"writing to archive {self.path} failed ({str(orig).splitlines()[0]}); the "
                     "transaction was rolled back, so the archive and its high-water mark are as they "
@@ -205,6 +271,7 @@ class DuckDBWriter(ArchiveWriter):
 
     # -- events --------------------------------------------------------------------------------
 
+    @_given_memory
     def write_batch(
         self,
         events: Sequence[Event],
@@ -266,20 +333,24 @@ class DuckDBWriter(ArchiveWriter):
         return WriteCounts(inserted=len(new), duplicates=repeats + len(known) + len(malformed) - quarantined,
                            conflicts=len(conflicting), quarantined=quarantined, resolved=resolved)
 
+    @_given_memory
     def advance_mark(self, mark: datetime) -> None:
         with self._transaction() as conn:
             conn.execute(ADVANCE_MARK, {"mark": mark})
 
+    @_given_memory
     def high_water_mark(self) -> datetime | None:
         with self._transaction() as conn:
             value = conn.exec_driver_sql(queries.MARK).scalar()
         return to_utc(value) if value is not None else None
 
+    @_given_memory
     def bucket_counts(self, since: datetime, until: datetime, width: timedelta) -> dict[datetime, int]:
         with self._transaction() as conn:
             rows = conn.exec_driver_sql(queries.BUCKET_COUNTS, tuple(queries.bucket_params(since, until, width))).fetchall()
         return queries.bucket_starts(rows, width)
 
+    @_given_memory
     def newest_occurred_before(self, moment: datetime) -> datetime | None:
         with self._transaction() as conn:
             value = conn.exec_driver_sql(queries.NEWEST_BEFORE, (moment,)).scalar()
@@ -287,11 +358,13 @@ class DuckDBWriter(ArchiveWriter):
 
     # -- gaps ----------------------------------------------------------------------------------
 
+    @_given_memory
     def gaps(self) -> list[Gap]:
         with self._transaction() as conn:
             rows = conn.exec_driver_sql(queries.GAPS).fetchall()
         return [(to_utc(since), to_utc(until)) for since, until in rows]
 
+    @_given_memory
     def record_gap(self, since: datetime, until: datetime, ledger_id: uuid.UUID) -> None:
         with self._transaction() as conn:
             conn.execute(RECORD_GAP, {"since": since, "until": until, "detected_at": datetime.now(timezone.utc),
@@ -299,34 +372,42 @@ class DuckDBWriter(ArchiveWriter):
 
     # -- run metadata and states (the SQL is in runs.py) ----------------------------------------
 
+    @_given_memory
     def queued_objects(self, kind: str, after: str | None, limit: int) -> list[str]:
         with self._transaction() as conn:
             return runs.queued_objects(conn, kind, after, limit)
 
+    @_given_memory
     def save_objects(self, kind: str, asked: Sequence[str], objects: Sequence[dict[str, Any]], give_up_after: int) -> int:
         with self._transaction() as conn:
             return runs.save_objects(conn, kind, asked, objects, give_up_after)
 
+    @_given_memory
     def states_cursor(self) -> datetime | None:
         with self._transaction() as conn:
             return runs.states_cursor(conn)
 
+    @_given_memory
     def pending_runs(self, run_kind: str, since: datetime, limit: int) -> list[PendingRun]:
         with self._transaction() as conn:
             return runs.pending_runs(conn, run_kind, since, limit)
 
+    @_given_memory
     def save_states(self, states: Sequence[RunState], fetches: Sequence[StateFetch]) -> None:
         with self._transaction() as conn:
             runs.save_states(conn, states, fetches)
 
+    @_given_memory
     def advance_states_cursor(self, planned_at: datetime) -> None:
         with self._transaction() as conn:
             runs.advance_states_cursor(conn, planned_at)
 
+    @_given_memory
     def unread_storage_blocks(self) -> list[str]:
         with self._transaction() as conn:
             return runs.unread_storage_blocks(conn)
 
+    @_given_memory
     def save_storage_blocks(self, blocks: Sequence[StorageBlock]) -> None:
         if blocks:
             with self._transaction() as conn:
@@ -334,28 +415,34 @@ class DuckDBWriter(ArchiveWriter):
 
     # -- run logs and artifacts (SQL in logs.py; the plan, shared by backends, in log_progress.py) ---
 
+    @_given_memory
     def logs_cursor(self) -> datetime | None:
         with self._transaction() as conn:
             return log_progress.logs_cursor(conn)
 
+    @_given_memory
     def pending_log_runs(self, since: datetime, limit: int, after: tuple[str, str] | None = None) -> list[LogRun]:
         with self._transaction() as conn:
             return log_progress.pending_log_runs(conn, log_queries.DUCKDB, since, limit, after)
 
+    @_given_memory
     def save_logs(self, page: Sequence[Log], mark: LogMark) -> WriteCounts:
         with self._transaction() as conn:
             return logs.save_logs(conn, page, mark)
 
+    @_given_memory
     def save_artifacts(self, artifacts: Sequence[Artifact], mark: LogMark) -> WriteCounts:
         with self._transaction() as conn:
             return logs.save_artifacts(conn, artifacts, mark)
 
+    @_given_memory
     def advance_logs_cursor(self, planned_at: datetime) -> None:
         with self._transaction() as conn:
             log_progress.advance_logs_cursor(conn, planned_at)
 
     # -- ledger --------------------------------------------------------------------------------
 
+    @_given_memory
     def start_run(self, kind: str, since: datetime | None, until: datetime | None) -> uuid.UUID:
         """A new 'running' row in the ledger; rows still 'running' become 'interrupted'.
 
@@ -369,6 +456,7 @@ class DuckDBWriter(ArchiveWriter):
                                       "since": since, "until": until})
         return ledger_id
 
+    @_given_memory
     def finish_run(self, ledger_id: uuid.UUID, counters: dict[str, int], outcome: str, error: str | None = None) -> None:
         values = {name: int(counters.get(name, 0)) for name in LEDGER_COUNTERS}
         with self._transaction() as conn:
