@@ -72,17 +72,20 @@ log = logging.getLogger("archiver.storage.duckdb.writer")
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 WRITER_CONFIG = dict(NO_EXTENSIONS)
-# The writer's DuckDB memory_limit to begin with. DuckDB keeps the blocks it reads and writes
-# cached up to its limit (80% of RAM by default), so without one a backfill's RSS grew with the
-# archive: a checkpoint that completes a row group of events pinned it whole (+112 MB at 246k
-# events; a 1M-event sync peaked at 862 MB). Under 96 MB a first sync of 100k events peaked at
-# 229 MB instead of 318, in the same time (bench/ingest.py). What DuckDB cannot evict has to fit
-# too, and it grows with the archive (event_resources' index on resource_id, loaded whole: 128 MB
-# failed a commit into 5M events): when a transaction, or the open that replays a WAL, fails for
-# want of memory, it is rolled back whole, the limit doubles, and it is done again, up to DuckDB's
-# own default (WRITER_MEMORY_CEILING). Migrations run without a limit (0010 rebuilds events).
+# The writer's DuckDB memory_limit. DuckDB keeps the blocks it reads and writes cached up to its
+# limit (80% of RAM by default), so without one a backfill's RSS grew with the archive: a checkpoint
+# that completes a row group of events pinned it whole (+112 MB at 246k events; a 1M-event writer
+# peaked at 530 MB, 246 MB under this limit; a first sync of 100k events at 318 MB, now 234).
+# What DuckDB cannot evict must fit as well: the parts of the indexes a commit adds to, which grow
+# with the archive (event_resources' on resource_id: 5M events, 15M rows, failed at commit under
+# 366 MB and not under 450). So the limit is WRITER_MEMORY_MB plus INDEX_BYTES_PER_ROW for each
+# row of the indexed tables, sized at every open. A commit that still runs out fails whole
+# (DuckDB rolls it back and invalidates the database); the limit then doubles and the transaction
+# is done again, up to DuckDB's own default (WRITER_MEMORY_CEILING_MB). Migrations run unlimited.
 WRITER_MEMORY_MB = 96
+INDEX_BYTES_PER_ROW = {"event_resources": 32, "logs": 96, "artifacts": 64}  # 1, 3 and 2 indexes a row
 WRITER_MEMORY_CEILING_MB = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8 / 2**20)
+_INDEXED_ROWS = "SELECT table_name, estimated_size FROM duckdb_tables() WHERE table_name IN (SELECT unnest($1::VARCHAR[]))"
 # How DuckDB says it: OutOfMemoryException ("could not allocate block"), or at commit a
 # TransactionException ("Failed to commit: failed to pin block of size 256.0 KiB").
 _OUT_OF_MEMORY = re.compile(r"could not allocate block|failed to pin block|out of memory", re.IGNORECASE)
@@ -175,33 +178,42 @@ class DuckDBWriter(ArchiveWriter):
         # and no other process could open the file; holding() keeps one on purpose, briefly.
         self.engine = sa.create_engine(DuckDBArchive(path).url, poolclass=NullPool,
                                        connect_args={"config": dict(WRITER_CONFIG)})
-        sa.event.listen(self.engine, "connect", lambda dbapi_connection, _record: quiet(dbapi_connection))
-        sa.event.listen(self.engine, "do_connect", self._configure)
-        # DuckDB's memory_limit for the next open, in MB (None: DuckDB's default); see WRITER_MEMORY_MB.
+        sa.event.listen(self.engine, "connect", self._configure)
+        # DuckDB's memory_limit in MB (None: DuckDB's default), sized at each open once migrated (see
+        # WRITER_MEMORY_MB); raised past that size when DuckDB ran out (_raise_memory_limit).
         self.memory_limit_mb: int | None = None
+        self._raised_to = 0
+        self._unlimited = False
+        self._migrated = False
         # The connection kept between transactions while holding() (None: the file is let go).
         self._held: sa.Connection | None = None
         self._held_since = 0.0
         self._holding = False
         self._lock = threading.RLock()  # transactions come from the writer and the main thread
         with_lock_retry(path, busy_timeout, lambda: migrate(self.engine))
-        self.memory_limit_mb = min(WRITER_MEMORY_MB, WRITER_MEMORY_CEILING_MB)
+        self._migrated = True
 
-    def _configure(self, _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        """Each open of the file gets the memory limit as it stands (SQLAlchemy's do_connect)."""
-        config = dict(WRITER_CONFIG)
+    def _configure(self, dbapi_connection: Any, _record: Any) -> None:
+        """Every open of the file: no progress bar, and (once migrated) a memory limit for the archive as it is now."""
+        quiet(dbapi_connection)
+        if not self._migrated or self._unlimited:
+            return
+        indexed = dbapi_connection.execute(_INDEXED_ROWS, [list(INDEX_BYTES_PER_ROW)]).fetchall()
+        sized = WRITER_MEMORY_MB + sum(INDEX_BYTES_PER_ROW[table] * rows for table, rows in indexed) // 2**20
+        wanted = max(sized, self._raised_to)
+        self.memory_limit_mb = wanted if wanted < WRITER_MEMORY_CEILING_MB else None
         if self.memory_limit_mb is not None:
-            config["memory_limit"] = f"{self.memory_limit_mb}MB"
-        cparams["config"] = config
+            dbapi_connection.execute(f"SET memory_limit = '{self.memory_limit_mb}MB'")
 
     def _raise_memory_limit(self, exc: BaseException) -> bool:
         """After DuckDB ran out of memory: double the limit for the next open; False if none is left to raise."""
         if self.memory_limit_mb is None or not _OUT_OF_MEMORY.search(str(exc)):
             return False
         raised = self.memory_limit_mb * 2
-        self.memory_limit_mb = raised if raised < WRITER_MEMORY_CEILING_MB else None
+        self._raised_to, self._unlimited = raised, raised >= WRITER_MEMORY_CEILING_MB
+        self.memory_limit_mb = None if self._unlimited else raised
         log.info("archive %s: DuckDB needed more than %s MB; the writer's memory_limit is now %s", self.path,
-                 raised // 2, f"{raised} MB" if self.memory_limit_mb else "DuckDB's default (80% of RAM)")
+                 raised // 2, "DuckDB's default (80% of RAM)" if self._unlimited else f"{raised} MB")
         return True
 
     @contextmanager
@@ -211,20 +223,19 @@ class DuckDBWriter(ArchiveWriter):
         with self._lock:
             conn, self._held, keep = self._held, None, False
             if conn is None:
-                try:
-                    conn = with_lock_retry(self.path, self.busy_timeout, self.engine.connect)
-                except (sa.exc.DBAPIError, duckdb.Error) as exc:  # replaying a WAL left by a failed checkpoint
-                    if self._raise_memory_limit(getattr(exc, "orig", None) or exc):
-                        raise _MemoryRaised(f"opening archive {self.path} needed more memory") from exc
-                    raise
+                conn = with_lock_retry(self.path, self.busy_timeout, self.engine.connect)
                 self._held_since = time.monotonic()
             try:
                 with conn.begin():
                     yield conn
                 keep = self._holding and time.monotonic() - self._held_since < HOLD_SECONDS
             except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
-                self.engine.dispose()
                 orig = getattr(exc, "orig", None) or exc
+                if _OUT_OF_MEMORY.search(str(orig)):
+                    # DuckDB invalidates the database when a commit fails: closed as it is, not rolled
+                    # back (a rollback would only fail, loudly, with "database has been invalidated").
+                    conn.invalidate()
+                self.engine.dispose()
                 if self._raise_memory_limit(orig):
                     raise _MemoryRaised(f"a transaction on archive {self.path} needed more memory") from exc
                 error = classify(self.path, orig) or ArchiveError(

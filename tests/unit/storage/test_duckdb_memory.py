@@ -26,10 +26,18 @@ def _as_duckdb_shows(megabytes: int) -> str:
         return str(conn.execute("SELECT current_setting('memory_limit')").fetchone()[0])  # type: ignore[index]
 
 
-def test_the_writer_works_under_its_memory_limit(tmp_path):
-    writer = DuckDBArchive(tmp_path / "archive.duckdb").writer(timedelta(seconds=5))
+def test_the_writer_works_under_a_memory_limit_that_grows_with_the_indexed_rows(tmp_path, make_event):
+    path = tmp_path / "archive.duckdb"
+    writer = DuckDBArchive(path).writer(timedelta(seconds=5))
     try:
-        assert _limit_of(writer) == _as_duckdb_shows(duckdb_writer.WRITER_MEMORY_MB)
+        assert _limit_of(writer) == _as_duckdb_shows(duckdb_writer.WRITER_MEMORY_MB)  # a new archive
+        writer.write_batch([make_event(T0 + timedelta(seconds=i)) for i in range(20_000)])
+    finally:
+        writer.close()
+    writer = DuckDBArchive(path).writer(timedelta(seconds=5))  # 60,000 event_resources rows now
+    try:
+        grown = duckdb_writer.WRITER_MEMORY_MB + 60_000 * duckdb_writer.INDEX_BYTES_PER_ROW["event_resources"] // 2**20
+        assert _limit_of(writer) == _as_duckdb_shows(grown)
     finally:
         writer.close()
 
@@ -43,7 +51,7 @@ def test_a_batch_that_needs_more_memory_than_the_limit_raises_it_and_is_archived
     events = [make_event(T0 + timedelta(seconds=i), flow_run=uuid.uuid4(),
                          payload={"validated_state": {"message": f"{i} " + "x" * 2000}}) for i in range(4000)]
     try:
-        assert writer.memory_limit_mb == 8
+        assert writer.high_water_mark() is None and writer.memory_limit_mb == 8  # sized at the first open
         counts = writer.write_batch(events, mark=events[-1].occurred)
         assert writer.memory_limit_mb is None or writer.memory_limit_mb > 8  # it did run out, and was retried
         assert counts.inserted == 4000
@@ -62,6 +70,7 @@ def test_the_limit_doubles_up_to_duckdbs_default_and_then_errors_are_raised_as_t
     monkeypatch.setattr(duckdb_writer, "WRITER_MEMORY_CEILING_MB", 1000)
     writer = DuckDBArchive(tmp_path / "archive.duckdb").writer(timedelta(seconds=5))
     try:
+        writer.memory_limit_mb = 96
         seen = [writer.memory_limit_mb]
         while writer._raise_memory_limit(duckdb.OutOfMemoryException(message)):
             seen.append(writer.memory_limit_mb)
