@@ -79,10 +79,14 @@ WRITER_CONFIG = dict(NO_EXTENSIONS)
 # What DuckDB cannot evict must fit as well: the parts of the indexes a commit adds to, which grow
 # with the archive (event_resources' on resource_id: 5M events, 15M rows, failed at commit under
 # 366 MB and not under 450). So the limit is WRITER_MEMORY_MB plus INDEX_BYTES_PER_ROW for each
-# row of the indexed tables, sized at every open. A commit that still runs out fails whole
+# row of the indexed tables, sized at the first open and every RESIZE_SECONDS after. A commit that still runs out fails whole
 # (DuckDB rolls it back and invalidates the database); the limit then doubles and the transaction
 # is done again, up to DuckDB's own default (WRITER_MEMORY_CEILING_MB). Migrations run unlimited.
 WRITER_MEMORY_MB = 96
+# How often the indexed rows are counted again: a backfill reopens the file every HOLD_SECONDS, and
+# the count was 2% of a 100k first sync's CPU samples when taken at every open. A minute's backfill
+# (~300k events at most here) adds ~27 MB of index, well inside WRITER_MEMORY_MB.
+RESIZE_SECONDS = 60.0
 INDEX_BYTES_PER_ROW = {"event_resources": 32, "logs": 96, "artifacts": 64}  # 1, 3 and 2 indexes a row
 WRITER_MEMORY_CEILING_MB = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8 / 2**20)
 _INDEXED_ROWS = "SELECT table_name, estimated_size FROM duckdb_tables() WHERE table_name IN (SELECT unnest($1::VARCHAR[]))"
@@ -182,6 +186,9 @@ class DuckDBWriter(ArchiveWriter):
         # DuckDB's memory_limit in MB (None: DuckDB's default), sized at each open once migrated (see
         # WRITER_MEMORY_MB); raised past that size when DuckDB ran out (_raise_memory_limit).
         self.memory_limit_mb: int | None = None
+        # The size, and when the archive's indexed rows were last counted (monotonic).
+        self._sized = WRITER_MEMORY_MB
+        self._sized_at: float | None = None
         self._raised_to = 0
         self._unlimited = False
         self._migrated = False
@@ -198,9 +205,11 @@ class DuckDBWriter(ArchiveWriter):
         quiet(dbapi_connection)
         if not self._migrated or self._unlimited:
             return
-        indexed = dbapi_connection.execute(_INDEXED_ROWS, [list(INDEX_BYTES_PER_ROW)]).fetchall()
-        sized = WRITER_MEMORY_MB + sum(INDEX_BYTES_PER_ROW[table] * rows for table, rows in indexed) // 2**20
-        wanted = max(sized, self._raised_to)
+        if self._sized_at is None or time.monotonic() - self._sized_at > RESIZE_SECONDS:
+            indexed = dbapi_connection.execute(_INDEXED_ROWS, [list(INDEX_BYTES_PER_ROW)]).fetchall()
+            self._sized = WRITER_MEMORY_MB + sum(INDEX_BYTES_PER_ROW[table] * rows for table, rows in indexed) // 2**20
+            self._sized_at = time.monotonic()
+        wanted = max(self._sized, self._raised_to)
         self.memory_limit_mb = wanted if wanted < WRITER_MEMORY_CEILING_MB else None
         if self.memory_limit_mb is not None:
             dbapi_connection.execute(f"SET memory_limit = '{self.memory_limit_mb}MB'")
