@@ -1,5 +1,5 @@
 """`python -m archiver` runs the CLI."""
 
-from archiver.cli import main
+from archiver.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -1,8 +1,8 @@
 """Schema migrations: numbered SQL files in migrations/duckdb/, applied in order on open.
 
-Each file runs in one transaction together with the row that records it (all or nothing), then a
-CHECKPOINT outside the transaction, because on some DuckDB versions a crash between DDL and the
-next checkpoint left a WAL that would not replay (duckdb#18259).
+Each file runs in one transaction together with the row that records it (all or nothing; a new
+archive's files all in one), then a CHECKPOINT outside the transaction, because on some DuckDB
+versions a crash between DDL and the next checkpoint left a WAL that would not replay (duckdb#18259).
 """
 
 from __future__ import annotations
@@ -49,17 +49,19 @@ def migrate(engine: sa.Engine) -> list[int]:
                 f"the archive's schema is version {max(done)}, newer than this prefect-archiver knows "
                 f"({newest_known}): upgrade prefect-archiver to use this archive"
             )
-        applied = []
-        for migration in migrations:
-            if migration.version in done:
-                continue
+        pending = [m for m in migrations if m.version not in done]
+        # A new archive takes them all in one transaction and one checkpoint (0.28 s for ten, each
+        # with its own, against 0.07 s): all or nothing is what a new file needs. An archive
+        # with data takes them one by one, each kept once it is checkpointed.
+        steps = [pending] if not done and pending else [[m] for m in pending]
+        for step in steps:
             with conn.begin():
-                conn.exec_driver_sql(migration.sql)
-                conn.exec_driver_sql(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
-                    (migration.version, migration.name, datetime.now(timezone.utc)),
-                )
+                for migration in step:
+                    conn.exec_driver_sql(migration.sql)
+                    conn.exec_driver_sql(
+                        "INSERT INTO schema_migrations VALUES ($1, $2, $3)",
+                        (migration.version, migration.name, datetime.now(timezone.utc)),
+                    )
             conn.exec_driver_sql("CHECKPOINT")
             conn.rollback()  # end the transaction SQLAlchemy began for the CHECKPOINT
-            applied.append(migration.version)
-    return applied
+    return [m.version for m in pending]

@@ -163,3 +163,35 @@ def test_events_lose_their_primary_key_and_keep_every_row_column_and_order(backe
                   "AND constraint_type = 'PRIMARY KEY'") == [(0,)]
     assert stored("SELECT count(*) FROM flow_run_states WHERE state_name = 'Running'") == [(50,)]
     assert stored("SELECT sum(events) FROM event_volume") == [(51,)]
+
+
+_CATALOG = [
+    "SELECT table_name, column_index, column_name, data_type, is_nullable, column_default FROM duckdb_columns() "
+    "WHERE NOT internal ORDER BY ALL",
+    "SELECT table_name, constraint_type, constraint_text FROM duckdb_constraints() ORDER BY ALL",
+    "SELECT table_name, index_name, sql FROM duckdb_indexes() ORDER BY ALL",
+    "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY ALL",
+    "SELECT function_name, macro_definition FROM duckdb_functions() WHERE function_type LIKE '%macro' "
+    "AND NOT internal ORDER BY ALL",
+]
+
+
+def test_a_new_duckdb_archive_migrated_at_once_has_the_schema_file_by_file_gives(tmp_path):
+    one_by_one = tmp_path / "one-by-one.duckdb"
+    with duckdb.connect(str(one_by_one)) as conn:  # how an archive upgraded release by release got its schema
+        conn.execute(duckdb_migrate.BOOTSTRAP)
+        for migration in duckdb_migrate.available():
+            conn.execute("BEGIN")
+            conn.execute(migration.sql)
+            conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, now())", [migration.version, migration.name])
+            conn.execute("COMMIT")
+            conn.execute("CHECKPOINT")
+    at_once = tmp_path / "new.duckdb"
+    DuckDBArchive(at_once).writer(timedelta(seconds=5)).close()
+
+    def catalog(path):
+        with duckdb.connect(str(path), read_only=True) as conn:
+            return [conn.execute(sql).fetchall() for sql in _CATALOG]
+
+    new, upgraded = catalog(at_once), catalog(one_by_one)
+    assert all(new) and new == upgraded  # every part of the catalog found, and the same
