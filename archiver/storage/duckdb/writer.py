@@ -74,14 +74,15 @@ READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 # The writer's DuckDB memory_limit. DuckDB keeps the blocks it reads and writes cached up to its
 # limit (80% of RAM by default), so without one a backfill's RSS grew with the archive: a checkpoint
-# that completes a row group of events pinned it whole (+112 MB at 246k events; a 1M-event writer
-# peaked at 530 MB, 246 MB under this limit; a first sync of 100k events at 318 MB, now 234).
-# What DuckDB cannot evict must fit as well: the parts of the indexes a commit adds to, which grow
-# with the archive (event_resources' on resource_id: 5M events, 15M rows, failed at commit under
-# 366 MB and not under 450). So the limit is WRITER_MEMORY_MB plus INDEX_BYTES_PER_ROW for each
-# row of the indexed tables, sized at the first open and every RESIZE_SECONDS after. A commit that still runs out fails whole
-# (DuckDB rolls it back and invalidates the database); the limit then doubles and the transaction
-# is done again, up to DuckDB's own default (WRITER_MEMORY_CEILING_MB). Migrations run unlimited.
+# that completes a row group of events pinned it whole (+112 MB at 246k events). Writing 1M events
+# peaked at 543 MB without a limit and at 337 MB under this one (bench/writer_memory.py); a first
+# sync of 100k events at 308 MB, now 239 (bench/ingest.py). What DuckDB cannot evict must fit as
+# well: the parts of the indexes a commit adds to, which grow with the archive (event_resources'
+# on resource_id: 5M events, 15M rows, failed at commit under 366 MB and not under 450). So the
+# limit is WRITER_MEMORY_MB plus INDEX_BYTES_PER_ROW for each row of the indexed tables, counted at
+# the first open and every RESIZE_SECONDS after. A commit that still runs out fails whole (DuckDB
+# rolls it back and invalidates the database): the limit then doubles and the transaction is done
+# again, up to DuckDB's own default (WRITER_MEMORY_CEILING_MB). Migrations run without a limit.
 WRITER_MEMORY_MB = 96
 # How often the indexed rows are counted again: a backfill reopens the file every HOLD_SECONDS, and
 # the count was 2% of a 100k first sync's CPU samples when taken at every open. A minute's backfill
