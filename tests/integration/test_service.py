@@ -221,14 +221,14 @@ def test_by_default_every_sync_reconciles_so_a_late_event_arrives_with_the_next_
     assert query(db, "SELECT count(*) FROM syncs WHERE kind = 'sync' AND reconciled_buckets >= 1")[0][0] >= 1
 
 
-def history_config(tmp_path: Path, history: Any) -> Path:
+def history_config(tmp_path: Path, history: Any, per_minute: int = 600) -> Path:
     """A sync of the whole history that commits often, so it can be stopped part-way.
 
-    Paced to ten requests a second (api.max_requests_per_minute), so it lasts seconds on any
-    machine: unpaced, a backfill writes the ~2,000 events in about a second.
+    Paced to ten requests a second by default (api.max_requests_per_minute), so it lasts seconds
+    on any machine: unpaced, a backfill writes the ~2,000 events in about a second.
     """
-    return write_config(tmp_path / "archiver.toml", f'start = "{format_timestamp(history.since)}"\n'
-                        'concurrency = 1\ncommit_every = 50\n[api]\nmax_requests_per_minute = 600\n')
+    return write_config(tmp_path / f"archiver-{per_minute}.toml", f'start = "{format_timestamp(history.since)}"\n'
+                        f'concurrency = 1\ncommit_every = 50\n[api]\nmax_requests_per_minute = {per_minute}\n')
 
 
 def wait_for_mark_to_move(proc: subprocess.Popen[str], db: Path, past: str | None) -> str:
@@ -268,10 +268,11 @@ def test_sigterm_mid_sync_stops_cleanly_and_sigkill_loses_nothing(prefect_server
     assert_complete_below_mark(api, db, history.since)
 
     # The service, stopped with SIGTERM mid-sync: exit 0 quickly, the sync recorded as interrupted.
-    # On an archive of its own, so the whole backfill is ahead of it (after the two stops above,
-    # what is left of `db`'s can be a window or two, done before the signal lands; CI saw that once).
+    # On an archive of its own, paced to 2.5 requests a second, so the whole backfill (~20 s) is
+    # ahead of it when the signal lands: in CI (four busy workers) the poll below first got into the
+    # file after a 10-requests-a-second backfill of 9 s had ended.
     fresh = tmp_path / "stopped.duckdb"
-    stopped = Service(["--every", "1m"], cli_env(api, fresh, history_config(tmp_path, history)),
+    stopped = Service(["--every", "1m"], cli_env(api, fresh, history_config(tmp_path, history, per_minute=150)),
                       tmp_path / "stopped.log")
     wait_for_mark_to_move(stopped.proc, fresh, None)
     code, took = stopped.stop(signal.SIGTERM)
@@ -454,3 +455,4 @@ def test_status_tells_a_live_service_that_cannot_write_its_heartbeat_from_a_stop
     assert code == 0  # (its own log file was over the limit too: what it logged meanwhile is lost, as on a full disk)
     # Once it has stopped, it is not running, whatever its heartbeat file last said.
     assert status_line().startswith("service:          not running (stopped at ")
+
