@@ -144,7 +144,9 @@ def _log_in(driver: webdriver.Chrome, serve_url: str, shots: Path | None) -> web
     assert "/login" in driver.current_url  # a token is set: the pages ask for it first
     driver.find_element(By.NAME, "token").send_keys(TOKEN)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-    assert driver.current_url == f"{serve_url}/"
+    # click() may return before the form's POST and its redirect have loaded (CI under load read
+    # the login page's URL still): wait for the overview, up to 15 s.
+    WebDriverWait(driver, 15).until(lambda d: d.current_url == f"{serve_url}/")
     assert TOKEN not in driver.page_source
     return driver
 
