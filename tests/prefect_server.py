@@ -252,7 +252,11 @@ class PrefectServer:
                     )
                 try:
                     if client.get(health).status_code == 200:
-                        break
+                        if not self._listening_elsewhere():
+                            break
+                        # Another test's server took the port first (free_port is racy): ours
+                        # would fail to bind, and the tests would talk to a server not theirs.
+                        raise RuntimeError(f"address already in use: port {self.port} answers for another process")
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
@@ -262,6 +266,19 @@ class PrefectServer:
                     )
                 time.sleep(0.25)
         self.startup_seconds = time.monotonic() - started
+
+    def _listening_elsewhere(self) -> bool:
+        """Whether the process listening on our port is known and is not our server (or its children)."""
+        import psutil
+
+        assert self._proc is not None
+        try:
+            ours = {self._proc.pid} | {c.pid for c in psutil.Process(self._proc.pid).children(recursive=True)}
+            owners = {c.pid for c in psutil.net_connections(kind="tcp")
+                      if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port}
+        except (psutil.Error, PermissionError):
+            return False  # cannot tell: as before, the answer is taken as ours
+        return bool(owners) and None not in owners and not owners & ours
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL after 10 s, then remove its home (unless kept)."""
