@@ -455,4 +455,3 @@ def test_status_tells_a_live_service_that_cannot_write_its_heartbeat_from_a_stop
     assert code == 0  # (its own log file was over the limit too: what it logged meanwhile is lost, as on a full disk)
     # Once it has stopped, it is not running, whatever its heartbeat file last said.
     assert status_line().startswith("service:          not running (stopped at ")
-

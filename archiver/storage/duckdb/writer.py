@@ -190,8 +190,7 @@ class DuckDBWriter(ArchiveWriter):
         # The size, and when the archive's indexed rows were last counted (monotonic).
         self._sized = WRITER_MEMORY_MB
         self._sized_at: float | None = None
-        self._raised_to = 0
-        self._unlimited = False
+        self._raised_to = 0  # past WRITER_MEMORY_CEILING_MB: DuckDB's default from then on
         self._migrated = False
         # The connection kept between transactions while holding() (None: the file is let go).
         self._held: sa.Connection | None = None
@@ -204,26 +203,30 @@ class DuckDBWriter(ArchiveWriter):
     def _configure(self, dbapi_connection: Any, _record: Any) -> None:
         """Every open of the file: no progress bar, and (once migrated) a memory limit for the archive as it is now."""
         quiet(dbapi_connection)
-        if not self._migrated or self._unlimited:
+        if not self._migrated or self._raised_to >= WRITER_MEMORY_CEILING_MB:
             return
         if self._sized_at is None or time.monotonic() - self._sized_at > RESIZE_SECONDS:
             indexed = dbapi_connection.execute(_INDEXED_ROWS, [list(INDEX_BYTES_PER_ROW)]).fetchall()
             self._sized = WRITER_MEMORY_MB + sum(INDEX_BYTES_PER_ROW[table] * rows for table, rows in indexed) // 2**20
             self._sized_at = time.monotonic()
-        wanted = max(self._sized, self._raised_to)
-        self.memory_limit_mb = wanted if wanted < WRITER_MEMORY_CEILING_MB else None
+        self.memory_limit_mb = self._limit_mb()
         if self.memory_limit_mb is not None:
             dbapi_connection.execute(f"SET memory_limit = '{self.memory_limit_mb}MB'")
+
+    def _limit_mb(self) -> int | None:
+        """The limit the archive's size and any raise call for; None past the ceiling (DuckDB's default)."""
+        wanted = max(self._sized, self._raised_to)
+        return wanted if wanted < WRITER_MEMORY_CEILING_MB else None
 
     def _raise_memory_limit(self, exc: BaseException) -> bool:
         """After DuckDB ran out of memory: double the limit for the next open; False if none is left to raise."""
         if self.memory_limit_mb is None or not _OUT_OF_MEMORY.search(str(exc)):
             return False
-        raised = self.memory_limit_mb * 2
-        self._raised_to, self._unlimited = raised, raised >= WRITER_MEMORY_CEILING_MB
-        self.memory_limit_mb = None if self._unlimited else raised
+        self._raised_to = self.memory_limit_mb * 2
+        self.memory_limit_mb = self._limit_mb()
         log.info("archive %s: DuckDB needed more than %s MB; the writer's memory_limit is now %s", self.path,
-                 raised // 2, "DuckDB's default (80% of RAM)" if self._unlimited else f"{raised} MB")
+                 self._raised_to // 2, f"{self.memory_limit_mb} MB" if self.memory_limit_mb else
+                 "DuckDB's default (80% of RAM)")
         return True
 
     @contextmanager
