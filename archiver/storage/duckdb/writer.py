@@ -1,11 +1,12 @@
 """The DuckDB writer: idempotent bulk writes, the high-water mark, the ledger, run metadata and states.
 
 The writer opens the file for one transaction and lets go (see connect.py), so `get` and
-`status` in other processes answer while a sync runs; a sync's transactions that follow each other
-share one open for up to HOLD_SECONDS, and it lets go when idle (DuckDBWriter.holding). Rows go in through DuckDB's own bulk path
-(lists unnested in one INSERT … SELECT), never row by row. Events have no primary key (migration
-0010): a batch's ids already archived are looked up first, within the batch's id range, and only
-the rest are inserted, so every write is idempotent and `inserted` counts exactly what was new.
+`status` in other processes answer while a sync runs; a sync's transactions that follow each
+other share one open for up to HOLD_SECONDS, let go when idle (DuckDBWriter.holding). Rows go in
+through DuckDB's own bulk path (lists unnested in one INSERT … SELECT), never row by row. Events
+have no primary key (migration 0010): a batch's ids already archived are looked up first, within
+the batch's id range, and only the rest are inserted, so every write is idempotent and `inserted`
+counts exactly what was new.
 
 SQLAlchemy earns its place here: the engine comes from the archive's URL (duckdb:///… through
 duckdb-engine, as a PostgreSQL writer's will from postgresql+psycopg://…), its pool is chosen on
