@@ -192,8 +192,9 @@ def _ingest_range(
         except BaseException as exc:  # handed to the writer, which raises it in order
             offer(exc)
 
-    # Batches follow each other as fast as windows are fetched: keep the file across them.
-    with archive.holding(busy=True):
+    # Batches follow each other as fast as they are written: keep the file between them (a
+    # hold lets go by itself while the writer waits for fetching).
+    with archive.holding():
         planning = threading.Thread(target=plan, name="plan", daemon=True)
         planning.start()
         try:

@@ -163,12 +163,10 @@ class ArchiveWriter(ABC):
     def newest_occurred_before(self, moment: datetime) -> datetime | None:
         """When the newest archived event before `moment` occurred (None if there is none)."""
 
-    def holding(self, busy: bool = False) -> AbstractContextManager[None]:
-        """Let the transactions inside share what they open (a sync's transactions follow each other).
+    def holding(self) -> AbstractContextManager[None]:
+        """Let the transactions inside share what they open (a backfill's batches follow each other).
 
-        `busy`: they come a second or so apart with waits for the server between (a backfill's
-        batches), and what is open may be kept across those waits too. A backend whose writer never
-        keeps readers out need not override it: this default does nothing.
+        A backend whose writer never keeps readers out need not override it: this default does nothing.
         """
         from contextlib import nullcontext
 

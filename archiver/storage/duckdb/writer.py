@@ -65,14 +65,12 @@ from archiver.storage.writer import (
 
 log = logging.getLogger("archiver.storage.duckdb.writer")
 # The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding). Every release
-# costs a checkpoint on close and a fresh open: on a 1M-event archive ~30 ms to open and 70-240 ms
-# to close, against ~250 ms to write a 2,000-event batch, so a backfill's busy hold keeps the file
-# across the batches of HOLD_SECONDS (bench: 8 batches at 1M took 3.75 s opened one by one and
-# 2.72 s four to an open). When a hold ends the writer stays away for longer than a waiting
-# reader's retry interval (connect.MAX_RETRY_DELAY), so a reader gets in within about HOLD_SECONDS
-# plus one batch: without that pause the file was free for microseconds and readers polling it
-# never got in.
-HOLD_SECONDS = 2.0
+# costs a checkpoint on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while
+# events had a primary key, whose index each open loaded again (migration 0010 dropped it). When a
+# hold ends the writer stays away for longer than a waiting reader's retry interval
+# (connect.MAX_RETRY_DELAY), so a reader gets in within about HOLD_SECONDS plus one batch: without
+# that pause the file was free for microseconds and readers polling it never got in.
+HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 # How long a hold keeps the file with no transaction on it before the writer lets go by itself
 # (DuckDBWriter._release_when_idle): the caller may be waiting for the server, for a page or a
@@ -94,7 +92,7 @@ WRITER_CONFIG = dict(NO_EXTENSIONS)
 # rolls it back and invalidates the database): the limit then doubles and the transaction is done
 # again, up to DuckDB's own default (WRITER_MEMORY_CEILING_MB). Migrations run without a limit.
 WRITER_MEMORY_MB = 96
-# How often the indexed rows are counted again: a backfill reopens the file every HOLD_SECONDS or so, and
+# How often the indexed rows are counted again: a backfill reopens the file every HOLD_SECONDS, and
 # the count was 2% of a 100k first sync's CPU samples when taken at every open. A minute's backfill
 # (~300k events at most here) adds ~27 MB of index, well inside WRITER_MEMORY_MB.
 RESIZE_SECONDS = 60.0
@@ -207,8 +205,6 @@ class DuckDBWriter(ArchiveWriter):
         self._held_since = 0.0
         self._used_at = 0.0  # when a transaction last ended on it (monotonic)
         self._holds = 0  # holding() blocks open (they nest)
-        self._busy_holds = 0  # of those, the busy ones
-        self._reader_turn_until = 0.0  # a hold reopens the file no sooner (monotonic): see HOLD_SECONDS
         self._lock = threading.RLock()  # transactions come from the writer and the main thread
         self._idle = threading.Condition(self._lock)  # wakes the releaser: a connection was kept, or a hold ended
         self._releaser: threading.Thread | None = None
@@ -251,9 +247,6 @@ class DuckDBWriter(ArchiveWriter):
         with self._lock:
             conn, self._held, keep = self._held, None, False
             if conn is None:
-                turn = self._reader_turn_until - time.monotonic()
-                if self._holds and turn > 0:
-                    time.sleep(turn)  # a hold just ended: a waiting reader's turn (HOLD_SECONDS)
                 conn = with_lock_retry(self.path, self.busy_timeout, self.engine.connect)
                 self._held_since = time.monotonic()
             try:
@@ -282,22 +275,19 @@ class DuckDBWriter(ArchiveWriter):
                 else:
                     conn.close()
                     if self._holds:
-                        self._reader_turn_until = time.monotonic() + READER_TURN_SECONDS
+                        time.sleep(READER_TURN_SECONDS)  # a waiting reader's turn (HOLD_SECONDS)
 
     @contextmanager
-    def holding(self, busy: bool = False) -> Iterator[None]:
+    def holding(self) -> Iterator[None]:
         """Let consecutive transactions share one connection: let go after HOLD_SECONDS, or as
-        soon as none has come for IDLE_RELEASE_SECONDS — unless the hold is `busy`.
+        soon as none has come for IDLE_RELEASE_SECONDS.
 
-        For a sync, whose transactions follow each other in runs (the passes after a backfill,
-        with nothing to do): it saves the checkpoint and the reopen between them. The caller need
-        not release() before waiting for the network: an idle hold lets go by itself. A `busy`
-        hold (a backfill: a batch a second or so, the fetching in between) keeps the file across
-        those waits too, HOLD_SECONDS at a time, then gives a waiting reader its turn. Holds nest.
+        For a sync, whose transactions follow each other in runs (a backfill's batches, the
+        passes after it): it saves the checkpoint and the reopen between them. The caller need
+        not release() before waiting for the network: an idle hold lets go by itself. Holds nest.
         """
         with self._lock:
             self._holds += 1
-            self._busy_holds += busy
             if self._releaser is None:
                 self._releaser = threading.Thread(target=self._release_when_idle, name="archive-release", daemon=True)
                 self._releaser.start()
@@ -306,28 +296,22 @@ class DuckDBWriter(ArchiveWriter):
         finally:
             with self._lock:
                 self._holds -= 1
-                self._busy_holds -= busy
                 if not self._holds:
                     self.release()
-                self._idle.notify()  # the releaser sees the hold gone (and maybe no hold at all)
+                    self._idle.notify()  # the releaser sees no hold and ends
 
     def _release_when_idle(self) -> None:
-        """The releaser thread, while any hold is open: close the kept connection once it is idle
-        (IDLE_RELEASE_SECONDS), or, in a busy hold, once it is HOLD_SECONDS old."""
+        """The releaser thread, while any hold is open: close the kept connection once it is idle."""
         with self._idle:
             while self._holds:
                 if self._held is None:
                     self._idle.wait()
                     continue
-                expires = self._held_since + HOLD_SECONDS
-                due = expires if self._busy_holds else min(self._used_at + IDLE_RELEASE_SECONDS, expires)
-                left = due - time.monotonic()
-                if left > 0:
-                    self._idle.wait(left)
-                    continue
-                self.release()
-                if due == expires:
-                    self._reader_turn_until = time.monotonic() + READER_TURN_SECONDS
+                idle_for = time.monotonic() - self._used_at
+                if idle_for >= IDLE_RELEASE_SECONDS:
+                    self.release()
+                else:
+                    self._idle.wait(IDLE_RELEASE_SECONDS - idle_for)
             self._releaser = None
 
     def release(self) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from archiver.storage.duckdb import DuckDBArchive
-from archiver.storage.duckdb import writer as duckdb_writer
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.support import poll_until
 from tests.unit.storage.shapes import T0
@@ -78,19 +76,3 @@ def test_holds_nest_the_inner_one_ending_keeps_the_outer_ones_connection(writer,
             writer.write_batch([make_event(T0)], mark=T0)
         assert writer.high_water_mark() == T0
         assert opens[0] == 1
-
-
-def test_a_busy_hold_keeps_the_file_across_waits_and_lets_go_once_it_is_hold_seconds_old(
-    archive, writer, make_event, monkeypatch
-):
-    monkeypatch.setattr(duckdb_writer, "HOLD_SECONDS", 1.0)
-    opens = _opens(writer)
-    with writer.holding(busy=True):
-        writer.write_batch([make_event(T0)])
-        time.sleep(4 * duckdb_writer.IDLE_RELEASE_SECONDS)  # fetching the next batch
-        writer.write_batch([make_event(T0 + timedelta(seconds=1))])
-        assert opens[0] == 1
-        # Then a reader gets its turn, though the backfill never stops to let it in.
-        assert poll_until(lambda: _read_from_another_process(archive), "a reader during a busy hold") == 2
-        writer.write_batch([make_event(T0 + timedelta(seconds=2))])
-        assert opens[0] == 2
