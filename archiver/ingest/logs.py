@@ -172,9 +172,8 @@ def harvest_logs(client: PrefectClient, archive: ArchiveWriter, what: Harvest, *
         return harvest_run(client, archive, run, what, stop=stop)
 
     after: tuple[str, str] | None = None
-    # No archive.holding() around a batch: between two writes the harvest waits for the server
-    # (several pages, and retries), and a DuckDB writer holding the file meanwhile would keep every
-    # reader out.
+    # Between two writes the harvest waits for the server (several pages, and retries): a hold
+    # around it (sync's) lets go of the file meanwhile, so readers get in (DuckDBWriter.holding).
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="logs") as pool:
         while not stop.stopped:
             runs = archive.pending_log_runs(since, batch, after)

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -43,9 +42,6 @@ COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
 BATCH_BYTES = 8 * 1024 * 1024
-# How long the writer waits for the next fetched window while keeping the file (what a hold keeps: holding())
-# before it lets go, so readers are not kept out while the writer has nothing to write.
-IDLE_RELEASE_SECONDS = 0.05
 # Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
 # fetch pool to keep going while a batch of ingest.commit_every events is written.
 WINDOWS_AHEAD = 64
@@ -196,29 +192,19 @@ def _ingest_range(
         except BaseException as exc:  # handed to the writer, which raises it in order
             offer(exc)
 
-    def wait(item: Future[WindowResult]) -> WindowResult:
-        try:
-            return item.result(timeout=IDLE_RELEASE_SECONDS)
-        except FutureTimeout:
-            archive.release()  # fetching is behind: let readers in while waiting for it
-            return item.result()
-
-    # Batches follow each other as fast as they are written: keep the file between them.
+    # Batches follow each other as fast as they are written: keep the file between them (a
+    # hold lets go by itself while the writer waits for fetching).
     with archive.holding():
         planning = threading.Thread(target=plan, name="plan", daemon=True)
         planning.start()
         try:
             while not stop.stopped:
-                try:
-                    item = pending.get(timeout=IDLE_RELEASE_SECONDS)
-                except queue.Empty:
-                    archive.release()
-                    item = pending.get()
+                item = pending.get()
                 if item is None:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                committer.add(wait(item))
+                committer.add(item.result())
         except BaseException as failure:
             # Keep the complete windows already fetched in order, then report the original error
             # (unless writing was what failed: then trying again now would only fail again).
@@ -269,37 +255,40 @@ def sync(
     now = now or datetime.now(timezone.utc)
     settled = settings.settled_until(now)
     end = min(until, settled) if until else settled
-    mark = archive.high_water_mark()
-    with ledger_run(client, archive, "sync", since, end, stop) as run:
-        start = since or mark or settings.start
-        if start is None:
-            start = first_event_time(client, end, settings.retention)
-        if since is None:
-            gap = _check_gaps(settings, client, archive, run.ledger_id, start, mark, now, end)
-            run.set(gaps=(gap,) if gap else ())
-        if start is not None and start < end:
-            run.set(since=format_timestamp(start), until=format_timestamp(end))
-            _ingest_range(
-                client, archive, start, end, run=run, mark=mark,
-                concurrency=settings.concurrency, commit_every=settings.commit_every,
-                progress=progress, stop=stop,
-            )
-        elif start is None and mark is None:
-            # The server holds no events at all: everything before `end` is archived (trivially).
-            archive.advance_mark(end)
-        new_mark = archive.high_water_mark()
-        if reconcile_trailing and new_mark is not None and not stop.stopped:
-            run.reconciled(_reconcile_behind(settings, client, archive, new_mark, run, stop, progress))
-        if not stop.stopped:
-            run.set(objects_refreshed=refresh_objects(client, archive, stop=stop).total)
-        if not stop.stopped:
-            states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
-            run.set(runs_states_read=states.runs_read, states_saved=states.states_saved)
-        if not stop.stopped:
-            harvested = harvest_logs(client, archive, Harvest.of(settings), concurrency=settings.concurrency, stop=stop)
-            run.set(log_runs_read=harvested.runs_read, logs_inserted=harvested.logs_inserted,
-                    artifacts_saved=harvested.artifacts_saved)
-        run.set(high_water_mark=format_timestamp(new_mark) if new_mark else None)
+    # One open of the archive for each run of transactions with no wait between them (the ledger,
+    # the mark, passes with nothing to do); a hold lets go by itself while the sync waits.
+    with archive.holding():
+        mark = archive.high_water_mark()
+        with ledger_run(client, archive, "sync", since, end, stop) as run:
+            start = since or mark or settings.start
+            if start is None:
+                start = first_event_time(client, end, settings.retention)
+            if since is None:
+                gap = _check_gaps(settings, client, archive, run.ledger_id, start, mark, now, end)
+                run.set(gaps=(gap,) if gap else ())
+            if start is not None and start < end:
+                run.set(since=format_timestamp(start), until=format_timestamp(end))
+                _ingest_range(
+                    client, archive, start, end, run=run, mark=mark,
+                    concurrency=settings.concurrency, commit_every=settings.commit_every,
+                    progress=progress, stop=stop,
+                )
+            elif start is None and mark is None:
+                # The server holds no events at all: everything before `end` is archived (trivially).
+                archive.advance_mark(end)
+            new_mark = archive.high_water_mark()
+            if reconcile_trailing and new_mark is not None and not stop.stopped:
+                run.reconciled(_reconcile_behind(settings, client, archive, new_mark, run, stop, progress))
+            if not stop.stopped:
+                run.set(objects_refreshed=refresh_objects(client, archive, stop=stop).total)
+            if not stop.stopped:
+                states = refresh_states(client, archive, concurrency=settings.concurrency, stop=stop)
+                run.set(runs_states_read=states.runs_read, states_saved=states.states_saved)
+            if not stop.stopped:
+                harvested = harvest_logs(client, archive, Harvest.of(settings), concurrency=settings.concurrency, stop=stop)
+                run.set(log_runs_read=harvested.runs_read, logs_inserted=harvested.logs_inserted,
+                        artifacts_saved=harvested.artifacts_saved)
+            run.set(high_water_mark=format_timestamp(new_mark) if new_mark else None)
     return run.report
 
 

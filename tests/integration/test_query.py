@@ -268,11 +268,13 @@ def test_cli_events_prints_what_the_search_returns(history_archive, tmp_path):
 def test_lookups_answer_while_a_sync_runs_in_another_process_and_the_sync_finishes(prefect_server, history, tmp_path,
                                                                                    new_archive, backend):
     db = new_archive(backend, tmp_path, "concurrent")
-    # Paced to ten requests a second (api.max_requests_per_minute), so the sync lasts seconds on
-    # any machine: unpaced, a backfill writes the ~2,000 events in about a second.
+    # Paced to five requests a second (api.max_requests_per_minute), so the sync's ~55 requests
+    # last about 11 s on any machine: unpaced, a backfill writes the ~2,000 events in about a
+    # second. A lookup here opens the file three times (status, search, event), each open waiting
+    # for the writer to let go; the lookups counted are those inside that window.
     config = write_config(tmp_path / "slow.toml",
                           f'start = "{format_timestamp(history.since)}"\nconcurrency = 1\ncommit_every = 50\n'
-                          "[api]\nmax_requests_per_minute = 600\n")
+                          "[api]\nmax_requests_per_minute = 300\n")
     env = cli_env(prefect_server.api_url, db, config)
     on_server = {e["id"]: e for e in server_events(prefect_server.api_url, history.since, history.until)}
     ordered = sorted(on_server.values(), key=lambda e: datetime.fromisoformat(e["occurred"]))

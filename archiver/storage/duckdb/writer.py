@@ -1,11 +1,12 @@
 """The DuckDB writer: idempotent bulk writes, the high-water mark, the ledger, run metadata and states.
 
 The writer opens the file for one transaction and lets go (see connect.py), so `get` and
-`status` in other processes answer while a sync runs; a backfill writing batch after batch keeps
-it for up to HOLD_SECONDS at a time (DuckDBWriter.holding). Rows go in through DuckDB's own bulk path
-(lists unnested in one INSERT … SELECT), never row by row. Events have no primary key (migration
-0010): a batch's ids already archived are looked up first, within the batch's id range, and only
-the rest are inserted, so every write is idempotent and `inserted` counts exactly what was new.
+`status` in other processes answer while a sync runs; a sync's transactions that follow each
+other share one open for up to HOLD_SECONDS, let go when idle (DuckDBWriter.holding). Rows go in
+through DuckDB's own bulk path (lists unnested in one INSERT … SELECT), never row by row. Events
+have no primary key (migration 0010): a batch's ids already archived are looked up first, within
+the batch's id range, and only the rest are inserted, so every write is idempotent and `inserted`
+counts exactly what was new.
 
 SQLAlchemy earns its place here: the engine comes from the archive's URL (duckdb:///… through
 duckdb-engine, as a PostgreSQL writer's will from postgresql+psycopg://…), its pool is chosen on
@@ -63,7 +64,7 @@ from archiver.storage.writer import (
 )
 
 log = logging.getLogger("archiver.storage.duckdb.writer")
-# The longest a backfill keeps the file across consecutive batches (DuckDBWriter.holding). Every release
+# The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding). Every release
 # costs a checkpoint on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while
 # events had a primary key, whose index each open loaded again (migration 0010 dropped it). When a
 # hold ends the writer stays away for longer than a waiting reader's retry interval
@@ -71,6 +72,13 @@ log = logging.getLogger("archiver.storage.duckdb.writer")
 # that pause the file was free for microseconds and readers polling it never got in.
 HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
+# How long a hold keeps the file with no transaction on it before the writer lets go by itself
+# (DuckDBWriter._release_when_idle): the caller may be waiting for the server, for a page or a
+# retry, and readers must not wait for that. Short, but longer than the few milliseconds between
+# a sync's back-to-back transactions, which then share one open: each open costs ~20 ms of CPU
+# and each release a checkpoint, and the ~15 transactions after a 12k-event backfill (the ledger,
+# the passes with nothing to do) took 0.55 s opened one by one and 0.08 s sharing one.
+IDLE_RELEASE_SECONDS = 0.05
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 # The writer's DuckDB memory_limit. DuckDB keeps the blocks it reads and writes cached up to its
 # limit (80% of RAM by default), so without one a backfill's RSS grew with the archive: a checkpoint
@@ -195,8 +203,11 @@ class DuckDBWriter(ArchiveWriter):
         # The connection kept between transactions while holding() (None: the file is let go).
         self._held: sa.Connection | None = None
         self._held_since = 0.0
-        self._holding = False
+        self._used_at = 0.0  # when a transaction last ended on it (monotonic)
+        self._holds = 0  # holding() blocks open (they nest)
         self._lock = threading.RLock()  # transactions come from the writer and the main thread
+        self._idle = threading.Condition(self._lock)  # wakes the releaser: a connection was kept, or a hold ended
+        self._releaser: threading.Thread | None = None
         with_lock_retry(path, busy_timeout, lambda: migrate(self.engine))
         self._migrated = True
 
@@ -241,7 +252,7 @@ class DuckDBWriter(ArchiveWriter):
             try:
                 with conn.begin():
                     yield conn
-                keep = self._holding and time.monotonic() - self._held_since < HOLD_SECONDS
+                keep = self._holds > 0 and time.monotonic() - self._held_since < HOLD_SECONDS
             except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
                 orig = getattr(exc, "orig", None) or exc
                 if _OUT_OF_MEMORY.search(str(orig)):
@@ -259,28 +270,49 @@ class DuckDBWriter(ArchiveWriter):
                 raise error from exc
             finally:
                 if keep:
-                    self._held = conn
+                    self._held, self._used_at = conn, time.monotonic()
+                    self._idle.notify()
                 else:
                     conn.close()
-                    if self._holding:
+                    if self._holds:
                         time.sleep(READER_TURN_SECONDS)  # a waiting reader's turn (HOLD_SECONDS)
 
     @contextmanager
     def holding(self) -> Iterator[None]:
-        """Let consecutive transactions share one connection, released every HOLD_SECONDS.
+        """Let consecutive transactions share one connection: let go after HOLD_SECONDS, or as
+        soon as none has come for IDLE_RELEASE_SECONDS.
 
-        For a backfill, whose batches follow each other as fast as they can be written: it
-        saves the checkpoint and the reopen between them. Call release() before waiting for
-        anything else (the network), so the file is never held while the writer is idle.
+        For a sync, whose transactions follow each other in runs (a backfill's batches, the
+        passes after it): it saves the checkpoint and the reopen between them. The caller need
+        not release() before waiting for the network: an idle hold lets go by itself. Holds nest.
         """
         with self._lock:
-            self._holding = True
+            self._holds += 1
+            if self._releaser is None:
+                self._releaser = threading.Thread(target=self._release_when_idle, name="archive-release", daemon=True)
+                self._releaser.start()
         try:
             yield
         finally:
             with self._lock:
-                self._holding = False
-                self.release()
+                self._holds -= 1
+                if not self._holds:
+                    self.release()
+                    self._idle.notify()  # the releaser sees no hold and ends
+
+    def _release_when_idle(self) -> None:
+        """The releaser thread, while any hold is open: close the kept connection once it is idle."""
+        with self._idle:
+            while self._holds:
+                if self._held is None:
+                    self._idle.wait()
+                    continue
+                idle_for = time.monotonic() - self._used_at
+                if idle_for >= IDLE_RELEASE_SECONDS:
+                    self.release()
+                else:
+                    self._idle.wait(IDLE_RELEASE_SECONDS - idle_for)
+            self._releaser = None
 
     def release(self) -> None:
         """Let go of the file if a hold kept it (readers and other writers can open it)."""
