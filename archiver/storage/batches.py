@@ -63,6 +63,23 @@ def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
     return event_ids, occurred, resource_ids, roles
 
 
+def resource_spans(occurred: Sequence[Any], resource_ids: Sequence[str]) -> tuple[list[str], list[Any], list[Any]]:
+    """resource_spans' columns for these (newly inserted) event_resources rows: each resource once,
+    with the first and last time it occurred among them, in id order (two writers widening the
+    same spans lock them in the same order)."""
+    spans: dict[str, list[Any]] = {}
+    for when, resource_id in zip(occurred, resource_ids, strict=True):
+        span = spans.get(resource_id)
+        if span is None:
+            spans[resource_id] = [when, when]
+        elif when < span[0]:
+            span[0] = when
+        elif when > span[1]:
+            span[1] = when
+    ids = sorted(spans)
+    return ids, [spans[i][0] for i in ids], [spans[i][1] for i in ids]
+
+
 def event_days(events: Sequence[Event]) -> tuple[list[date], list[int]]:
     """How many of these (newly inserted) events occurred on each UTC day, as event_days' columns,
     days in order (two writers adding to the same days lock them in the same order)."""

@@ -29,8 +29,9 @@ class TableSpec:
       row changes a partition's fingerprint even when its key stays the same. None: never replaced.
     - `exported`: what users analyse. The rest is the archiver's own bookkeeping (the mark, the
       ledger, queues and cursors): a copy of the archive needs it, a data lake does not.
-    - `derived`: computed from other tables and kept with them by the writer (event_days, from
-      events): `copy` rebuilds it in the destination once those are copied, rather than copying it.
+    - `derived`: computed from other tables and kept with them by the writer (event_days from
+      events, resource_spans from event_resources): `copy` rebuilds it in the destination once
+      those are copied, rather than copying it.
     """
 
     name: str
@@ -62,6 +63,8 @@ TABLES: tuple[TableSpec, ...] = (
               parent_key="event_id", time=("occurred",), exported=True),
     # Events per UTC day (the overview's volume chart): derived from events.
     TableSpec("event_days", ("day",), derived=True),
+    # When each resource was first and last named (lookups by resource id read between): from event_resources.
+    TableSpec("resource_spans", ("resource_id",), derived=True),
     TableSpec("quarantine", ("raw_hash",)),
     TableSpec("gaps", ("since", "until")),
     TableSpec("syncs", ("id",)),

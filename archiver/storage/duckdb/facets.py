@@ -10,13 +10,13 @@ import duckdb
 from archiver.prefect.events import EVENT_COLUMNS, event_to_api, to_utc
 from archiver.prefect.filters import EventFilter
 from archiver.storage.browse import KEY_ROW, TOTAL_ROW, Facets, facets_of, facets_sql, first_page_sql
-from archiver.storage.duckdb.search import _Sql, where_clause
+from archiver.storage.duckdb.search import _Sql, has_spans, where_clause
 from archiver.storage.reader import Page
 
 
 def read_facets(conn: duckdb.DuckDBPyConnection, f: EventFilter, limit: int) -> Facets:
     """The `limit` commonest of each among the events `f` matches, most first (ties by value)."""
-    sql = _Sql()
+    sql = _Sql(has_spans(conn))
     where = where_clause(f, sql)
     query = facets_sql(where, sql.p(f.since), sql.p(f.until), limit)
     return facets_of(conn.execute(query, sql.params).fetchall())
@@ -26,7 +26,7 @@ def read_first_page(conn: duckdb.DuckDBPyConnection, f: EventFilter, limit: int,
                     facets_up_to: int) -> tuple[Page, Facets | None]:
     """read_page's first page and read_facets' counts (when `facets_up_to` or fewer match) from one
     query that finds the matches once (storage/browse.py first_page_sql), then the page's rows by id."""
-    sql = _Sql()
+    sql = _Sql(has_spans(conn))
     where = where_clause(f, sql)
     query = first_page_sql(where, sql.p(f.since), sql.p(f.until), f.order, limit + 1, facet_limit, facets_up_to)
     rows = conn.execute(query, sql.params).fetchall()

@@ -30,7 +30,7 @@ from archiver.storage.duckdb.connect import open_reader, scalar
 from archiver.storage.duckdb.console import run_sql
 from archiver.storage.duckdb.facets import read_facets, read_first_page
 from archiver.storage.duckdb.lock import lock_is_held
-from archiver.storage.duckdb.search import count_events, read_page
+from archiver.storage.duckdb.search import count_events, has_spans, read_page
 from archiver.storage.logs import ArtifactQuery, LogQuery, PredatesLogs, RunLogCounts
 from archiver.storage.reader import (
     ArchiveReader,
@@ -65,13 +65,18 @@ ORDER BY 4, 1
 """
 # The second part is the {kind}_states view's row for each of the run's own state events
 # (migrations/duckdb/0003_history_views.sql, state_events), read from events directly: $3 are the
-# ids of the events whose resource the run is ($6), read first through event_resources' index, and
-# $4..$5 when they occurred, so events' zone maps skip all but a few row groups. The view alone read
-# every run's state events (1M events: 260 ms against 34 ms); the view with the ids still read the
-# whole id column of events (10M events, a fresh connection: 65 ms of CPU against 16 ms this way).
-# The ids are a query of their own, on the resource id alone: inside the statement, or with
-# `AND role = ''`, DuckDB scanned event_resources instead of probing its index.
+# ids of the events whose resource the run is ($6), read first from event_resources, and $4..$5
+# when they occurred, so events' zone maps skip all but a few row groups. The view alone read every
+# run's state events (1M events: 260 ms against 34 ms); the view with the ids still read the whole
+# id column of events (10M events, a fresh connection: 65 ms of CPU against 16 ms this way).
+# The ids are a query of their own, read between the run's first and last event (resource_spans,
+# migration 0011: event_resources' zone maps on `occurred` skip the rest); an archive from before
+# 0011 has an index on resource_id instead, which DuckDB probes only for the id alone (inside the
+# statement, or with `AND role = ''`, it scanned event_resources).
 _OWN_EVENTS_SQL = "SELECT event_id, role, occurred FROM event_resources WHERE resource_id = $1"
+_OWN_EVENTS_IN_SPAN_SQL = _OWN_EVENTS_SQL + (
+    " AND occurred BETWEEN (SELECT first_occurred FROM resource_spans WHERE resource_id = $1)"
+    " AND (SELECT last_occurred FROM resource_spans WHERE resource_id = $1)")
 _RUN_TABLES = tuple((kind.name, kind.collection, kind.resource_prefix) for kind in RUN_KINDS)
 # UTC days by epoch arithmetic, as the views cut them (0003_history_views.sql): no ICU, no TimeZone.
 _DIALECT = Dialect(object_text="{}", p50="quantile_cont({}, 0.5)", p95="quantile_cont({}, 0.95)",
@@ -226,10 +231,11 @@ class DuckDBReader(ArchiveReader):
         wanted = str(run_id)
         with self._connection() as conn:
             mark = _mark(conn)
+            own_events = _OWN_EVENTS_IN_SPAN_SQL if has_spans(conn) else _OWN_EVENTS_SQL
             for kind, table, prefix in _RUN_TABLES:
                 try:
                     own = [(str(event_id), occurred) for event_id, role, occurred
-                           in conn.execute(_OWN_EVENTS_SQL, [prefix + wanted]).fetchall() if role == ""]
+                           in conn.execute(own_events, [prefix + wanted]).fetchall() if role == ""]
                     times = [occurred for _, occurred in own]
                     rows = conn.execute(_STATES_SQL, [wanted, kind, [i for i, _ in own], min(times, default=None),
                                                       max(times, default=None), prefix + wanted]).fetchall()

@@ -17,6 +17,8 @@ from typing import Any
 import duckdb
 
 from archiver.errors import ArchiveError
+from archiver.storage.batches import resource_spans
+from archiver.storage.duckdb import queries
 from archiver.storage.duckdb.connect import NO_EXTENSIONS, classify, open_duckdb, require_archive, scalar, with_lock_retry
 from archiver.storage.rows import Column, Key, Progress, Row, TableSink, TableSource, key_text, key_values
 from archiver.storage.tables import TABLES, TableSpec
@@ -33,11 +35,14 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# How each derived table (tables.py) is computed from the rows it comes from: as migration 0009 filled it.
+# How each derived table (tables.py) is computed from the rows it comes from: as migrations 0009 and 0011 filled them.
 _REBUILD = {
     "event_days": ("DELETE FROM event_days",
                    "INSERT INTO event_days SELECT CAST(make_timestamp(epoch_us(occurred)) AS DATE), count(*) "
                    "FROM events GROUP BY 1"),
+    "resource_spans": ("DELETE FROM resource_spans",
+                       "INSERT INTO resource_spans SELECT resource_id, min(occurred), max(occurred) FROM event_resources "
+                       "GROUP BY 1"),
 }
 
 
@@ -219,6 +224,8 @@ class DuckDBSink(DuckDBTables, TableSink):
                 mine = [r for r in child_rows if (r[at],) in fresh]
                 if mine:
                     self._insert(child.name, child_columns, mine, None)
+                    if child.name == "event_resources":
+                        self._widen_spans(child_columns, mine)
                 counts[child.name] = len(mine)
             self._save(source, progress)
             self.conn.execute("COMMIT")
@@ -226,6 +233,15 @@ class DuckDBSink(DuckDBTables, TableSink):
             self._rollback()
             raise self._error(exc) from exc
         return counts
+
+    def _widen_spans(self, columns: Sequence[Column], rows: Sequence[Row]) -> None:
+        """Keep resource_spans with the event_resources rows just inserted, as the writer does: a
+        lookup by resource id reads only its span, so a copy stopped midway must not leave rows
+        outside it (the whole table is rebuilt at the end all the same)."""
+        names = [c.name for c in columns]
+        occurred, resource_id = names.index("occurred"), names.index("resource_id")
+        self.conn.execute(queries.WIDEN_SPANS, list(resource_spans([r[occurred] for r in rows],
+                                                                   [r[resource_id] for r in rows])))
 
     def _save(self, source: str, progress: Progress) -> None:
         self.conn.execute(

@@ -22,10 +22,11 @@ _LIKE = str.maketrans({"*": "%", "?": "_", "\\": "\\\\", "%": "\\%", "_": "\\_"}
 
 
 class _Sql:
-    """WHERE clauses with positional parameters."""
+    """WHERE clauses with positional parameters; `spans`: the archive has resource_spans (migration 0011)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spans: bool) -> None:
         self.params: list[Any] = []
+        self.spans = spans
 
     def p(self, value: Any) -> str:
         self.params.append(value)
@@ -138,7 +139,53 @@ def _resources_clause(sql: _Sql, f: EventFilter) -> str | None:
             return f"EXISTS (SELECT 1 FROM {_JSON_RESOURCES} WHERE {where})"
         return f"coalesce((SELECT {' AND '.join(f'bool_or({c})' for c in each)} FROM {_JSON_RESOURCES} WHERE {where}), false)"
     scope = f"r.occurred BETWEEN {sql.p(f.since)} AND {sql.p(f.until)}"
-    return f"e.id IN (SELECT r.event_id FROM event_resources r WHERE {scope} AND {where} GROUP BY r.event_id{every})"
+    spans = _span_bounds(sql, f)
+    if spans:
+        scope += " AND " + spans.format(occurred="r.occurred")
+    clause = f"e.id IN (SELECT r.event_id FROM event_resources r WHERE {scope} AND {where} GROUP BY r.event_id{every})"
+    return clause + (" AND " + spans.format(occurred="e.occurred") if spans else "")
+
+
+def _pinned_ids(match: RelatedMatch | ResourceMatch) -> tuple[str, ...] | None:
+    """The resource ids one of which a resource row must have to satisfy `match`; None if any may."""
+    if match.ids:
+        return match.ids
+    if isinstance(match, RelatedMatch) and match.resources_in_roles:
+        return tuple(rid for rid, _ in match.resources_in_roles)
+    values = (match.labels or {}).get("prefect.resource.id")
+    if values and not any(v.startswith("!") or "*" in v or "?" in v for v in values):
+        return values
+    return None
+
+
+def _span_bounds(sql: _Sql, f: EventFilter) -> str:
+    """When the resource filters name their resources by exact id: the times those resources' rows
+    lie between (resource_spans), as a condition on `{occurred}`; '' otherwise.
+
+    event_resources has no index on resource_id (migration 0011): these bounds let its zone maps on
+    `occurred`, and the events', skip all but the row groups of a flow run's minutes. Each pinned
+    filter must be satisfied, so its span bounds every match; an id with no span has no rows, and
+    its NULL bound matches nothing, as the filter would. Only for the event_resources path, whose
+    rows are the ones the spans are made from.
+    """
+    if not sql.spans:
+        return ""
+    bounds = []
+    for match in (*f.related, *f.any_resource):
+        ids = _pinned_ids(match)
+        if ids is None:
+            continue
+        marks = ", ".join(sql.p(i) for i in ids)
+        bounds.append(f"{{occurred}} BETWEEN (SELECT min(first_occurred) FROM resource_spans WHERE resource_id IN ({marks})) "
+                      f"AND (SELECT max(last_occurred) FROM resource_spans WHERE resource_id IN ({marks}))")
+    return " AND ".join(bounds)
+
+
+def has_spans(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the archive has resource_spans: one from before migration 0011 (a reader cannot
+    upgrade it) has event_resources' index instead, and is searched without them."""
+    return bool(conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'resource_spans' "
+                             "AND schema_name = 'main'").fetchone()[0])  # type: ignore[index]
 
 
 def where_clause(f: EventFilter, sql: _Sql) -> str:
@@ -168,7 +215,7 @@ def where_clause(f: EventFilter, sql: _Sql) -> str:
 
 def count_events(conn: duckdb.DuckDBPyConnection, f: EventFilter) -> int:
     """How many archived events match the filter."""
-    sql = _Sql()
+    sql = _Sql(has_spans(conn))
     row = conn.execute(f"SELECT count(*) FROM events e WHERE {where_clause(f, sql)}", sql.params).fetchone()
     return int(row[0]) if row else 0
 
@@ -184,7 +231,7 @@ def read_page(
 
     `total` is counted when not given (a page token carries the first page's count, as Prefect's does).
     """
-    sql = _Sql()
+    sql = _Sql(has_spans(conn))
     where = where_clause(f, sql)
     if after is not None:
         op = ">" if f.order == "ASC" else "<"

@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
 from archiver.storage import log_progress, log_queries
-from archiver.storage.batches import dedupe, event_days, resource_columns, uuid_text
+from archiver.storage.batches import dedupe, event_days, resource_columns, resource_spans, uuid_text
 from archiver.storage.duckdb import logs, queries, runs
 from archiver.storage.duckdb.connect import (
     MAX_RETRY_DELAY,
@@ -96,7 +96,7 @@ WRITER_MEMORY_MB = 96
 # the count was 2% of a 100k first sync's CPU samples when taken at every open. A minute's backfill
 # (~300k events at most here) adds ~27 MB of index, well inside WRITER_MEMORY_MB.
 RESIZE_SECONDS = 60.0
-INDEX_BYTES_PER_ROW = {"event_resources": 32, "logs": 96, "artifacts": 64}  # 1, 3 and 2 indexes a row
+INDEX_BYTES_PER_ROW = {"resource_spans": 64, "logs": 96, "artifacts": 64}  # 1, 3 and 2 indexes a row
 WRITER_MEMORY_CEILING_MB = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8 / 2**20)
 _INDEXED_ROWS = "SELECT table_name, estimated_size FROM duckdb_tables() WHERE table_name IN (SELECT unnest($1::VARCHAR[]))"
 # How DuckDB says it: OutOfMemoryException ("could not allocate block"), or at commit a
@@ -359,6 +359,7 @@ class DuckDBWriter(ArchiveWriter):
                 driver.execute(_INSERT_EVENTS, _event_columns(new, [text for _, text in fresh], now))
                 resources = resource_columns(new)
                 driver.execute(_INSERT_RESOURCES, resources)
+                driver.execute(queries.WIDEN_SPANS, resource_spans(resources[1], resources[2]))
                 driver.execute(_ADD_EVENT_DAYS, event_days(new))
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 driver.execute(runs.QUEUE_OBJECTS, (list(dict.fromkeys(resources[2])), now))

@@ -50,10 +50,13 @@ def _jsonb_text(value: Any) -> Any:
     return value.replace("\\u0000", "\\ufffd") if isinstance(value, str) and "\\u0000" in value else value
 
 
-# How each derived table (tables.py) is computed from the rows it comes from: as migration 0005 filled it.
+# How each derived table (tables.py) is computed from the rows it comes from: as migrations 0005 and 0006 filled them.
 _REBUILD = {
     "event_days": ("DELETE FROM event_days",
                    "INSERT INTO event_days SELECT (occurred AT TIME ZONE 'UTC')::DATE, count(*) FROM events GROUP BY 1"),
+    "resource_spans": ("DELETE FROM resource_spans",
+                       "INSERT INTO resource_spans SELECT resource_id, min(occurred), max(occurred) FROM event_resources "
+                       "GROUP BY 1"),
 }
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from archiver.errors import ArchiveError
 from archiver.prefect.events import Event, Malformed, compact_json, to_utc
 from archiver.storage import log_progress, log_queries
-from archiver.storage.batches import dedupe, event_days, resource_columns, uuid_text
+from archiver.storage.batches import dedupe, event_days, resource_columns, resource_spans, uuid_text
 from archiver.storage.logs import Artifact, Log, LogMark, LogRun
 from archiver.storage.postgresql import logs, queries, runs
 from archiver.storage.postgresql.connect import classify, create_engine
@@ -66,6 +66,14 @@ _COPY_RESOURCES = "COPY event_resources (event_id, occurred, resource_id, role) 
 _ADD_EVENT_DAYS = """
 INSERT INTO event_days (day, events) SELECT * FROM unnest(%s::DATE[], %s::BIGINT[])
 ON CONFLICT (day) DO UPDATE SET events = event_days.events + excluded.events
+"""
+# The resources' spans (migration 0006) widened to take in the new rows, in the same transaction.
+_WIDEN_SPANS = """
+INSERT INTO resource_spans (resource_id, first_occurred, last_occurred)
+SELECT * FROM unnest(%s::TEXT[], %s::TIMESTAMPTZ[], %s::TIMESTAMPTZ[])
+ON CONFLICT (resource_id) DO UPDATE SET
+    first_occurred = least(resource_spans.first_occurred, excluded.first_occurred),
+    last_occurred = greatest(resource_spans.last_occurred, excluded.last_occurred)
 """
 _STORED_HASHES = "SELECT id, content_hash FROM events WHERE id = ANY(%s::UUID[])"
 _INSERT_QUARANTINE = """
@@ -217,6 +225,7 @@ class PostgreSQLWriter(ArchiveWriter):
                 with driver.cursor() as cursor, cursor.copy(_COPY_RESOURCES) as copy:
                     for row in zip(*resources, strict=True):
                         copy.write_row(row)
+                conn.exec_driver_sql(_WIDEN_SPANS, resource_spans(resources[1], resources[2]))
                 conn.exec_driver_sql(_ADD_EVENT_DAYS, event_days(new))
                 # Runs, flows and deployments recur in most of a batch's events: each once.
                 conn.exec_driver_sql(runs.QUEUE_OBJECTS, (now, list(dict.fromkeys(resources[2]))))

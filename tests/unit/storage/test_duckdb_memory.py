@@ -34,9 +34,10 @@ def test_the_writer_works_under_a_memory_limit_that_grows_with_the_indexed_rows(
         writer.write_batch([make_event(T0 + timedelta(seconds=i)) for i in range(20_000)])
     finally:
         writer.close()
-    writer = DuckDBArchive(path).writer(timedelta(seconds=5))  # 60,000 event_resources rows now
+    writer = DuckDBArchive(path).writer(timedelta(seconds=5))  # 40,001 resources now: 20,000 runs, their flows, a tag
     try:
-        grown = duckdb_writer.WRITER_MEMORY_MB + 60_000 * duckdb_writer.INDEX_BYTES_PER_ROW["event_resources"] // 2**20
+        grown = duckdb_writer.WRITER_MEMORY_MB + 40_001 * duckdb_writer.INDEX_BYTES_PER_ROW["resource_spans"] // 2**20
+        assert grown > duckdb_writer.WRITER_MEMORY_MB
         assert _limit_of(writer) == _as_duckdb_shows(grown)
     finally:
         writer.close()

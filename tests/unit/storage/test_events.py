@@ -53,6 +53,25 @@ def test_overlapping_batches_store_each_event_once_and_count_only_the_new(writer
     assert stored("SELECT sum(events) FROM event_days") == [(12,)]
 
 
+SPANS = "SELECT resource_id, first_occurred, last_occurred FROM resource_spans ORDER BY 1"
+SPANS_OF_ROWS = "SELECT resource_id, min(occurred), max(occurred) FROM event_resources GROUP BY 1 ORDER BY 1"
+
+
+def test_each_resources_span_takes_in_its_new_events_in_any_order_and_never_a_repeats(writer, stored, make_event):
+    run = uuid.uuid4()
+    later, earliest, last = (make_event(T0 + timedelta(hours=h), flow_run=run) for h in (1, 0, 2))
+    writer.write_batch([later, make_event(T0 + timedelta(hours=9))])
+    writer.write_batch([earliest])
+    writer.write_batch([last, later])
+    # A repeat of an archived id that says it occurred later: a duplicate, so no row and no wider span.
+    writer.write_batch([make_event(T0 + timedelta(hours=5), flow_run=run, event_id=last.id)])
+    spans = stored(SPANS)
+    assert spans == stored(SPANS_OF_ROWS)  # one a resource, from its first row to its last
+    assert (f"prefect.flow-run.{run}", T0, T0 + timedelta(hours=2)) in spans
+    assert ("prefect.tag.nightly", T0, T0 + timedelta(hours=9)) in spans
+    assert len(spans) == 2 * 2 + 1  # two flow runs and their flows, one tag
+
+
 def test_an_archived_event_sent_again_with_other_content_is_a_conflict_and_kept_as_first_archived(
         writer, stored, make_event):
     event_id, run = uuid.uuid4(), uuid.uuid4()

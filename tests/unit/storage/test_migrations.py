@@ -1,7 +1,7 @@
 """Migrations: an archive made at any earlier schema opens as the writer at the newest, keeping its rows.
 
 Each backend numbers its own migrations. DuckDB's earlier schemas are 0 (only the bootstrap) to
-9; a PostgreSQL archive's are 0 (an empty database) and 1 (before run logs and artifacts).
+10; a PostgreSQL archive's are 0 (an empty database) to 5.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from archiver.storage.postgresql import PostgreSQLArchive
 from archiver.storage.postgresql import migrate as postgresql_migrate
 from tests.unit.storage.conftest import BACKENDS
 from tests.unit.storage.shapes import T0
+from tests.unit.storage.test_events import SPANS, SPANS_OF_ROWS
 
 MIGRATIONS = {"duckdb": duckdb_migrate, "postgresql": postgresql_migrate}
 EVENT_ID, RUN = uuid.uuid4(), uuid.uuid4()
@@ -90,6 +91,8 @@ def _build_postgresql(backend: PostgreSQLArchive, n: int) -> None:
                          [T0])
             conn.execute("INSERT INTO quarantine (raw_hash, raw, reason, first_seen) VALUES ('h', '{}', 'missing id', %s)",
                          [T0])
+        if n >= 5:  # 0005 made event_days, which the writer keeps with the events
+            conn.execute("INSERT INTO event_days VALUES (%s, 1)", [T0.date()])
 
 
 def test_a_new_archive_gets_every_migration(backend, writer, stored):
@@ -116,6 +119,9 @@ def test_an_archive_at_an_earlier_schema_reaches_the_newest_and_keeps_its_rows(
         assert writer.write_batch([make_event(T0 + timedelta(hours=1))]).inserted == 1
         if n >= 1:  # event_days was filled from the events already there, then kept by the writer
             assert [(str(d), e) for d, e in stored("SELECT day, events FROM event_days")] == [(str(T0.date()), 2)]
+            # resource_spans likewise: the old event's resource at T0, the new one's after.
+            assert stored(SPANS) == stored(SPANS_OF_ROWS)
+            assert (f"prefect.flow-run.{RUN}", T0, T0) in stored(SPANS)
     finally:
         writer.close()
     # Opened again, there is nothing left to apply.
