@@ -201,3 +201,20 @@ def test_a_new_duckdb_archive_migrated_at_once_has_the_schema_file_by_file_gives
 
     new, upgraded = catalog(at_once), catalog(one_by_one)
     assert all(new) and new == upgraded  # every part of the catalog found, and the same
+
+
+@pytest.mark.parametrize("backend", ["duckdb"], indirect=True)
+def test_a_reader_finds_events_by_resource_in_an_archive_from_before_resource_spans(backend, at_schema, stored):
+    """A reader cannot upgrade the file: an archive at 0010 has the resource_id index and no spans."""
+    from archiver.prefect.filters import EventFilter, RelatedMatch, ResourceMatch
+
+    at_schema(10)
+    assert stored("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'resource_spans'") == [(0,)]
+    run = f"prefect.flow-run.{RUN}"
+    window = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+    reader = backend.reader(timedelta(seconds=5))
+    for search in (EventFilter(*window, any_resource=(ResourceMatch(ids=(run,)),)),
+                   EventFilter(*window, related=(RelatedMatch(ids=(run,), roles=("",)),))):
+        page = reader.page(search, limit=10)
+        assert [e["id"] for e in page.events] == [str(EVENT_ID)] and page.total == 1
+    assert reader.count(EventFilter(*window, any_resource=(ResourceMatch(ids=("prefect.flow-run.other",)),))) == 0

@@ -177,6 +177,32 @@ def test_a_search_matches_names_prefixes_resources_and_roles_as_prefect_does(rea
     assert reader.count(EventFilter(T0 - timedelta(days=1), T0 - timedelta(microseconds=1))) == 0
 
 
+def test_searches_by_resource_id_find_the_events_of_each_resources_span_and_no_others(reader_backend: Backend) -> None:
+    """DuckDB reads a resource's rows between its first and last event (resource_spans): filters that
+    pin ids, alone and together, find exactly what they would with no such bounds."""
+    run_a, run_b, flow, tag = "prefect.flow-run.a", "prefect.flow-run.b", "prefect.flow.f", "prefect.tag.x"
+    first = raw_event(T0, resource=run_a, related=[related(flow, "flow")])
+    second = raw_event(T0 + timedelta(hours=1), resource=run_b, related=[related(flow, "flow")])
+    third = raw_event(T0 + timedelta(hours=2), resource=run_a, related=[related(tag, "tag")])
+    reader_backend.write([event(e) for e in (first, second, third)])
+    reader = reader_backend.reader()
+
+    def ids(**parts: Any) -> set[str]:
+        search = EventFilter(T0 - timedelta(days=1), T0 + timedelta(days=1), **parts)
+        page = reader.page(search, 10)
+        assert page.total == reader.count(search) == len(page.events)
+        return {e["id"] for e in page.events}
+
+    assert ids(any_resource=(ResourceMatch(ids=(run_a,)),)) == {first["id"], third["id"]}
+    assert ids(any_resource=(ResourceMatch(ids=(run_a, run_b)),)) == {first["id"], second["id"], third["id"]}
+    assert ids(any_resource=(ResourceMatch(ids=(run_a,)),), related=(RelatedMatch(ids=(flow,)),)) == {first["id"]}
+    assert ids(related=(RelatedMatch(resources_in_roles=((flow, "flow"),)),)) == {first["id"], second["id"]}
+    assert ids(related=(RelatedMatch(labels={"prefect.resource.id": (tag,)}),)) == {third["id"]}
+    assert ids(related=(RelatedMatch(labels={"prefect.resource.id": ("prefect.tag.*",)}),)) == {third["id"]}
+    assert ids(any_resource=(ResourceMatch(ids=(run_b,)), ResourceMatch(ids=(tag,)))) == set()  # spans apart
+    assert ids(any_resource=(ResourceMatch(ids=("prefect.flow-run.unknown",)),)) == set()
+
+
 @pytest.mark.parametrize("order", ["ASC", "DESC"])
 def test_keyset_pages_order_ties_on_occurred_by_id_and_neither_skip_nor_repeat(reader_backend: Backend, order: str) -> None:
     # Three instants, four events each: every page boundary falls inside a tie.
