@@ -86,7 +86,9 @@ WRITER_CONFIG = dict(NO_EXTENSIONS)
 # peaked at 543 MB without a limit and at 337 MB under this one (bench/writer_memory.py); a first
 # sync of 100k events at 308 MB, now 239 (bench/ingest.py). What DuckDB cannot evict must fit as
 # well: the parts of the indexes a commit adds to, which grow with the archive (event_resources'
-# on resource_id: 5M events, 15M rows, failed at commit under 366 MB and not under 450). So the
+# on resource_id, until migration 0011: 5M events, 15M rows, failed at commit under 366 MB and not
+# under 450; resource_spans' key in its place, 64 B a resource: 1M events, 333k resources, were
+# written without a raise and peaked at 261 MB, against 327 MB with that index and 32 B a row). So the
 # limit is WRITER_MEMORY_MB plus INDEX_BYTES_PER_ROW for each row of the indexed tables, counted at
 # the first open and every RESIZE_SECONDS after. A commit that still runs out fails whole (DuckDB
 # rolls it back and invalidates the database): the limit then doubles and the transaction is done
@@ -94,7 +96,7 @@ WRITER_CONFIG = dict(NO_EXTENSIONS)
 WRITER_MEMORY_MB = 96
 # How often the indexed rows are counted again: a backfill reopens the file every HOLD_SECONDS, and
 # the count was 2% of a 100k first sync's CPU samples when taken at every open. A minute's backfill
-# (~300k events at most here) adds ~27 MB of index, well inside WRITER_MEMORY_MB.
+# (~300k events at most here, ~100k resources) adds ~6 MB of index, well inside WRITER_MEMORY_MB.
 RESIZE_SECONDS = 60.0
 INDEX_BYTES_PER_ROW = {"resource_spans": 64, "logs": 96, "artifacts": 64}  # 1, 3 and 2 indexes a row
 WRITER_MEMORY_CEILING_MB = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8 / 2**20)
