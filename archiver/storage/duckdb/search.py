@@ -213,9 +213,9 @@ def where_clause(f: EventFilter, sql: _Sql) -> str:
     return " AND ".join(clauses)
 
 
-def count_events(conn: duckdb.DuckDBPyConnection, f: EventFilter) -> int:
-    """How many archived events match the filter."""
-    sql = _Sql(has_spans(conn))
+def count_events(conn: duckdb.DuckDBPyConnection, f: EventFilter, spans: bool | None = None) -> int:
+    """How many archived events match the filter (`spans`: has_spans(conn), when the caller asked it already)."""
+    sql = _Sql(has_spans(conn) if spans is None else spans)
     row = conn.execute(f"SELECT count(*) FROM events e WHERE {where_clause(f, sql)}", sql.params).fetchone()
     return int(row[0]) if row else 0
 
@@ -253,6 +253,6 @@ def read_page(
     more = len(rows) > limit
     rows = rows[:limit]
     if total is None:
-        total = count_events(conn, f)
+        total = count_events(conn, f, sql.spans)
     last = (to_utc(rows[-1][1]), uuid.UUID(str(rows[-1][0]))) if more and rows else None
     return Page([event_to_api(*row) for row in rows], total, last)
