@@ -171,7 +171,8 @@ def _span_bounds(sql: _Sql, f: EventFilter) -> str:
     if not sql.spans:
         return ""
     bounds = []
-    for match in (*f.related, *f.any_resource):
+    matches: list[RelatedMatch | ResourceMatch] = [*f.related, *f.any_resource]
+    for match in matches:
         ids = _pinned_ids(match)
         if ids is None:
             continue
