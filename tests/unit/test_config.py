@@ -60,6 +60,7 @@ def test_config_file_from_environment(tmp_path):
         ('[ingest]\nstart = "yesterday-ish"\n', r"ingest\.start .* is not a time"),
         ("[ingest\n", r"is not valid TOML"),
         ('api = "x"\n', r"'api' must be a \[section\]"),
+        ('[api]\ncompression = "brotli"\n', r'api\.compression must be "auto", "gzip" or "off", not \'brotli\''),
     ],
 )
 def test_malformed_settings_give_one_clear_error(tmp_path, text, message):
