@@ -36,6 +36,12 @@ def oldest_probe(since: datetime, until: datetime) -> dict[str, Any]:
     return {"occurred": {"since": format_timestamp(since), "until": format_timestamp(until)}, "order": "ASC"}
 
 
+def range_end(settings: Settings, until: datetime | None, now: datetime) -> datetime:
+    """The end of the range [start, end) a sync reads: `until`, or now − settle when that is sooner."""
+    settled = settings.settled_until(now)
+    return min(until, settled) if until else settled
+
+
 def first_read(settings: Settings, mark: datetime | None, newest: datetime | None, *,
                since: datetime | None, until: datetime | None, now: datetime) -> dict[str, Any] | None:
     """The filter of the first event read `sync(settings, …, since=, until=, now=)` sends (limit 1).
@@ -51,5 +57,4 @@ def first_read(settings: Settings, mark: datetime | None, newest: datetime | Non
         return gap_probe(newest, mark) if newest is not None else None
     if settings.start is not None:
         return None
-    settled = settings.settled_until(now)
-    return oldest_probe(EPOCH, min(until, settled) if until else settled)
+    return oldest_probe(EPOCH, range_end(settings, until, now))

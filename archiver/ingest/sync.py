@@ -9,12 +9,9 @@ now − settle: the server stores events asynchronously and the newest seconds a
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -22,16 +19,17 @@ from typing import Any
 
 from archiver.config import Settings
 from archiver.errors import ArchiveError
-from archiver.ingest.fetch import Planner, WindowResult, fetch_window, first_event_time
+from archiver.ingest.fetch import WindowResult, first_event_time
+from archiver.ingest.first_read import range_end
 from archiver.ingest.gaps import describe, find_gap
 from archiver.ingest.logs import Harvest, harvest_logs
 from archiver.ingest.metadata import refresh_objects
+from archiver.ingest.prefetch import Prefetch, Unread
 from archiver.ingest.reconcile import reconcile
 from archiver.ingest.report import FetchResult, GapFound, Reads, SyncReport, TrailingReconcile, attach_report, outcome
 from archiver.ingest.states import refresh_states
 from archiver.ingest.stop import NEVER, StopToken
-from archiver.ingest.windows import Window
-from archiver.prefect.client import PrefectClient
+from archiver.prefect.client import PrefectClient, RequestCounts
 from archiver.prefect.events import format_timestamp
 from archiver.storage.writer import ArchiveWriter
 
@@ -42,56 +40,15 @@ COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
 BATCH_BYTES = 8 * 1024 * 1024
-# Windows submitted but not yet written: ~3,200 events at most (~12 MB as JSON), enough for the
-# fetch pool to keep going while a batch of ingest.commit_every events is written.
-WINDOWS_AHEAD = 64
-
 # (events read so far, those plus what the server says is still to read)
 Progress = Callable[[int, int], None]
-
-
-class _Unread:
-    """How many events the server says are still to read in a range; progress shows read/read+this.
-
-    Planner.expected is the count taken before the first window, but dense windows are counted
-    again when refined and events keep arriving while a range is read (late arrivals, a client's
-    buffer flushed), so a fixed total is soon passed ("308/268"). Kept running instead: windows
-    planned and not read yet at their own count, plus what the first count has not planned yet.
-    It ends at 0, so the total ends equal to what was read, and what was read never passes it.
-    """
-
-    def __init__(self, planner: Planner) -> None:
-        self.planner = planner
-        self.planned = 0
-        self.unread = 0
-        self.planning = True
-        # windows() runs in the planning thread, read() and the total in the writer's.
-        self._lock = threading.Lock()
-
-    def windows(self) -> Iterator[Window]:
-        for window in self.planner.windows():
-            with self._lock:
-                self.planned += window.expected
-                self.unread += window.expected
-            yield window
-        with self._lock:
-            self.planning = False
-
-    def read(self, window: Window) -> None:
-        with self._lock:
-            self.unread -= window.expected
-
-    def __call__(self) -> int:
-        with self._lock:
-            unplanned = max(self.planner.expected - self.planned, 0) if self.planning else 0
-            return max(self.unread, 0) + unplanned
 
 
 class _Committer:
     """Collects fetched windows in plan order and writes them in batches with the mark."""
 
     def __init__(self, archive: ArchiveWriter, run: LedgerRun, mark: datetime | None, commit_every: int,
-                 progress: Progress | None, unread: _Unread) -> None:
+                 progress: Progress | None, unread: Unread) -> None:
         self.archive = archive
         self.run = run
         self.mark = mark
@@ -157,59 +114,26 @@ def _ingest_range(
     commit_every: int = 2000,
     progress: Progress | None = None,
     stop: StopToken = NEVER,
+    prefetch: Prefetch | None = None,
 ) -> None:
     """Fetch and write every event with occurred in [since, end), moving the mark as it goes; each
     window read and each batch written count in `run` at once, so a failure loses no count.
 
-    Three stages run at once: a planning thread counts and submits windows to the fetch pool in
-    plan order (count-by requests never hold up fetching), the pool reads them, and this thread
-    writes the results in that same order. Up to WINDOWS_AHEAD windows are in flight, enough to
-    keep the pool busy while a batch is being written.
+    The windows are read by a Prefetch (`prefetch`, when one already reads this range) and
+    written here in plan order.
     """
-    unread = _Unread(Planner(client, since, end))
-    committer = _Committer(archive, run, mark, commit_every, progress, unread)
-    pending: queue.Queue[Future[WindowResult] | BaseException | None] = queue.Queue(maxsize=WINDOWS_AHEAD)
-    closing = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch")
-
-    def offer(item: Future[WindowResult] | BaseException | None) -> bool:
-        while not closing.is_set():
-            try:
-                pending.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def plan() -> None:
-        try:
-            for window in unread.windows():
-                if closing.is_set() or stop.stopped:
-                    break
-                if not offer(pool.submit(fetch_window, client, window)):
-                    return
-            offer(None)
-        except BaseException as exc:  # handed to the writer, which raises it in order
-            offer(exc)
-
+    reading = prefetch or Prefetch(client, since, end, concurrency=concurrency, stop=stop)
+    committer = _Committer(archive, run, mark, commit_every, progress, reading.unread)
     # Batches follow each other as fast as they are written: keep the file between them (a
     # hold lets go by itself while the writer waits for fetching).
     with archive.holding():
-        planning = threading.Thread(target=plan, name="plan", daemon=True)
-        planning.start()
         try:
-            while not stop.stopped:
-                item = pending.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                committer.add(item.result())
+            for result in reading.results():
+                committer.add(result)
         except BaseException as failure:
             # Keep the complete windows already fetched in order, then report the original error
             # (unless writing was what failed: then trying again now would only fail again).
-            closing.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            reading.abandon()
             if not isinstance(failure, ArchiveError):
                 try:
                     committer.flush()
@@ -219,16 +143,7 @@ def _ingest_range(
         else:
             committer.flush()
         finally:
-            closing.set()
-            while True:  # cancel what was submitted but will not be written
-                try:
-                    item = pending.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, Future):
-                    item.cancel()
-            planning.join()
-            pool.shutdown(wait=True, cancel_futures=True)
+            reading.close()
 
 
 def sync(
@@ -242,6 +157,7 @@ def sync(
     stop: StopToken = NEVER,
     now: datetime | None = None,
     reconcile_trailing: bool = True,
+    prefetch: Prefetch | None = None,
 ) -> SyncReport:
     """Bring the archive up to now − settle (or `until`), then reconcile the trailing horizon.
 
@@ -250,16 +166,27 @@ def sync(
     continues from the mark looks for a stretch the server trimmed first (gaps.py). Setting
     `stop` ends the sync after the batch in hand is committed; the report's outcome is then
     "interrupted". A sync that raises leaves its report, as far as it got, on the exception
-    (report.partial_report).
+    (report.partial_report). `prefetch`, started by the caller (the CLI, before the archive was
+    open), is used if it reads the range this sync reads, and closed either way.
     """
-    now = now or datetime.now(timezone.utc)
-    settled = settings.settled_until(now)
-    end = min(until, settled) if until else settled
+    try:
+        return _sync(settings, client, archive, since=since, until=until, progress=progress, stop=stop,
+                     now=now or datetime.now(timezone.utc), reconcile_trailing=reconcile_trailing, prefetch=prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+
+
+def _sync(settings: Settings, client: PrefectClient, archive: ArchiveWriter, *, since: datetime | None,
+          until: datetime | None, progress: Progress | None, stop: StopToken, now: datetime,
+          reconcile_trailing: bool, prefetch: Prefetch | None) -> SyncReport:
+    end = range_end(settings, until, now)
     # One open of the archive for each run of transactions with no wait between them (the ledger,
     # the mark, passes with nothing to do); a hold lets go by itself while the sync waits.
     with archive.holding():
         mark = archive.high_water_mark()
-        with ledger_run(client, archive, "sync", since, end, stop) as run:
+        counted_from = prefetch.requests_before if prefetch is not None else None
+        with ledger_run(client, archive, "sync", since, end, stop, counted_from) as run:
             start = since or mark or settings.start
             if start is None:
                 start = first_event_time(client, end, settings.retention)
@@ -272,6 +199,7 @@ def sync(
                     client, archive, start, end, run=run, mark=mark,
                     concurrency=settings.concurrency, commit_every=settings.commit_every,
                     progress=progress, stop=stop,
+                    prefetch=prefetch if prefetch is not None and prefetch.covers(start, end) else None,
                 )
             elif start is None and mark is None:
                 # The server holds no events at all: everything before `end` is archived (trivially).
@@ -306,12 +234,14 @@ def trailing_reconcile(
 
 @contextmanager
 def ledger_run(client: PrefectClient, archive: ArchiveWriter, kind: str, since: datetime | None,
-               until: datetime | None, stop: StopToken = NEVER) -> Iterator[LedgerRun]:
+               until: datetime | None, stop: StopToken = NEVER,
+               requests_before: RequestCounts | None = None) -> Iterator[LedgerRun]:
     """One run in the `syncs` ledger (sync, reconcile, verify): started here, finished with the
     report's counts and outcome however it ends (report.outcome: "interrupted" by a stop, "failed"
-    by an error, else "ok"). An exception leaves with the report attached (report.partial_report)."""
+    by an error, else "ok"). An exception leaves with the report attached (report.partial_report).
+    Its requests are those sent since `requests_before` (a Prefetch's, started earlier), else since now."""
     started = time.monotonic()
-    requests_before = client.requests()
+    requests_before = requests_before or client.requests()
     run = LedgerRun(archive.start_run(kind, since, until))
     failure: BaseException | None = None
     try:

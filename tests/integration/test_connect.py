@@ -233,3 +233,33 @@ def test_keys_appear_in_no_output_log_or_archive_table(prefect_server, tmp_path)
         assert key not in dump, table
     for path in (db, db.with_name(db.name + ".wal")):
         assert not path.exists() or key.encode() not in path.read_bytes()
+
+
+def test_sync_since_counts_in_its_report_every_request_it_sends(prefect_server, history, tmp_path):
+    # `sync --since` starts reading before the archive is opened: those requests are its own too.
+    upstream = "{0.scheme}://{0.netloc}".format(urlsplit(prefect_server.api_url))
+    until = history.since + timedelta(hours=20)
+    with RecordingProxy(upstream) as proxy:
+        env = cli_env(proxy.url + "/api", tmp_path / "counted.duckdb")
+        result = run_cli(["sync", "--json", "--since", format_timestamp(history.since),
+                          "--until", format_timestamp(until)], env)
+        recorded = list(proxy.requests)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    reads = [r for r in recorded
+             if r.path.split("?")[0].endswith(("/events/filter", "/events/filter/next", "/events/count-by/time"))]
+    assert report["pages"] + report["counts"] == len(reads) > 0
+    last = until - timedelta(microseconds=1)  # --until is where the sync stops: an event at it is the next sync's
+    assert archived_ids(tmp_path / "counted.duckdb", history.since, until) == server_event_ids(
+        prefect_server.api_url, history.since, last)
+
+
+def test_sync_since_into_an_archive_that_cannot_be_opened_says_so_and_ends(prefect_server, history, tmp_path):
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"this is not a DuckDB file" * 100)
+    env = cli_env(prefect_server.api_url, broken)
+    result = run_cli(["sync", "--since", format_timestamp(history.since),
+                      "--until", format_timestamp(history.end)], env, timeout=60)
+    assert result.returncode != 0
+    assert str(broken) in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert broken.read_bytes() == b"this is not a DuckDB file" * 100

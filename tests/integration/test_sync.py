@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from archiver.ingest.fetch import first_event_time
+from archiver.ingest.stop import NEVER
 from archiver.ingest.sync import sync
 from archiver.prefect.events import event_to_api, format_timestamp
 from tests.prefect_server import (
@@ -488,3 +491,61 @@ def test_an_event_in_the_last_half_millisecond_before_a_count_span_ends_is_archi
     # The answer still tiles [since, end) and nothing past it; on SQLite the edge event is in none of its buckets.
     assert counted[0].start == since and counted[-1].end == end - timedelta(microseconds=1)
     assert sum(b.count for b in counted) == len(on_server) - 1
+
+
+def _event_reads(paths):
+    return sum(1 for p in paths if p.endswith(("/events/filter", "/events/filter/next", "/events/count-by/time")))
+
+
+def test_a_range_read_before_the_archive_opens_is_archived_whole_and_counted_as_the_syncs(prefect_server, history, tmp_path):
+    from archiver.cli import _prefetch_range
+
+    db = tmp_path / "prefetched.duckdb"
+    settings = settings_for(prefect_server.api_url, db)
+    transport = Faults()
+    since, until = history.since, history.since + timedelta(hours=30)
+    with client_for_test(prefect_server.api_url, transport) as client:
+        prefetch = _prefetch_range(settings, client, since, until, datetime.now(UTC), NEVER)
+        assert prefetch is not None
+        deadline = time.monotonic() + 30
+        while _event_reads(transport.paths) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _event_reads(transport.paths) >= 3 and not db.exists(), "reading starts before the archive exists"
+        report = sync(settings, client, writer_for(db), since=since, until=until, prefetch=prefetch)
+    assert archived_ids(db, since, until) == server_event_ids(prefect_server.api_url, since, until)
+    # Every event request, those sent before the writer opened among them, is the sync's.
+    assert report.pages + report.counts == _event_reads(transport.paths)
+
+
+def test_a_prefetch_the_sync_cannot_use_is_closed_and_its_requests_still_counted(prefect_server, history, tmp_path):
+    from archiver.ingest.prefetch import Prefetch
+
+    db = tmp_path / "other-range.duckdb"
+    settings = settings_for(prefect_server.api_url, db)
+    transport = Faults()
+    since = history.since
+    with client_for_test(prefect_server.api_url, transport) as client:
+        prefetch = Prefetch(client, since, since + timedelta(hours=6), concurrency=2)
+        report = sync(settings, client, writer_for(db), since=since, until=since + timedelta(hours=3), prefetch=prefetch)
+        threads = [t.name for t in threading.enumerate() if t.name == "plan" or t.name.startswith("fetch")]
+    assert threads == [], "the unused prefetch's threads ended with the sync"
+    assert archived_ids(db, since, since + timedelta(hours=3)) == server_event_ids(
+        prefect_server.api_url, since, since + timedelta(hours=3))
+    assert report.pages + report.counts == _event_reads(transport.paths)
+
+
+def test_a_prefetch_nobody_takes_from_reads_a_bounded_number_of_windows_ahead(prefect_server, history, monkeypatch):
+    from archiver.ingest import prefetch as prefetching
+
+    monkeypatch.setattr(prefetching, "WINDOWS_AHEAD", 5)  # the history holds ~40 windows: fewer than 64
+    transport = Faults()
+    with client_for_test(prefect_server.api_url, transport) as client:
+        prefetch = prefetching.Prefetch(client, history.since, history.end, concurrency=4)
+        before = -1
+        while before != (before := _event_reads(transport.paths)):  # until reading stops by itself
+            time.sleep(0.5)
+        prefetch.close()
+    pages = sum(1 for p in transport.paths if p.endswith("/events/filter"))
+    # Five windows queued and a sixth submitted while offered; a window denser than its count
+    # (a burst) may take a few more reads. All of the history would be ~40.
+    assert 6 <= pages <= 9, pages
