@@ -141,9 +141,10 @@ def archiver(api_url: str, since: datetime, until: datetime, concurrency: int, r
     return result
 
 
-def reference(api_url: str, since: datetime, until: datetime, concurrency: int) -> dict[str, Any]:
+def reference(api_url: str, since: datetime, until: datetime, concurrency: int, uncompressed: bool = False) -> dict[str, Any]:
     report, wall, rss = measured([sys.executable, str(ROOT / "bench" / "reference_fetch.py"), api_url,
-                                  since.isoformat(), (until - TICK).isoformat(), "--concurrency", str(concurrency)])
+                                  since.isoformat(), (until - TICK).isoformat(), "--concurrency", str(concurrency),
+                                  *(["--uncompressed"] if uncompressed else [])])
     return {"events": report["distinct"], "requests": report["requests"], "wall": wall, "inner": report["seconds"],
             "rss": rss, "cpu": report["cpu"], "detail": f"{report['windows']} windows"}
 
@@ -185,6 +186,9 @@ def main() -> None:
     parser.add_argument("--backends", default="duckdb", help="archive backends the archiver syncs into, e.g. "
                         "duckdb,postgresql (a PostgreSQL server is started for it)")
     parser.add_argument("--with-others", action="store_true", help="with --backends, run reference and dlt too")
+    parser.add_argument("--reference-uncompressed", action="store_true",
+                        help="also run the reference asking for uncompressed responses, as the archiver does from a "
+                             "server on a private network (api.compression): 'reference (uncompressed)'")
     parser.add_argument("--tree", type=Path, default=ROOT, help="run the archiver under test from this source tree "
                         "(default: this one), e.g. a branch's export: git archive BRANCH | tar -x -C DIR")
     parser.add_argument("--baseline", type=Path, help="also run the archiver from this source tree (e.g. an "
@@ -233,6 +237,8 @@ def main() -> None:
                                                                archive_url=pg.new_archive())
     if others and "reference" not in skip:
         contenders["reference"] = lambda: reference(api_url, since, until, args.concurrency)
+    if others and "reference" not in skip and args.reference_uncompressed:
+        contenders["reference (uncompressed)"] = lambda: reference(api_url, since, until, args.concurrency, True)
     if args.baseline:
         contenders["archiver (baseline)"] = lambda: archiver(api_url, since, until, args.concurrency, args.baseline,
                                                              incremental=args.incremental)

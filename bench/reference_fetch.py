@@ -1,6 +1,6 @@
 """The reference fetcher of issue 16: count-by planning, adjacent buckets merged up to 50, 4 at a time.
 
-    python bench/reference_fetch.py API_URL SINCE UNTIL [--concurrency 4]
+    python bench/reference_fetch.py API_URL SINCE UNTIL [--concurrency 4] [--uncompressed]
 
 Plans [SINCE, UNTIL] (ISO 8601, inclusive) at minute resolution (1,000 minutes a count-by
 request), counts minutes holding more than a page again by the second, merges adjacent buckets
@@ -32,8 +32,9 @@ def iso(moment: datetime) -> str:
 
 
 class Api:
-    def __init__(self, api_url: str) -> None:
-        self.http = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=60)
+    def __init__(self, api_url: str, uncompressed: bool = False) -> None:
+        headers = {"Accept-Encoding": "identity"} if uncompressed else {}
+        self.http = httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=60, headers=headers)
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -103,9 +104,11 @@ def main() -> None:
     parser.add_argument("since", type=datetime.fromisoformat)
     parser.add_argument("until", type=datetime.fromisoformat)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--uncompressed", action="store_true",
+                        help="ask for uncompressed responses (as the archiver does from a local server); default: httpx's gzip")
     args = parser.parse_args()
     started = time.monotonic()
-    api = Api(args.api_url)
+    api = Api(args.api_url, args.uncompressed)
     windows = plan(api, args.since, args.until)
     with ThreadPoolExecutor(args.concurrency) as pool:
         ids = [i for chunk in pool.map(lambda w: read(api, w), windows) for i in chunk]

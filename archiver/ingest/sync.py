@@ -40,6 +40,7 @@ COMMIT_SECONDS = 5.0
 # The most event text one write transaction carries, however few events that is: Prefect accepts
 # events up to 1.5 MB, so 2,000 of them would be 3 GB, and one window's page of 50 up to 75 MB.
 BATCH_BYTES = 8 * 1024 * 1024
+
 # (events read so far, those plus what the server says is still to read)
 Progress = Callable[[int, int], None]
 
