@@ -66,19 +66,23 @@ from archiver.storage.writer import (
 log = logging.getLogger("archiver.storage.duckdb.writer")
 # The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding). Every release
 # costs a checkpoint on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while
-# events had a primary key, whose index each open loaded again (migration 0010 dropped it). When a
-# hold ends the writer stays away for longer than a waiting reader's retry interval
-# (connect.MAX_RETRY_DELAY), so a reader gets in within about HOLD_SECONDS plus one batch: without
-# that pause the file was free for microseconds and readers polling it never got in.
-HOLD_SECONDS = 0.5
+# events had a primary key, whose index each open loaded again (migration 0010 dropped it), and still
+# 20-140 ms a batch after it, growing with the last row group of events (96k events written in
+# batches of 2,000: 11.1 CPU s released after each, 7.7 held). When a hold ends the writer stays
+# away for longer than a waiting reader's retry interval (connect.MAX_RETRY_DELAY), so a reader
+# gets in within about HOLD_SECONDS plus one batch: without that pause the file was free for
+# microseconds and readers polling it never got in.
+HOLD_SECONDS = 2.0
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 # How long a hold keeps the file with no transaction on it before the writer lets go by itself
 # (DuckDBWriter._release_when_idle): the caller may be waiting for the server, for a page or a
-# retry, and readers must not wait for that. Short, but longer than the few milliseconds between
-# a sync's back-to-back transactions, which then share one open: each open costs ~20 ms of CPU
-# and each release a checkpoint, and the ~15 transactions after a 12k-event backfill (the ledger,
-# the passes with nothing to do) took 0.55 s opened one by one and 0.08 s sharing one.
-IDLE_RELEASE_SECONDS = 0.05
+# retry, and readers must not wait long for that. Longer than the few milliseconds between a
+# sync's back-to-back transactions (the ~15 after a 12k-event backfill, the ledger and the passes
+# with nothing to do, took 0.55 s opened one by one and 0.08 s sharing one), and than the ~0.5 s
+# a backfill's writer waits between batches of 2,000: at 0.05 s every batch was released and
+# opened again, and a 100k-event first sync took 22.7 CPU s (peak RSS 256 MB) where it now takes
+# 19.0 (240 MB) with HOLD_SECONDS at 2 (bench/ingest.py, median of 2).
+IDLE_RELEASE_SECONDS = 1.0
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 # The writer's DuckDB memory_limit. DuckDB keeps the blocks it reads and writes cached up to its
 # limit (80% of RAM by default), so without one a backfill's RSS grew with the archive: a checkpoint
