@@ -36,6 +36,10 @@ _OTHER_FORMATS = {b"SQLite format 3\x00": "a SQLite database", b"PAR1": "a Parqu
 
 # The longest an opener waits between two tries on the lock (with_lock_retry's backoff cap).
 MAX_RETRY_DELAY = 0.05
+# A reader waiting for the writer says so by touching this file beside the archive at each retry
+# (waiting_marker): the writer then lets go as soon as it can, and otherwise keeps the file across
+# a backfill's batches (writer.HOLD_SECONDS). Touched longer ago than this, it is a reader gone.
+READER_WAIT_FRESH_SECONDS = 1.0
 
 _LOCK = re.compile(r"Could not set lock|Conflicting lock", re.I)
 _PID = re.compile(r"PID (\d+)")
@@ -112,22 +116,56 @@ def _busy(path: Path, text: str) -> ArchiveBusy:
     )
 
 
-def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T]) -> T:
-    """Call `opener` until it gets past another process's lock on `path`, or the deadline passes."""
+def with_lock_retry(path: Path, timeout: timedelta, opener: Callable[[], T], *, reader: bool = False) -> T:
+    """Call `opener` until it gets past another process's lock on `path`, or the deadline passes.
+
+    A `reader` waiting touches waiting_marker(path) at each retry, so the writer lets go soon.
+    """
     deadline = time.monotonic() + timeout.total_seconds()
     delay = 0.002
-    while True:
-        try:
-            return opener()
-        except Exception as exc:  # DuckDB, or SQLAlchemy wrapping DuckDB
-            original = getattr(exc, "orig", None) or exc
-            error = classify(path, original)
-            if error is None:
-                raise
-            if not isinstance(error, ArchiveBusy) or time.monotonic() + delay > deadline:
-                raise error from None
-        time.sleep(delay)
-        delay = min(delay * 2, MAX_RETRY_DELAY)
+    waited = False
+    try:
+        while True:
+            try:
+                return opener()
+            except Exception as exc:  # DuckDB, or SQLAlchemy wrapping DuckDB
+                original = getattr(exc, "orig", None) or exc
+                error = classify(path, original)
+                if error is None:
+                    raise
+                if not isinstance(error, ArchiveBusy) or time.monotonic() + delay > deadline:
+                    raise error from None
+            if reader:
+                waited = _touch(waiting_marker(path)) or waited
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
+    finally:
+        if waited:  # served or given up; another reader still waiting touches it again
+            try:
+                waiting_marker(path).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def waiting_marker(path: Path) -> Path:
+    """The file a reader waiting for the writer touches (READER_WAIT_FRESH_SECONDS)."""
+    return path.with_name(path.name + ".reader-waiting")
+
+
+def reader_waiting(path: Path) -> bool:
+    """Whether a reader is waiting for the writer of `path` to let go (one stat)."""
+    try:
+        return time.time() - waiting_marker(path).stat().st_mtime < READER_WAIT_FRESH_SECONDS
+    except OSError:
+        return False
+
+
+def _touch(marker: Path) -> bool:
+    try:
+        marker.touch()
+        return True
+    except OSError:  # a folder the reader may not write to: the writer lets go within HOLD_SECONDS anyway
+        return False
 
 
 def require_archive(path: Path) -> None:
@@ -191,7 +229,8 @@ def quiet(conn: Any) -> None:
 def open_reader(path: Path, timeout: timedelta = timedelta(seconds=15)) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the archive, waiting up to `timeout` for a committing writer."""
     require_archive(path)
-    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=READER_CONFIG))
+    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=READER_CONFIG),
+                           reader=True)
     try:
         version = scalar(conn, "SELECT max(version) FROM schema_migrations")
     except duckdb.CatalogException:

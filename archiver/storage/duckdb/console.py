@@ -39,7 +39,7 @@ NUMERIC_TYPES = frozenset({
 def run_sql(path: Path, query: str, timeout: timedelta = timedelta(seconds=15)) -> Iterator[SqlResult]:
     """Run one query against the archive, read-only; the connection lives as long as the block."""
     require_archive(path)
-    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=SQL_CONFIG))
+    conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=SQL_CONFIG), reader=True)
     try:
         try:
             cursor = conn.execute(query)

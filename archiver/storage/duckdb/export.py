@@ -83,7 +83,7 @@ class DuckDBExportSource(ExportSource):
         else:
             require_archive(self.path)
             conn = with_lock_retry(self.path, self.timeout,
-                                   lambda: open_duckdb(str(self.path), read_only=True, config=_CONFIG))
+                                   lambda: open_duckdb(str(self.path), read_only=True, config=_CONFIG), reader=True)
             conn.execute("SET temp_directory = $1", [str(spill / "spill")])
         try:
             yield conn

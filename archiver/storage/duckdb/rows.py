@@ -142,7 +142,7 @@ def open_source(path: Path, timeout: Any) -> DuckDBSource:
     spill = tempfile.mkdtemp(prefix="prefect-archiver-copy-")
     config = {**SOURCE_CONFIG, "temp_directory": spill}
     try:
-        conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=config))
+        conn = with_lock_retry(path, timeout, lambda: open_duckdb(str(path), read_only=True, config=config), reader=True)
     except BaseException:
         import shutil
 

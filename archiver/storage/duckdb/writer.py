@@ -45,6 +45,7 @@ from archiver.storage.duckdb.connect import (
     NO_EXTENSIONS,
     classify,
     quiet,
+    reader_waiting,
     require_duckdb_file,
     with_lock_retry,
 )
@@ -64,25 +65,30 @@ from archiver.storage.writer import (
 )
 
 log = logging.getLogger("archiver.storage.duckdb.writer")
-# The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding). Every release
-# costs a checkpoint on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while
-# events had a primary key, whose index each open loaded again (migration 0010 dropped it), and still
-# 20-140 ms a batch after it, growing with the last row group of events (96k events written in
-# batches of 2,000: 11.1 CPU s released after each, 7.7 held). When a hold ends the writer stays
-# away for longer than a waiting reader's retry interval (connect.MAX_RETRY_DELAY), so a reader
-# gets in within about HOLD_SECONDS plus one batch: without that pause the file was free for
-# microseconds and readers polling it never got in.
+# The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding), and
+# WAITED_HOLD_SECONDS while a reader waits (connect.reader_waiting). Every release costs a checkpoint
+# on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while events had a
+# primary key, whose index each open loaded again (migration 0010 dropped it), and still 20-140 ms
+# a batch after it, growing with the last row group of events (96k events written in batches of
+# 2,000: 11.1 CPU s released after each, 7.7 held). When a hold ends the writer stays away for
+# longer than a waiting reader's retry interval (connect.MAX_RETRY_DELAY), so a reader gets in
+# within about WAITED_HOLD_SECONDS plus one batch: without that pause the file was free for
+# microseconds and readers polling it never got in. A reader that cannot say it waits (the duckdb
+# CLI, another tool) gets in within about HOLD_SECONDS.
 HOLD_SECONDS = 2.0
+WAITED_HOLD_SECONDS = 0.5
 READER_TURN_SECONDS = 2 * MAX_RETRY_DELAY
 # How long a hold keeps the file with no transaction on it before the writer lets go by itself
-# (DuckDBWriter._release_when_idle): the caller may be waiting for the server, for a page or a
-# retry, and readers must not wait long for that. Longer than the few milliseconds between a
-# sync's back-to-back transactions (the ~15 after a 12k-event backfill, the ledger and the passes
-# with nothing to do, took 0.55 s opened one by one and 0.08 s sharing one), and than the ~0.5 s
-# a backfill's writer waits between batches of 2,000: at 0.05 s every batch was released and
-# opened again, and a 100k-event first sync took 22.7 CPU s (peak RSS 256 MB) where it now takes
-# 19.0 (240 MB) with HOLD_SECONDS at 2 (bench/ingest.py, median of 2).
+# (DuckDBWriter._release_when_idle), and WAITED_IDLE_SECONDS while a reader waits: the caller may be
+# waiting for the server, for a page or a retry, and readers must not wait long for that. Longer
+# than the few milliseconds between a sync's back-to-back transactions (the ~15 after a 12k-event
+# backfill, the ledger and the passes with nothing to do, took 0.55 s opened one by one and 0.08 s
+# sharing one), and, with no reader waiting, than the ~0.5 s a backfill's writer waits between
+# batches of 2,000: let go after 0.05 s idle, every batch was released and opened again, and a
+# 100k-event first sync took 22.7 CPU s (peak RSS 256 MB) where it takes 19.0 (240 MB) held
+# (bench/ingest.py, median of 2).
 IDLE_RELEASE_SECONDS = 1.0
+WAITED_IDLE_SECONDS = 0.05
 WRITER_CONFIG = dict(NO_EXTENSIONS)
 # The writer's DuckDB memory_limit. DuckDB keeps the blocks it reads and writes cached up to its
 # limit (80% of RAM by default), so without one a backfill's RSS grew with the archive: a checkpoint
@@ -258,7 +264,8 @@ class DuckDBWriter(ArchiveWriter):
             try:
                 with conn.begin():
                     yield conn
-                keep = self._holds > 0 and time.monotonic() - self._held_since < HOLD_SECONDS
+                longest = WAITED_HOLD_SECONDS if reader_waiting(self.path) else HOLD_SECONDS
+                keep = self._holds > 0 and time.monotonic() - self._held_since < longest
             except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
                 orig = getattr(exc, "orig", None) or exc
                 if _OUT_OF_MEMORY.search(str(orig)):
@@ -314,10 +321,11 @@ class DuckDBWriter(ArchiveWriter):
                     self._idle.wait()
                     continue
                 idle_for = time.monotonic() - self._used_at
-                if idle_for >= IDLE_RELEASE_SECONDS:
+                longest = WAITED_IDLE_SECONDS if reader_waiting(self.path) else IDLE_RELEASE_SECONDS
+                if idle_for >= longest:
                     self.release()
-                else:
-                    self._idle.wait(IDLE_RELEASE_SECONDS - idle_for)
+                else:  # woken often enough to see a reader start waiting
+                    self._idle.wait(min(longest - idle_for, WAITED_IDLE_SECONDS))
             self._releaser = None
 
     def release(self) -> None:

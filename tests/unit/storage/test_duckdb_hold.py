@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from archiver.storage.duckdb import DuckDBArchive
+from archiver.storage.duckdb import writer as writer_module
+from archiver.storage.duckdb.connect import reader_waiting, waiting_marker
 from archiver.storage.duckdb.writer import DuckDBWriter
 from tests.support import poll_until
 from tests.unit.storage.shapes import T0
@@ -76,3 +79,50 @@ def test_holds_nest_the_inner_one_ending_keeps_the_outer_ones_connection(writer,
             writer.write_batch([make_event(T0)], mark=T0)
         assert writer.high_water_mark() == T0
         assert opens[0] == 1
+
+
+def test_a_hold_keeps_the_file_while_a_backfill_waits_between_batches(writer, make_event):
+    # A backfill's writer waits ~0.5 s for each next 2,000 events: letting go and opening again
+    # each time cost a checkpoint and an open a batch.
+    opens = _opens(writer)
+    with writer.holding():
+        writer.write_batch([make_event(T0)])
+        time.sleep(0.2)
+        writer.write_batch([make_event(T0 + timedelta(seconds=1))])
+        assert opens[0] == 1
+
+
+def test_a_waiting_reader_makes_an_idle_hold_let_go_at_once(archive, writer, make_event, monkeypatch):
+    monkeypatch.setattr(writer_module, "IDLE_RELEASE_SECONDS", 3600.0)  # idle, it would keep the file for an hour
+    with writer.holding():
+        writer.write_batch([make_event(T0)])
+        assert not reader_waiting(archive)
+        waiting_marker(archive).touch()  # what a reader of ours does at each retry
+        assert reader_waiting(archive)
+        # Then even a reader that cannot say it waits (plain duckdb) gets in after WAITED_IDLE_SECONDS.
+        assert poll_until(lambda: _read_from_another_process(archive), "a reader once one waits") == 1
+
+
+_ARCHIVER_READER = ("import sys; from datetime import timedelta; from pathlib import Path; "
+                    "from archiver.storage.duckdb.connect import open_reader; "
+                    "conn = open_reader(Path(sys.argv[1]), timedelta(seconds=60)); "
+                    "print(conn.execute('SELECT count(*) FROM events').fetchone()[0])")
+
+
+def test_a_reader_of_ours_is_let_in_while_batches_keep_coming_and_leaves_no_marker(archive, writer, make_event,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(writer_module, "HOLD_SECONDS", 3600.0)  # busy, it would keep the file for an hour
+    with writer.holding():
+        writer.write_batch([make_event(T0)])
+        reader = subprocess.Popen([sys.executable, "-c", _ARCHIVER_READER, str(archive)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        written = 1
+        deadline = time.monotonic() + 60
+        while reader.poll() is None and time.monotonic() < deadline:  # never idle long enough to let go by itself
+            writer.write_batch([make_event(T0 + timedelta(seconds=written))])
+            written += 1
+            time.sleep(0.05)
+        out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert 1 <= int(out) <= written
+    assert not waiting_marker(archive).exists()
