@@ -68,10 +68,9 @@ log = logging.getLogger("archiver.storage.duckdb.writer")
 # The longest a hold keeps the file across consecutive transactions (DuckDBWriter.holding), and
 # WAITED_HOLD_SECONDS while a reader waits (connect.reader_waiting). Every release costs a checkpoint
 # on close and a fresh open: measured 15 ms + 25-180 ms per 2,000-event batch while events had a
-# primary key, whose index each open loaded again (migration 0010 dropped it), and still 20-140 ms
-# a batch after it, growing with the last row group of events (96k events written in batches of
-# 2,000: 11.1 CPU s released after each, 7.7 held). When a hold ends the writer stays away for
-# longer than a waiting reader's retry interval (connect.MAX_RETRY_DELAY), so a reader gets in
+# primary key, whose index each open loaded again (migration 0010 dropped it), and still tens of
+# ms a batch after it, growing with the events in the last row group. When a hold ends the writer
+# stays away for longer than a waiting reader's retry interval (connect.MAX_RETRY_DELAY), so a reader gets in
 # within about WAITED_HOLD_SECONDS plus one batch: without that pause the file was free for
 # microseconds and readers polling it never got in. A reader that cannot say it waits (the duckdb
 # CLI, another tool) gets in within about HOLD_SECONDS.
