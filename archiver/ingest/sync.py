@@ -242,7 +242,7 @@ def ledger_run(client: PrefectClient, archive: ArchiveWriter, kind: str, since: 
     by an error, else "ok"). An exception leaves with the report attached (report.partial_report).
     Its requests are those sent since `requests_before` (a Prefetch's, started earlier), else since now."""
     started = time.monotonic()
-    requests_before = requests_before or client.requests()
+    requests_before = requests_before if requests_before is not None else client.requests()
     run = LedgerRun(archive.start_run(kind, since, until))
     failure: BaseException | None = None
     try:

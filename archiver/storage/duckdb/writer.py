@@ -263,8 +263,9 @@ class DuckDBWriter(ArchiveWriter):
             try:
                 with conn.begin():
                     yield conn
-                longest = WAITED_HOLD_SECONDS if reader_waiting(self.path) else HOLD_SECONDS
-                keep = self._holds > 0 and time.monotonic() - self._held_since < longest
+                # The marker is looked at only inside a hold: outside one the file is let go anyway.
+                keep = self._holds > 0 and time.monotonic() - self._held_since < (
+                    WAITED_HOLD_SECONDS if reader_waiting(self.path) else HOLD_SECONDS)
             except (sa.exc.DBAPIError, duckdb.Error) as exc:  # duckdb's own: write_batch's driver statements
                 orig = getattr(exc, "orig", None) or exc
                 if _OUT_OF_MEMORY.search(str(orig)):
