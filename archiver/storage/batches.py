@@ -40,27 +40,31 @@ def dedupe(events: Sequence[Event]) -> tuple[list[Event], int, list[Event]]:
     return list(first.values()), repeats, conflicting
 
 
-def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
-    """event_resources' columns (event id, occurred, resource id, role): each event's own resource
-    with role '' and every related resource that has an id (Prefect's event_resources split)."""
-    event_ids: list[str] = []
-    occurred: list[Any] = []
+def resource_rows(events: Sequence[Event]) -> tuple[list[int], list[str], list[str]]:
+    """event_resources' rows of these events as (the event's position in `events`, resource id,
+    role): each event's own resource with role '' and every related resource that has an id
+    (Prefect's event_resources split)."""
+    positions: list[int] = []
     resource_ids: list[str] = []
     roles: list[str] = []
-    for e in events:
-        event_id = str(e.id)
-        event_ids.append(event_id)
-        occurred.append(e.occurred)
+    for position, e in enumerate(events):
+        positions.append(position)
         resource_ids.append(e.resource_id)
         roles.append("")
         for r in e.related:
             resource_id = r.get("prefect.resource.id")
             if resource_id is not None:
-                event_ids.append(event_id)
-                occurred.append(e.occurred)
+                positions.append(position)
                 resource_ids.append(str(resource_id))
                 roles.append(str(r.get("prefect.resource.role", "")))
-    return event_ids, occurred, resource_ids, roles
+    return positions, resource_ids, roles
+
+
+def resource_columns(events: Sequence[Event]) -> tuple[list[Any], ...]:
+    """event_resources' columns (event id, occurred, resource id, role), a row as resource_rows lists it."""
+    positions, resource_ids, roles = resource_rows(events)
+    event_ids = [str(e.id) for e in events]
+    return [event_ids[p] for p in positions], [events[p].occurred for p in positions], resource_ids, roles
 
 
 def resource_spans(occurred: Sequence[Any], resource_ids: Sequence[str]) -> tuple[list[str], list[Any], list[Any]]:
