@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from archiver.errors import ArchiveError
-from archiver.prefect.events import PIVOT, compact_json
+from archiver.prefect.events import PIVOT, Event, compact_json, parse_event
 from archiver.storage.writer import WriteCounts
-from tests.unit.storage.shapes import T0
+from tests.unit.storage.shapes import T0, event_json
 
 
 def test_the_same_batch_twice_is_stored_once_and_the_counts_say_so(writer, stored, make_event):
@@ -51,6 +51,28 @@ def test_overlapping_batches_store_each_event_once_and_count_only_the_new(writer
     # What comes with a new event was written once per event, never for a repeat.
     assert stored("SELECT count(*), count(DISTINCT event_id) FROM event_resources") == [(36, 12)]
     assert stored("SELECT sum(events) FROM event_days") == [(12,)]
+
+
+def test_each_new_event_is_indexed_under_its_own_resources_and_nothing_else(writer, stored, make_event):
+    """event_resources pairs every row with its own event's id and time, when the batch mixes new
+    events with repeats and archived ones, and related resources without an id or a role."""
+    archived = make_event(T0)
+    writer.write_batch([archived])
+    item = event_json(T0 + timedelta(seconds=2), event_id=uuid.uuid4())
+    item["related"] = [{"prefect.resource.role": "flow"},  # no id: not indexed
+                       {"prefect.resource.id": "prefect.deployment.d1"},  # no role: ''
+                       {"prefect.resource.id": 42, "prefect.resource.role": "odd"}]
+    odd = parse_event(item)
+    assert isinstance(odd, Event)
+    later = make_event(T0 + timedelta(seconds=3))
+    writer.write_batch([archived, odd, archived, later, odd])
+    expected = sorted(
+        [(str(e.id), e.occurred, e.resource_id, "") for e in (archived, odd, later)]
+        + [(str(e.id), e.occurred, r["prefect.resource.id"], r["prefect.resource.role"])
+           for e in (archived, later) for r in e.related]
+        + [(str(odd.id), odd.occurred, "prefect.deployment.d1", ""), (str(odd.id), odd.occurred, "42", "odd")])
+    rows = stored("SELECT event_id::VARCHAR, occurred, resource_id, role FROM event_resources ORDER BY 1, 2, 3, 4")
+    assert rows == expected
 
 
 SPANS = "SELECT resource_id, first_occurred, last_occurred FROM resource_spans ORDER BY 1"
