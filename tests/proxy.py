@@ -18,6 +18,8 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -199,7 +201,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             recorded[key] = f"{recorded[key]}, {value}" if key in recorded else value
-        proxy._record(RecordedRequest(self.command, path, recorded))
+        request = RecordedRequest(self.command, path, recorded)
+        proxy._record(request)
+        if proxy.delay is not None and (seconds := proxy.delay(request)) > 0:
+            time.sleep(seconds)
 
         connection_tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
         forward = [
@@ -250,15 +255,19 @@ class RecordingProxy:
     `upstream` is scheme://host:port of the real server, without a path; `url` has
     no path either (append "/api"). With `tls=True`, `cert_file` is a fresh
     self-signed cert that doubles as a CA bundle for 127.0.0.1 and localhost.
+    `delay` (settable while serving) holds each request it names a number of seconds
+    before forwarding it: a slow server, so a test can act while a sync is mid-way.
     """
 
-    def __init__(self, upstream: str, tls: bool = False) -> None:
+    def __init__(self, upstream: str, tls: bool = False,
+                 delay: Callable[[RecordedRequest], float] | None = None) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"upstream must be scheme://host:port without a path, got {upstream!r}")
         self.upstream = f"{parts.scheme}://{parts.netloc}"
         self._upstream_host = parts.netloc
         self.tls = tls
+        self.delay = delay
         self.requests: list[RecordedRequest] = []
         self.cert_file: Path | None = None
         self.key_file: Path | None = None

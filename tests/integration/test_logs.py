@@ -27,6 +27,7 @@ from archiver.ingest.report import SyncReport
 from archiver.ingest.sync import sync
 from archiver.prefect.events import format_timestamp
 from tests.prefect_server import PrefectServer, delete, run_flows_script
+from tests.proxy import RecordedRequest, RecordingProxy
 from tests.support import (
     BACKENDS,
     ArchiveRef,
@@ -263,26 +264,34 @@ def test_sync_after_sigkill_mid_harvest_loses_nothing_and_doubles_nothing(worklo
     config = write_config(tmp_path / "archiver.toml",
                           f'settle = "0s"\ncommit_every = 20\nstart = "{format_timestamp(workload.since)}"\n'
                           '[logs]\nlevel = "DEBUG"\nhorizon = "0s"\n')
-    env = cli_env(workload.api, db, config)
     bulk = workload.runs["bulk"]
-    proc = start_cli(["sync"], env)
-    try:
-        deadline = time.monotonic() + 60
-        while _archived(db, bulk) == 0:
-            assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before any log was written"
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert 0 < _archived(db, bulk) < len(server_logs(workload.api, bulk))  # killed mid-harvest
-    # PostgreSQL frees the killed writer's advisory lock a few ms after the client is reaped (its
-    # server process exits once it notices): a sync started inside that window is refused.
-    last_sync_once_the_lock_is_free(db)
-    finished = run_cli(["sync"], env)
+    # Log pages answered slowly (the bulk run's 44 pages take over 6 s) so the kill lands mid-harvest
+    # however fast this machine writes: unslowed, a run's 305 logs could all commit before the poll saw one.
+    with RecordingProxy(workload.api.removesuffix("/api"), delay=_slow_log_pages) as proxy:
+        env = cli_env(f"{proxy.url}/api", db, config)
+        proc = start_cli(["sync"], env)
+        try:
+            deadline = time.monotonic() + 60
+            while _archived(db, bulk) == 0:
+                assert proc.poll() is None and time.monotonic() < deadline, "the sync ended before any log was written"
+                time.sleep(0.05)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert 0 < _archived(db, bulk) < len(server_logs(workload.api, bulk))  # killed mid-harvest
+        proxy.delay = None
+        # PostgreSQL frees the killed writer's advisory lock a few ms after the client is reaped (its
+        # server process exits once it notices): a sync started inside that window is refused.
+        last_sync_once_the_lock_is_free(db)
+        finished = run_cli(["sync"], env)
     assert finished.returncode == 0, finished.stderr
     for run_id in (workload.runs["loud"], workload.runs["bulk"]):
         assert archive_ids(db, run_id)[0] == {g["id"] for g in server_logs(workload.api, run_id)}
     assert query(db, "SELECT count(*) = count(DISTINCT id) FROM logs") == [(True,)]
+
+
+def _slow_log_pages(request: RecordedRequest) -> float:
+    return 0.15 if request.path.startswith("/api/logs/filter") else 0.0
 
 
 def _archived(db: ArchiveRef, run_id: str) -> int:
