@@ -23,8 +23,9 @@ durable: fsync and synchronous_commit on, as a production server runs), and the 
 PostgreSQL's time over DuckDB's. Reference and dlt are left out then (--with-others keeps them).
 Prints requests, requests per 1,000 events, wall seconds (process start included; median of the
 rounds), the ratio of each contender's speed to the reference's and dlt's, the CPU seconds each
-client process used (less noisy than wall time on a shared machine), the cost per 1,000 events
-(wall and CPU seconds: flat from 12k to 1M is the goal) and peak RSS.
+client process used (less noisy than wall time on a shared machine), the CPU seconds the server's
+processes used while it ran (what its requests cost the server; "—" with --api-url), the cost per
+1,000 events (wall and CPU seconds: flat from 12k to 1M is the goal) and peak RSS.
 With --incremental, each archiver syncs its archive once more right after its first sync, from the
 server's whole history to now with nothing new, and the table adds that sync's requests (pages
 plus count-by, the trailing reconcile's included).
@@ -256,7 +257,9 @@ def main() -> None:
         names = list(contenders)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                served_before = server.cpu_seconds() if server else None
                 result = contenders[name]()
+                result["server_cpu"] = server.cpu_seconds() - served_before if served_before is not None else None
                 if result["events"] != args.events:
                     raise SystemExit(f"{name} read {result['events']:,} events, not {args.events:,}")
                 runs[name].append(result)
@@ -269,16 +272,19 @@ def main() -> None:
     wall = {name: statistics.median(r["wall"] for r in results) for name, results in runs.items()}
     print(f"\n{args.events:,} events over {args.days} days, first sync, median of {args.rounds} interleaved rounds")
     print("| contender | requests | per 1,000 events | seconds | speed vs reference | speed vs dlt | client CPU s "
-          "| s per 1,000 (wall / CPU) | peak RSS MB | notes |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| server CPU s | s per 1,000 (wall / CPU) | peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         last = results[-1]
         vs_ref = f"{wall['reference'] / wall[name]:.2f}x" if "reference" in wall else "not run"
         vs_dlt = f"{wall['dlt'] / wall[name]:.2f}x" if "dlt" in wall else "not run"
         inner = f" ({statistics.median(r['inner'] for r in results):.2f} inside)" if name.startswith("archiver") else ""
         cpu = statistics.median(r["cpu"] for r in results)
+        served = [r["server_cpu"] for r in results if r["server_cpu"] is not None]
+        server_cpu = f"{statistics.median(served):.1f}" if served else "—"
         print(f"| {name} | {last['requests']:,} | {last['requests'] * 1000 / args.events:.1f} | {wall[name]:.2f}{inner} | "
-              f"{vs_ref} | {vs_dlt} | {cpu:.1f} | {wall[name] * 1000 / args.events:.3f} / {cpu * 1000 / args.events:.3f} | "
+              f"{vs_ref} | {vs_dlt} | {cpu:.1f} | {server_cpu} | "
+              f"{wall[name] * 1000 / args.events:.3f} / {cpu * 1000 / args.events:.3f} | "
               f"{max(r['rss'] for r in results):.0f} | {last['detail']} |")
     if any("incremental" in results[0] for results in runs.values()):
         print("\nA sync with nothing new, right after the first sync, on the same archive (requests: pages + count-by; "

@@ -280,6 +280,22 @@ class PrefectServer:
             return False  # cannot tell: as before, the answer is taken as ours
         return bool(owners) and None not in owners and not owners & ours
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the server's processes have used so far: what a client's
+        requests cost the server is the difference across them (bench/ingest.py)."""
+        import psutil
+
+        assert self._proc is not None, "the server is not running"
+        leader = psutil.Process(self._proc.pid)
+        total = 0.0
+        for process in (leader, *leader.children(recursive=True)):
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
+
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL after 10 s, then remove its home (unless kept)."""
         proc, self._proc = self._proc, None
