@@ -271,24 +271,29 @@ class PrefectServer:
         """Whether the process listening on our port is known and is not our server (or its children)."""
         import psutil
 
-        assert self._proc is not None
         try:
-            ours = {self._proc.pid} | {c.pid for c in psutil.Process(self._proc.pid).children(recursive=True)}
+            ours = {p.pid for p in self._processes()}
             owners = {c.pid for c in psutil.net_connections(kind="tcp")
                       if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port}
         except (psutil.Error, PermissionError):
             return False  # cannot tell: as before, the answer is taken as ours
         return bool(owners) and None not in owners and not owners & ours
 
+    def _processes(self) -> list[Any]:
+        """The server's process and its descendants (uvicorn, services), as psutil.Process objects."""
+        import psutil
+
+        assert self._proc is not None, "the server is not running"
+        leader = psutil.Process(self._proc.pid)
+        return [leader, *leader.children(recursive=True)]
+
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) the server's processes have used so far: what a client's
         requests cost the server is the difference across them (bench/ingest.py)."""
         import psutil
 
-        assert self._proc is not None, "the server is not running"
-        leader = psutil.Process(self._proc.pid)
         total = 0.0
-        for process in (leader, *leader.children(recursive=True)):
+        for process in self._processes():
             try:
                 times = process.cpu_times()
             except psutil.NoSuchProcess:
